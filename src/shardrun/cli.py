@@ -1,0 +1,234 @@
+"""The `shardrun` command: a thin layer over the library. Errors become messages and exit codes here.
+
+Exit codes: 0 ok; 1 some tasks failed; 2 bad job file or usage; 3 other errors; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__
+from .cleanup import cleanup_run
+from .errors import ShardrunError
+from .monitor import progress_for
+from .runner import RunResult, merge_run, retry_run, run_job
+from .spec import load_spec
+from .split import split_job
+from .status import list_runs, run_status, task_log
+
+out = Console(highlight=False, soft_wrap=True)
+
+
+def _home(ctx: click.Context) -> Path | None:
+    home: Path | None = ctx.obj.get("home")
+    return home
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="shardrun")
+@click.option("--home", type=click.Path(path_type=Path), envvar="SHARDRUN_HOME",
+              help="Where the ledger and run data live [default: ~/.local/state/shardrun].")
+@click.pass_context
+def cli(ctx: click.Context, home: Path | None) -> None:
+    """Split a big job into tasks, run them in parallel, merge the outputs."""
+    ctx.ensure_object(dict)
+    ctx.obj["home"] = home
+
+
+@cli.command()
+@click.argument("path", type=click.Path(path_type=Path), default="job.toml")
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+def init(path: Path, force: bool) -> None:
+    """Write a commented example job file."""
+    if path.exists() and not force:
+        raise click.UsageError(f"{path} exists; use --force to overwrite it")
+    text = resources.files("shardrun").joinpath("templates/job.toml").read_text(encoding="utf-8")
+    path.write_text(text, encoding="utf-8")
+    out.print(f"wrote {path}; edit it, then: shardrun validate {path}")
+
+
+@cli.command()
+@click.argument("job", type=click.Path(path_type=Path))
+def validate(job: Path) -> None:
+    """Check a job file and what it names, without running anything."""
+    from .preflight import check_job
+    from .split import resolve_inputs
+
+    spec = load_spec(job)
+    check_job(spec)
+    inputs = resolve_inputs(spec)
+    out.print(f"{job}: ok ({len(inputs)} input file(s), split by {spec.split.kind}, "
+              f"merge by {spec.merge.kind}, backend {spec.run.backend})")
+
+
+@cli.command()
+@click.argument("job", type=click.Path(path_type=Path))
+@click.option("-o", "--outdir", type=click.Path(path_type=Path), required=True,
+              help="Empty or new folder for the pieces.")
+def split(job: Path, outdir: Path) -> None:
+    """Split only, so the pieces can be inspected."""
+    spec = load_spec(job)
+    if outdir.exists() and any(outdir.iterdir()):
+        raise click.UsageError(f"{outdir} is not empty")
+    outdir.mkdir(parents=True, exist_ok=True)
+    pieces = split_job(spec, outdir)
+    out.print(f"{len(pieces)} pieces in {outdir}")
+
+
+@cli.command()
+@click.argument("job", type=click.Path(path_type=Path))
+@click.option("--new", is_flag=True, help="Start a new run even if an unfinished one exists.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@click.pass_context
+def run(ctx: click.Context, job: Path, new: bool, quiet: bool) -> None:
+    """Run a job (or resume its unfinished run)."""
+    result = run_job(job, home=_home(ctx), new=new, progress=progress_for(quiet=quiet))
+    _print_result(result)
+    ctx.exit(0 if result.ok else 1)
+
+
+@cli.command()
+@click.argument("run_id")
+@click.option("--failed", is_flag=True, help="Rerun every failed task.")
+@click.option("--task", "tasks", multiple=True, help="Rerun this task (repeatable).")
+@click.option("--quiet", "-q", is_flag=True)
+@click.pass_context
+def retry(ctx: click.Context, run_id: str, failed: bool, tasks: tuple[str, ...],
+          quiet: bool) -> None:
+    """Rerun the failed tasks of a run, then merge."""
+    if not failed and not tasks:
+        raise click.UsageError("say which tasks: --failed, or --task ID")
+    result = retry_run(run_id, home=_home(ctx), task_ids=list(tasks) or None,
+                       progress=progress_for(quiet=quiet))
+    _print_result(result)
+    ctx.exit(0 if result.ok else 1)
+
+
+@cli.command()
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def status(ctx: click.Context, run_id: str, as_json: bool) -> None:
+    """Show a run's state, counts and failures."""
+    info = run_status(run_id, home=_home(ctx))
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    t = info["tasks"]
+    out.print(f"run {info['run_id']} ({info['job']}): {info['status']}")
+    out.print(f"  tasks: {t['total']} total, {t['succeeded']} succeeded, {t['failed']} failed, "
+              f"{t['running']} running, {t['pending']} waiting; {info['retries']} retries")
+    if info["merged_output"]:
+        out.print(f"  merged output: {info['merged_output']}")
+    if info["message"]:
+        out.print(f"  note: {info['message']}")
+    _print_failures(info["run_id"], info["failed"])
+
+
+@cli.command()
+@click.argument("run_id")
+@click.argument("task_id")
+@click.option("--attempt", type=int, help="Attempt number [default: the last].")
+@click.option("--stdout", "stream", flag_value="stdout", help="Show stdout.")
+@click.option("--stderr", "stream", flag_value="stderr", default=True, help="Show stderr.")
+@click.pass_context
+def logs(ctx: click.Context, run_id: str, task_id: str, attempt: int | None, stream: str) -> None:
+    """Print a task attempt's stored stderr (or stdout)."""
+    data = task_log(run_id, task_id, attempt=attempt, stream=stream, home=_home(ctx))
+    sys.stdout.buffer.write(data)
+    sys.stdout.flush()
+
+
+@cli.command()
+@click.argument("run_id")
+@click.pass_context
+def merge(ctx: click.Context, run_id: str) -> None:
+    """Merge a run's outputs again (for example after changing the merger)."""
+    out.print(f"merged result: {merge_run(run_id, home=_home(ctx))}")
+
+
+@cli.command()
+@click.argument("run_id")
+@click.option("--force", is_flag=True, help="Also clean a run marked running (its client died).")
+@click.pass_context
+def cleanup(ctx: click.Context, run_id: str, force: bool) -> None:
+    """Delete a run's stored data and scratch folders (the merged output is kept)."""
+    removed = cleanup_run(run_id, home=_home(ctx), force=force)
+    for item in removed:
+        out.print(f"removed {item}")
+    if not removed:
+        out.print(f"nothing left to remove for {run_id}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.option("-n", "--limit", type=int, default=20, show_default=True)
+@click.pass_context
+def runs(ctx: click.Context, as_json: bool, limit: int) -> None:
+    """List recent runs."""
+    rows = list_runs(home=_home(ctx), limit=limit)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = Table("run", "job", "status", "tasks", "failed", "created")
+    for r in rows:
+        table.add_row(r["run_id"], r["job"], r["status"], str(r["tasks"]), str(r["failed"]),
+                      r["created_at"])
+    out.print(table)
+
+
+def _print_result(result: RunResult) -> None:
+    c = result.counts
+    verb = "resumed run" if result.resumed else "run"
+    out.print(f"{verb} {result.run_id}: {result.status} — {c['succeeded']} succeeded, "
+              f"{c['failed']} failed in {result.wall_time:.1f}s")
+    if result.merged_output:
+        out.print(f"merged result: {result.merged_output}")
+    if result.message:
+        out.print(result.message)
+    _print_failures(result.run_id, [f.__dict__ for f in result.failed])
+    if result.failed:
+        out.print(f"rerun only these: shardrun retry {result.run_id} --failed")
+
+
+def _print_failures(run_id: str, failed: list[dict[str, Any]], limit: int = 20) -> None:
+    for f in failed[:limit]:
+        out.print(f"  {f['task_id']} failed after {f['attempts']} attempt(s): {f['reason']}")
+        if f["stderr_tail"]:
+            out.print(f"    stderr: {f['stderr_tail']}")
+        out.print(f"    full log: shardrun logs {run_id} {f['task_id']}")
+    if len(failed) > limit:
+        out.print(f"  ... and {len(failed) - limit} more (shardrun status {run_id} --json)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point. Every error the user can cause ends here as one line and an exit code."""
+    try:
+        cli.main(args=list(argv) if argv is not None else None, prog_name="shardrun",
+                 standalone_mode=False)
+    except ShardrunError as err:
+        click.echo(f"shardrun: error: {err}", err=True)
+        return err.exit_code
+    except click.exceptions.Exit as done:
+        return int(done.exit_code)
+    except click.ClickException as err:
+        err.show()
+        return 2
+    except click.exceptions.Abort:
+        click.echo("shardrun: aborted", err=True)
+        return 130
+    except KeyboardInterrupt:
+        click.echo("shardrun: interrupted", err=True)
+        return 130
+    except BrokenPipeError:
+        return 1
+    return 0

@@ -1,0 +1,115 @@
+"""Compute backends: where task attempts run.
+
+A backend takes tasks, runs each with up to `retries` extra attempts (as Azure Batch does with
+maxTaskRetryCount), and reports what happened as AttemptEvents. The client records those events in
+the ledger; backends never touch it. Backends are registered by name with an install hint.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from ..errors import BackendNotAvailable, UsageError
+from ..storage import Store
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One task to run. `input_key` ends with '/' when the piece is a folder."""
+
+    task_id: str
+    input_key: str
+    output_key: str
+    first_attempt: int = 1
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Everything a backend needs that is the same for every task of a run."""
+
+    run_id: str
+    command: list[str] | None
+    store: Store
+    scratch: Path
+    env: dict[str, str] = field(default_factory=dict)
+    config_key: str | None = None
+    file_keys: tuple[str, ...] = ()
+    retries: int = 3
+    timeout: float | None = None
+    concurrency: int = 1
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AttemptEvent:
+    """An attempt started or finished. `final` says no further attempt of this task will follow."""
+
+    task_id: str
+    attempt: int
+    kind: str  # "started" | "finished"
+    time: float
+    worker: str = ""
+    pid: int | None = None
+    result: str = ""  # succeeded | failed | timeout | interrupted
+    exit_code: int | None = None
+    reason: str | None = None
+    output_size: int | None = None
+    final: bool = False
+
+
+@runtime_checkable
+class ComputeBackend(Protocol):
+    name: str
+
+    def start(self, ctx: RunContext) -> None:
+        """Prepare to run tasks of this run (create or re-attach to what the run needs)."""
+        ...
+
+    def submit(self, tasks: Sequence[TaskSpec]) -> None:
+        """Queue tasks. Returns once they are accepted, not when they finish."""
+        ...
+
+    def events(self, timeout: float) -> list[AttemptEvent]:
+        """Events since the last call, waiting up to `timeout` seconds for the first one."""
+        ...
+
+    def stop(self) -> None:
+        """Stop everything now (Ctrl-C): queued tasks are dropped, running attempts are ended."""
+        ...
+
+    def close(self) -> None:
+        """Release what `start` took. Safe to call twice."""
+        ...
+
+
+_BACKENDS: dict[str, tuple[str, str, str]] = {
+    "local": ("shardrun.compute.local", "LocalBackend", ""),
+}
+
+
+def register_backend(name: str, module: str, cls: str, hint: str = "") -> None:
+    _BACKENDS[name] = (module, cls, hint)
+
+
+def backend_names() -> list[str]:
+    return sorted(_BACKENDS)
+
+
+def open_backend(name: str, **options: Any) -> ComputeBackend:
+    try:
+        module_name, cls_name, hint = _BACKENDS[name]
+    except KeyError:
+        raise UsageError(
+            f"unknown compute backend {name!r}; known: {', '.join(backend_names())}"
+        ) from None
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        extra = f"; install it with: {hint}" if hint else ""
+        raise BackendNotAvailable(f"compute backend {name!r} is not available ({err}){extra}") from err
+    backend: ComputeBackend = getattr(module, cls_name)(**options)
+    return backend

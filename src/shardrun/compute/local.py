@@ -1,0 +1,283 @@
+"""The local backend: task attempts on this machine, `concurrency` at a time.
+
+Each worker thread takes a task, runs its attempts one after another until one succeeds or the
+retries are spent, and reports AttemptEvents. Timeouts are enforced from `events()`, which the
+client calls several times a second, so no thread per attempt is needed.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..layout import log_key
+from . import AttemptEvent, RunContext, TaskSpec
+from .contract import base_environment, task_environment
+from .runtime import Launched, Runtime, open_runtime
+
+KILL_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
+NODE_ID = "local-node"
+
+
+@dataclass
+class _Running:
+    handle: Launched
+    deadline: float | None
+    timed_out: bool = False
+    term_sent_at: float | None = None
+
+
+class LocalBackend:
+    name = "local"
+
+    def __init__(self, runtime: str | Runtime = "process", kill_grace: float = KILL_GRACE) -> None:
+        self.runtime = open_runtime(runtime) if isinstance(runtime, str) else runtime
+        self.kill_grace = kill_grace
+        self._todo: queue.SimpleQueue[TaskSpec | None] = queue.SimpleQueue()
+        self._out: queue.SimpleQueue[AttemptEvent] = queue.SimpleQueue()
+        self._running: dict[str, _Running] = {}
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._workers: list[threading.Thread] = []
+        self._ctx: RunContext | None = None
+        self._config_path: Path | None = None
+        self._file_paths: list[Path] = []
+        self._base_env: dict[str, str] = {}
+
+    # -- ComputeBackend -------------------------------------------------------------------------
+    def start(self, ctx: RunContext) -> None:
+        self._ctx = ctx
+        shared = ctx.scratch / "shared"
+        shared.mkdir(parents=True, exist_ok=True)
+        if ctx.config_key:
+            self._config_path = self._materialize(ctx.config_key, shared / "config")
+        self._file_paths = [self._materialize(k, shared / "files") for k in ctx.file_keys]
+        self._base_env = base_environment()
+        kill_strays(ctx.run_id)  # a resumed run must not race attempts of the dead client
+        for i in range(ctx.concurrency):
+            worker = threading.Thread(
+                target=self._work, args=(f"local-{i + 1}",), name=f"shardrun-w{i + 1}", daemon=True
+            )
+            worker.start()
+            self._workers.append(worker)
+
+    def submit(self, tasks: Sequence[TaskSpec]) -> None:
+        for task in tasks:
+            self._todo.put(task)
+
+    def events(self, timeout: float) -> list[AttemptEvent]:
+        self._enforce_deadlines()
+        out: list[AttemptEvent] = []
+        try:
+            out.append(self._out.get(timeout=timeout))
+            while True:
+                out.append(self._out.get_nowait())
+        except queue.Empty:
+            pass
+        return out
+
+    def stop(self) -> None:
+        self._stopping.set()
+        try:
+            while True:
+                self._todo.get_nowait()
+        except queue.Empty:
+            pass
+        with self._lock:
+            handles = [r.handle for r in self._running.values()]
+        for h in handles:
+            h.terminate()
+        deadline = time.monotonic() + self.kill_grace
+        while time.monotonic() < deadline and any(w.is_alive() for w in self._workers):
+            with self._lock:
+                if not self._running:
+                    break
+            time.sleep(0.05)
+        with self._lock:
+            handles = [r.handle for r in self._running.values()]
+        for h in handles:
+            h.kill()
+
+    def close(self) -> None:
+        for _ in self._workers:
+            self._todo.put(None)
+        for w in self._workers:
+            w.join(timeout=self.kill_grace + 5)
+        self._workers.clear()
+
+    # -- internals ------------------------------------------------------------------------------
+    def _enforce_deadlines(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            running = list(self._running.values())
+        for r in running:
+            if r.deadline is not None and now >= r.deadline and r.term_sent_at is None:
+                r.timed_out = True
+                r.term_sent_at = now
+                r.handle.terminate()
+            elif r.term_sent_at is not None and now - r.term_sent_at >= self.kill_grace:
+                r.handle.kill()
+
+    def _materialize(self, key: str, folder: Path) -> Path:
+        ctx = self._ctx
+        assert ctx is not None
+        local = ctx.store.local_path(key)
+        if local is not None:
+            return local
+        dest = folder / key.rsplit("/", 1)[-1]
+        ctx.store.get_file(key, dest)
+        return dest
+
+    def _work(self, worker: str) -> None:
+        ctx = self._ctx
+        assert ctx is not None
+        while True:
+            task = self._todo.get()
+            if task is None or self._stopping.is_set():
+                return
+            last = task.first_attempt + ctx.retries
+            for attempt in range(task.first_attempt, last + 1):
+                event = self._attempt(ctx, task, attempt, worker, final_try=attempt == last)
+                self._out.put(event)
+                if event.final or self._stopping.is_set():
+                    break
+
+    def _attempt(
+        self, ctx: RunContext, task: TaskSpec, attempt: int, worker: str, final_try: bool
+    ) -> AttemptEvent:
+        task_dir = ctx.scratch / "tasks" / task.task_id / str(attempt)
+        wd = task_dir / "wd"
+        if task_dir.exists():
+            shutil.rmtree(task_dir)  # left by a client that died before recording this attempt
+        wd.mkdir(parents=True)
+        input_path = self._input(ctx, task, wd)
+        output_path = wd / task.output_key.rsplit("/", 1)[-1]
+        for f in self._file_paths:
+            (wd / f.name).symlink_to(f)
+        token = f"{task.task_id}/{attempt}"
+        env = self._base_env | task_environment(
+            run_id=ctx.run_id, task_id=task.task_id, attempt=attempt, input_path=input_path,
+            output_path=output_path, config_path=self._config_path, task_dir=task_dir,
+            working_dir=wd, shared_dir=ctx.scratch / "shared", node_root=ctx.scratch,
+            node_id=NODE_ID, extra=ctx.env,
+        )
+        argv = _render(ctx.command or [], input_path, output_path, self._config_path)
+
+        def finished(result: str, code: int | None, reason: str | None, final: bool,
+                     size: int | None = None) -> AttemptEvent:
+            return AttemptEvent(task.task_id, attempt, "finished", time.time(), worker,
+                                result=result, exit_code=code, reason=reason, final=final,
+                                output_size=size)
+
+        with (task_dir / "stdout.txt").open("wb") as out, (task_dir / "stderr.txt").open("wb") as err:
+            try:
+                handle = self.runtime.launch(argv, env=env, cwd=wd, stdout=out, stderr=err)
+            except OSError as e:
+                err.write(f"shardrun: cannot start {argv[0]!r}: {e.strerror}\n".encode())
+                err.flush()
+                self._keep_logs(ctx, task, attempt, task_dir)
+                return finished("failed", None, f"cannot start {argv[0]!r}: {e.strerror}", True)
+            deadline = time.monotonic() + ctx.timeout if ctx.timeout else None
+            running = _Running(handle, deadline)
+            with self._lock:
+                self._running[token] = running
+            self._out.put(AttemptEvent(task.task_id, attempt, "started", time.time(), worker,
+                                       pid=handle.pid))
+            try:
+                code = handle.wait()
+            finally:
+                with self._lock:
+                    del self._running[token]
+        self._keep_logs(ctx, task, attempt, task_dir)
+
+        if self._stopping.is_set() and code != 0:
+            return finished("interrupted", code, "stopped by the user", True)
+        if running.timed_out:
+            reason = f"timed out after {ctx.timeout:g}s"
+            return finished("timeout", code, reason, final_try)
+        if code != 0:
+            return finished("failed", code, _exit_reason(code), final_try)
+        if not output_path.is_file():
+            what = "a folder" if output_path.is_dir() else "nothing"
+            reason = f"exited 0 but wrote {what} at OUTPUT_PATH ({output_path.name})"
+            return finished("failed", code, reason, final_try)
+        size = ctx.store.put_file(task.output_key, output_path, move=True)
+        shutil.rmtree(task_dir, ignore_errors=True)
+        return finished("succeeded", code, None, True, size)
+
+    def _input(self, ctx: RunContext, task: TaskSpec, wd: Path) -> Path:
+        if not task.input_key.endswith("/"):
+            local = ctx.store.local_path(task.input_key)
+            if local is not None:
+                return local  # read-only by contract; no copy needed
+            dest = wd / task.input_key.rsplit("/", 1)[-1]
+            ctx.store.get_file(task.input_key, dest)
+            return dest
+        folder = wd / task.input_key.rstrip("/").rsplit("/", 1)[-1]
+        for obj in ctx.store.list(task.input_key):
+            dest = folder / obj.key[len(task.input_key):]
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            local = ctx.store.local_path(obj.key)
+            if local is not None:
+                dest.symlink_to(local)
+            else:
+                ctx.store.get_file(obj.key, dest)
+        folder.mkdir(exist_ok=True)
+        return folder
+
+    def _keep_logs(self, ctx: RunContext, task: TaskSpec, attempt: int, task_dir: Path) -> None:
+        for stream in ("stdout", "stderr"):
+            path = task_dir / f"{stream}.txt"
+            if path.exists():
+                ctx.store.put_file(log_key(ctx.run_id, task.task_id, attempt, stream), path,
+                                   move=True)
+
+
+_APP_PLACEHOLDER = re.compile(r"\{(input|output|config)\}")
+
+
+def _render(template: list[str], input_path: Path, output_path: Path,
+            config_path: Path | None) -> list[str]:
+    # One pass per argument, so a path that itself contains "{output}" is never substituted again;
+    # each argument stays one argv item, whatever the file name. Other braces are left alone.
+    values = {"input": str(input_path), "output": str(output_path),
+              "config": str(config_path) if config_path else ""}
+    return [_APP_PLACEHOLDER.sub(lambda m: values[m.group(1)], arg) for arg in template]
+
+
+def _exit_reason(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+def kill_strays(run_id: str) -> int:
+    """Kill process groups left running by a client of this run that died (kill -9).
+
+    They are found by the SHARDRUN_RUN_ID in their environment, so nothing else is touched.
+    """
+    marker = f"SHARDRUN_RUN_ID={run_id}".encode()
+    killed = 0
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if marker not in (proc / "environ").read_bytes().split(b"\0"):
+                continue
+            pgid = os.getpgid(int(proc.name))
+            if pgid == os.getpgrp():
+                continue  # never our own group
+            os.killpg(pgid, signal.SIGKILL)
+            killed += 1
+        except (OSError, ValueError):
+            continue
+    return killed

@@ -1,0 +1,105 @@
+"""Runtimes: how the local backend starts one attempt. `process` is the default.
+
+A runtime launches an argv list (never a shell string) and hands back a handle the backend can wait
+on and stop. Stopping always reaches the whole process group, not only the direct child.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+from pathlib import Path
+from typing import IO, Protocol
+
+
+class Launched(Protocol):
+    pid: int
+
+    def wait(self) -> int:
+        """Block until the attempt ends; return its exit code (negative: killed by that signal)."""
+        ...
+
+    def terminate(self) -> None:
+        """Ask the attempt to stop (SIGTERM to the whole group)."""
+        ...
+
+    def kill(self) -> None:
+        """Stop it now (SIGKILL to the whole group)."""
+        ...
+
+
+class Runtime(Protocol):
+    name: str
+
+    def launch(
+        self,
+        argv: list[str],
+        *,
+        env: dict[str, str],
+        cwd: Path,
+        stdout: IO[bytes],
+        stderr: IO[bytes],
+    ) -> Launched: ...
+
+
+class ProcessGroup:
+    """A child started in its own session, so one signal reaches everything it started."""
+
+    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+        self.popen = popen
+        self.pid = popen.pid
+
+    def wait(self) -> int:
+        # Wait without reaping, so the group id cannot be reused while we clean up stragglers
+        # (background children the app left behind); then reap.
+        with contextlib.suppress(ChildProcessError):
+            os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOWAIT)
+        self._signal(signal.SIGKILL)
+        return self.popen.wait()
+
+    def terminate(self) -> None:
+        self._signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self._signal(signal.SIGKILL)
+
+    def _signal(self, sig: int) -> None:
+        if self.popen.returncode is not None:
+            return  # reaped: the group id may belong to someone else now
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, sig)
+
+
+class ProcessRuntime:
+    name = "process"
+
+    def launch(
+        self,
+        argv: list[str],
+        *,
+        env: dict[str, str],
+        cwd: Path,
+        stdout: IO[bytes],
+        stderr: IO[bytes],
+    ) -> Launched:
+        popen = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=stderr,
+            start_new_session=True,
+            close_fds=True,
+        )
+        return ProcessGroup(popen)
+
+
+def open_runtime(name: str) -> Runtime:
+    if name == "process":
+        return ProcessRuntime()
+    from ..errors import UsageError
+
+    raise UsageError(f"unknown runtime {name!r}; this version knows: process")

@@ -1,0 +1,85 @@
+"""Checks made before a run exists, so a mistake costs nothing and leaves nothing behind."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from .compute import backend_names
+from .compute.contract import base_environment
+from .errors import JobFileError
+from .spec import JobSpec
+from .storage import store_names
+
+
+def resolved_command(spec: JobSpec) -> list[str] | None:
+    """The app's argv with arguments that name a file beside the job file made absolute.
+
+    Tasks run in their own working folders, so `python3 count.py` must point at the job's count.py.
+    """
+    if spec.app.command is None:
+        return None
+    out = []
+    for arg in spec.app.command:
+        if arg and "{" not in arg and not arg.startswith("-") and not os.path.isabs(arg):
+            candidate = spec.path(arg)
+            if candidate.is_file():
+                out.append(str(candidate))
+                continue
+        out.append(arg)
+    return out
+
+
+def check_job(spec: JobSpec) -> None:
+    """Raise JobFileError naming the file and key for anything that would fail later."""
+    src = spec.source
+    if spec.run.backend not in backend_names():
+        raise JobFileError(
+            f"{src}: [run] backend {spec.run.backend!r} is unknown; known: {', '.join(backend_names())}"
+        )
+    if spec.run.storage not in store_names():
+        raise JobFileError(
+            f"{src}: [run] storage {spec.run.storage!r} is unknown; known: {', '.join(store_names())}"
+        )
+    command = resolved_command(spec)
+    if command is None:
+        if spec.run.runtime == "process":
+            raise JobFileError(
+                f"{src}: [app] command is required with the process runtime "
+                "(leave it out only when a container image has an ENTRYPOINT)"
+            )
+    else:
+        _check_program(spec, command[0])
+        if spec.app.config is None and any("{config}" in a for a in command):
+            raise JobFileError(f"{src}: [app] command uses {{config}} but [app] config is not set")
+    if spec.app.config is not None:
+        _check_file(spec, spec.app.config, "[app] config")
+    names: set[str] = set()
+    for i, f in enumerate(spec.app.files):
+        _check_file(spec, f, f"[app] files[{i}]")
+        if f.name in names:
+            raise JobFileError(f"{src}: [app] files has two files named {f.name!r}")
+        names.add(f.name)
+    merge_dir = spec.path(spec.merge.output).parent
+    if merge_dir.exists() and not merge_dir.is_dir():
+        raise JobFileError(f"{src}: [merge] output: {merge_dir} is not a folder")
+
+
+def _check_program(spec: JobSpec, program: str) -> None:
+    where = f"{spec.source}: [app] command[0]"
+    if os.sep in program:
+        path = Path(program)
+        if not path.is_file():
+            raise JobFileError(f"{where}: {program!r} does not exist")
+        if not os.access(path, os.X_OK):
+            raise JobFileError(f"{where}: {program!r} is not executable (chmod +x?)")
+        return
+    if shutil.which(program, path=base_environment().get("PATH")) is None:
+        raise JobFileError(f"{where}: program {program!r} not found on PATH or beside the job file")
+
+
+def _check_file(spec: JobSpec, path: Path, key: str) -> None:
+    full = spec.path(path)
+    if not full.is_file():
+        raise JobFileError(f"{spec.source}: {key}: {str(path)!r} does not exist")

@@ -1,0 +1,368 @@
+"""The pipeline: spec -> split -> storage -> compute -> monitor -> merge.
+
+`run_job` starts a run or resumes the unfinished one for the same job file; `retry_run` reruns the
+failed tasks of a run. The ledger is written only here, from the main thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+from . import layout
+from .compute import AttemptEvent, RunContext, TaskSpec, open_backend
+from .errors import RunInterrupted, UsageError
+from .ledger import Ledger, RunRow
+from .merge import merge_outputs
+from .monitor import NullProgress, ProgressView
+from .plugins import tail
+from .preflight import check_job, resolved_command
+from .spec import JobSpec, load_spec, parse_spec
+from .split import split_job
+from .workspace import Workspace
+
+POLL = 0.2  # seconds between event polls; also the timeout check granularity
+
+
+@dataclass(frozen=True)
+class FailedTask:
+    task_id: str
+    attempts: int
+    reason: str
+    stderr_tail: str
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    status: str
+    counts: dict[str, int]
+    wall_time: float
+    merged_output: Path | None = None
+    resumed: bool = False
+    failed: list[FailedTask] = field(default_factory=list)
+    message: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "succeeded"
+
+
+def spec_for_run(run: RunRow) -> JobSpec:
+    """The job spec as it was when the run started (the job file may have changed since)."""
+    job_path = Path(run.job_path)
+    return parse_spec(json.loads(run.spec_json), job_path, job_path.parent)
+
+
+def get_run(ws: Workspace, run_id: str) -> RunRow:
+    run = ws.ledger.get_run(run_id)
+    if run is None:
+        raise UsageError(f"no run {run_id!r} in {ws.ledger.path} (see `shardrun runs`)")
+    return run
+
+
+def run_job(
+    job_path: Path | str,
+    *,
+    home: Path | str | None = None,
+    new: bool = False,
+    progress: ProgressView | None = None,
+) -> RunResult:
+    """Run a job file; resume its unfinished run if there is one (unless `new`)."""
+    spec = load_spec(job_path)
+    check_job(spec)
+    ws = Workspace(home)
+    try:
+        job_key = str(Path(job_path).resolve())
+        existing = None if new else ws.ledger.latest_unfinished(job_key)
+        if existing is not None and existing.status == "splitting":
+            _abandon(ws, existing, "the client stopped while splitting; started afresh")
+            existing = None
+        if existing is not None and existing.fingerprint != spec.fingerprint():
+            raise UsageError(
+                f"{job_path} changed since unfinished run {existing.run_id} started; "
+                f"run with --new to start afresh, or `shardrun cleanup {existing.run_id}`"
+            )
+        if existing is not None:
+            return execute(ws, existing.run_id, progress=progress, resumed=True)
+        run_id = prepare_run(ws, spec, job_key)
+        return execute(ws, run_id, progress=progress)
+    finally:
+        ws.close()
+
+
+def prepare_run(ws: Workspace, spec: JobSpec, job_key: str) -> str:
+    """Split the input, put the pieces in storage, and record the run and its tasks."""
+    run_id = layout.new_run_id(spec.name)
+    ledger = ws.ledger
+    ledger.create_run(
+        RunRow(run_id, spec.name, job_key, spec.fingerprint(),
+               json.dumps(spec.model_dump(mode="json")), spec.run.backend, spec.run.storage,
+               "splitting", time.time(), None, None, None),
+        [],
+    )
+    ledger.add_resource(run_id, "namespace", run_id)
+    store = ws.store(spec.run.storage)
+    staging = ws.scratch(run_id) / "pieces"
+    staging.mkdir(parents=True)
+    try:
+        pieces = split_job(spec, staging)
+        tasks = []
+        uploads: list[tuple[str, Path]] = []
+        for index, piece in enumerate(pieces, 1):
+            task_id = layout.task_id(index, len(pieces))
+            out_name = spec.app.output_name or f"output{piece.suffix if piece.is_file() else ''}"
+            if piece.is_dir():
+                in_key = layout.input_key(run_id, task_id, piece.name) + "/"
+                files = sorted(p for p in piece.rglob("*") if p.is_file())
+                uploads += [(in_key + f.relative_to(piece).as_posix(), f) for f in files]
+                size = sum(f.stat().st_size for f in files)
+            else:
+                in_key = layout.input_key(run_id, task_id, piece.name)
+                uploads.append((in_key, piece))
+                size = piece.stat().st_size
+            tasks.append((task_id, index, in_key, size,
+                          layout.output_key(run_id, task_id, out_name)))
+        if spec.app.config:
+            uploads.append((layout.config_key(run_id, spec.app.config.name),
+                            spec.path(spec.app.config)))
+        uploads += [(layout.file_key(run_id, f.name), spec.path(f)) for f in spec.app.files]
+        store.put_files(uploads, move=False)
+    except BaseException as err:
+        _abandon(ws, ledger.get_run(run_id), f"split failed: {err}")  # type: ignore[arg-type]
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    with ledger.transaction():
+        ledger.db.executemany(
+            "INSERT INTO tasks (run_id, task_id, idx, input_key, input_size, output_key, state)"
+            " VALUES (?,?,?,?,?,?,'pending')",
+            ((run_id, *t) for t in tasks),
+        )
+        ledger.set_run_status(run_id, "running")
+    return run_id
+
+
+def _abandon(ws: Workspace, run: RunRow, message: str) -> None:
+    """A run that never got its tasks: mark it failed and remove what it stored."""
+    ws.ledger.set_run_status(run.run_id, "failed", message[:500])
+    with contextlib.suppress(Exception):
+        ws.store(run.storage).delete_namespace(run.run_id)
+        ws.ledger.resource_deleted(run.run_id, "namespace", run.run_id)
+    shutil.rmtree(ws.scratch(run.run_id), ignore_errors=True)
+
+
+def retry_run(
+    run_id: str,
+    *,
+    home: Path | str | None = None,
+    task_ids: list[str] | None = None,
+    progress: ProgressView | None = None,
+) -> RunResult:
+    """Run the failed tasks (or the named ones) of a finished run again, then merge."""
+    ws = Workspace(home)
+    try:
+        run = get_run(ws, run_id)
+        if run.status == "cleaned":
+            raise UsageError(f"run {run_id} was cleaned up; its inputs are gone")
+        if task_ids:
+            known = {t.task_id for t in ws.ledger.tasks(run_id)}
+            unknown = [t for t in task_ids if t not in known]
+            if unknown:
+                raise UsageError(f"run {run_id} has no task {unknown[0]!r}")
+            targets = task_ids
+        else:
+            targets = [t.task_id for t in ws.ledger.tasks(run_id, "failed")]
+        if not targets:
+            raise UsageError(f"run {run_id} has no failed tasks to retry")
+        with ws.ledger.transaction():
+            ws.ledger.set_task_state(run_id, targets, "pending")
+            ws.ledger.set_run_status(run_id, "running")
+        return execute(ws, run_id, progress=progress, resumed=True)
+    finally:
+        ws.close()
+
+
+def recover(ws: Workspace, run_id: str) -> None:
+    """Make the ledger true again after a client died: close open attempts, trust stored outputs."""
+    ledger = ws.ledger
+    run = get_run(ws, run_id)
+    store = ws.store(run.storage)
+    now = time.time()
+    with ledger.transaction():
+        for a in ledger.open_attempts(run_id):
+            ledger.attempt_finished(run_id, a["task_id"], a["attempt"], now, None, "lost",
+                                    "the client stopped while this attempt ran")
+        ledger.db.execute(
+            "UPDATE tasks SET state='pending' WHERE run_id=? AND state='running'", (run_id,)
+        )
+        # An output is stored only after its attempt succeeded, so a stored output means done,
+        # even if the client died before it could record that.
+        for t in ledger.tasks(run_id, "pending"):
+            size = store.size(t.output_key)
+            if size is not None:
+                ledger.set_task_state(run_id, [t.task_id], "succeeded", size)
+
+
+def execute(
+    ws: Workspace, run_id: str, *, progress: ProgressView | None = None, resumed: bool = False
+) -> RunResult:
+    """Run every pending task of a recorded run to completion, then merge."""
+    started = time.monotonic()
+    view = progress or NullProgress()
+    run = get_run(ws, run_id)
+    spec = spec_for_run(run)
+    ledger = ws.ledger
+    recover(ws, run_id)
+    store = ws.store(run.storage)
+    pending = ledger.tasks(run_id, "pending")
+    backend = open_backend(run.backend, runtime=spec.run.runtime)
+    ctx = RunContext(
+        run_id=run_id,
+        command=resolved_command(spec),
+        store=store,
+        scratch=ws.scratch(run_id),
+        env=dict(spec.app.env),
+        config_key=layout.config_key(run_id, spec.app.config.name) if spec.app.config else None,
+        file_keys=tuple(layout.file_key(run_id, f.name) for f in spec.app.files),
+        retries=spec.run.retries,
+        timeout=spec.run.timeout,
+        concurrency=min(spec.concurrency, max(1, len(pending))),
+    )
+    total = len(ledger.tasks(run_id))
+    counts = ledger.counts(run_id)
+    view.start(run_id, total, counts)
+    try:
+        with _sigterm_as_interrupt():
+            backend.start(ctx)
+            backend.submit([TaskSpec(t.task_id, t.input_key, t.output_key, t.attempts + 1)
+                            for t in pending])
+            open_tasks = {t.task_id for t in pending}
+            while open_tasks:
+                events = backend.events(POLL)
+                if events:
+                    _record(ledger, run_id, events, view)
+                    open_tasks -= {e.task_id for e in events if e.kind == "finished" and e.final}
+                    counts = ledger.counts(run_id)
+                view.update(counts)
+    except KeyboardInterrupt:
+        backend.stop()
+        _record(ledger, run_id, backend.events(0), view)
+        recover(ws, run_id)
+        ledger.set_run_status(run_id, "interrupted", "stopped by the user")
+        view.close()
+        raise RunInterrupted(
+            f"run {run_id} stopped; finished tasks are kept. Resume with: shardrun run {run.job_path}"
+        ) from None
+    finally:
+        backend.close()
+    view.close()
+    return finish(ws, run_id, started=started, resumed=resumed)
+
+
+def _record(ledger: Ledger, run_id: str, events: list[AttemptEvent], view: ProgressView) -> None:
+    with ledger.transaction():
+        for e in events:
+            if e.kind == "started":
+                ledger.attempt_started(run_id, e.task_id, e.attempt, e.worker, e.pid, e.time)
+                continue
+            ledger.attempt_finished(run_id, e.task_id, e.attempt, e.time, e.exit_code, e.result,
+                                    e.reason)
+            if e.final and e.result != "interrupted":
+                state = "succeeded" if e.result == "succeeded" else "failed"
+                ledger.set_task_state(run_id, [e.task_id], state, e.output_size)
+    for e in events:
+        if e.kind == "finished" and e.result not in ("succeeded", "interrupted"):
+            again = "" if e.final else ", retrying"
+            view.message(f"{e.task_id} attempt {e.attempt} {e.result}: {e.reason}{again}")
+
+
+def finish(ws: Workspace, run_id: str, *, started: float, resumed: bool = False) -> RunResult:
+    """Decide the run's outcome and merge when it may."""
+    run = get_run(ws, run_id)
+    spec = spec_for_run(run)
+    counts = ws.ledger.counts(run_id)
+    failed = failed_tasks(ws, run_id)
+    result = RunResult(run_id, "succeeded", counts, 0.0, resumed=resumed, failed=failed)
+    if failed and not spec.run.allow_failures:
+        result.status = "failed"
+        result.message = f"{len(failed)} of {sum(counts.values())} tasks failed; nothing merged"
+        ws.ledger.set_run_status(run_id, "failed", result.message)
+    else:
+        result.merged_output = merge_run(run_id, ws=ws)
+        ws.ledger.set_run_status(run_id, "succeeded",
+                                 f"{len(failed)} failed tasks left out" if failed else None)
+    result.wall_time = time.monotonic() - started
+    return result
+
+
+def failed_tasks(ws: Workspace, run_id: str, tail_lines: int = 5) -> list[FailedTask]:
+    run = get_run(ws, run_id)
+    store = ws.store(run.storage)
+    out = []
+    for t in ws.ledger.tasks(run_id, "failed"):
+        last = ws.ledger.last_attempt(run_id, t.task_id) or {}
+        attempt = int(last.get("attempt") or t.attempts)
+        try:
+            stderr = store.get_bytes(layout.log_key(run_id, t.task_id, attempt, "stderr"))
+        except FileNotFoundError:
+            stderr = b""
+        out.append(FailedTask(t.task_id, t.attempts, str(last.get("reason") or "unknown"),
+                              tail(stderr, tail_lines) if stderr.strip() else ""))
+    return out
+
+
+def merge_run(run_id: str, *, ws: Workspace | None = None, home: Path | str | None = None) -> Path:
+    """Merge the stored outputs of a run's succeeded tasks, in task order, into [merge] output."""
+    own = ws is None
+    ws = ws or Workspace(home)
+    try:
+        run = get_run(ws, run_id)
+        spec = spec_for_run(run)
+        store = ws.store(run.storage)
+        folder = ws.scratch(run_id) / "merge-in"
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        outputs = []
+        for t in ws.ledger.tasks(run_id, "succeeded"):
+            dest = folder / f"{t.task_id}{Path(t.output_key).suffix}"
+            local = store.local_path(t.output_key)
+            if local is not None:
+                dest.symlink_to(local)
+            else:
+                store.get_file(t.output_key, dest)
+            outputs.append(dest)
+        if not outputs:
+            raise UsageError(f"run {run_id} has no finished outputs to merge")
+        merged = merge_outputs(spec, outputs, folder)
+        ws.ledger.set_merged_output(run_id, str(merged))
+        shutil.rmtree(folder, ignore_errors=True)
+        return merged
+    finally:
+        if own:
+            ws.close()
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM stops a run the same careful way as Ctrl-C."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

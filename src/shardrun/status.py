@@ -1,0 +1,93 @@
+"""What a run is doing or did: status, logs and the list of runs. Read-only on the ledger."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from . import layout
+from .errors import UsageError
+from .runner import failed_tasks, get_run
+from .workspace import Workspace
+
+
+def run_status(run_id: str, *, home: Path | str | None = None) -> dict[str, Any]:
+    """Machine-readable status of one run (what `shardrun status --json` prints)."""
+    ws = Workspace(home)
+    try:
+        run = get_run(ws, run_id)
+        counts = ws.ledger.counts(run_id)
+        attempts = ws.ledger.attempts(run_id)
+        starts = [a["started_at"] for a in attempts]
+        ends = [a["ended_at"] for a in attempts if a["ended_at"]]
+        return {
+            "run_id": run.run_id,
+            "job": run.job_name,
+            "job_path": run.job_path,
+            "status": run.status,
+            "backend": run.backend,
+            "storage": run.storage,
+            "created_at": _iso(run.created_at),
+            "finished_at": _iso(run.finished_at),
+            "tasks": {"total": sum(counts.values()), **counts},
+            "attempts": len(attempts),
+            "retries": sum(1 for a in attempts if a["attempt"] > 1),
+            "task_seconds": round(sum(a["ended_at"] - a["started_at"] for a in attempts
+                                      if a["ended_at"]), 3),
+            "span_seconds": round(max(ends) - min(starts), 3) if ends and starts else None,
+            "merged_output": run.merged_output,
+            "message": run.message,
+            "failed": [
+                {"task_id": f.task_id, "attempts": f.attempts, "reason": f.reason,
+                 "stderr_tail": f.stderr_tail}
+                for f in failed_tasks(ws, run_id)
+            ],
+        }
+    finally:
+        ws.close()
+
+
+def list_runs(*, home: Path | str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+    ws = Workspace(home)
+    try:
+        out = []
+        for run in ws.ledger.runs(limit):
+            counts = ws.ledger.counts(run.run_id)
+            out.append({
+                "run_id": run.run_id, "job": run.job_name, "status": run.status,
+                "created_at": _iso(run.created_at), "tasks": sum(counts.values()),
+                "succeeded": counts["succeeded"], "failed": counts["failed"],
+                "job_path": run.job_path,
+            })
+        return out
+    finally:
+        ws.close()
+
+
+def task_log(
+    run_id: str, task_id: str, *, attempt: int | None = None, stream: str = "stderr",
+    home: Path | str | None = None,
+) -> bytes:
+    """The stored stdout or stderr of one attempt (the last one by default)."""
+    ws = Workspace(home)
+    try:
+        run = get_run(ws, run_id)
+        task = ws.ledger.task(run_id, task_id)
+        if task is None:
+            raise UsageError(f"run {run_id} has no task {task_id!r}")
+        if attempt is None:
+            last = ws.ledger.last_attempt(run_id, task_id)
+            if last is None:
+                raise UsageError(f"task {task_id} of run {run_id} has not run yet")
+            attempt = int(last["attempt"])
+        try:
+            return ws.store(run.storage).get_bytes(layout.log_key(run_id, task_id, attempt, stream))
+        except FileNotFoundError:
+            raise UsageError(f"no {stream} stored for {task_id} attempt {attempt}") from None
+    finally:
+        ws.close()
+
+
+def _iso(ts: float | None) -> str | None:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(ts)) if ts else None
