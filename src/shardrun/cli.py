@@ -213,8 +213,9 @@ def _print_failures(run_id: str, failed: list[dict[str, Any]], limit: int = 20) 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point. Every error the user can cause ends here as one line and an exit code."""
     try:
-        cli.main(args=list(argv) if argv is not None else None, prog_name="shardrun",
-                 standalone_mode=False)
+        # standalone_mode=False: click returns ctx.exit() codes instead of calling sys.exit
+        code = cli.main(args=list(argv) if argv is not None else None, prog_name="shardrun",
+                        standalone_mode=False)
     except ShardrunError as err:
         click.echo(f"shardrun: error: {err}", err=True)
         return err.exit_code
@@ -231,4 +232,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 1
-    return 0
+    return code if isinstance(code, int) else 0

@@ -121,7 +121,7 @@ def merge_with_command(spec: JobSpec, outdir: Path, dest: Path) -> None:
     where = f"{spec.source}: [merge] command"
     writes_itself = any("{output}" in arg for arg in spec.merge.command)
     with _atomic_path(dest) as tmp, tmp.open("wb") as out:
-        argv = render_argv(spec.merge.command, {"outdir": str(outdir), "output": str(tmp)}, where)
+        argv = render_argv(spec.merge.command, {"outdir": str(outdir), "output": str(tmp)})
         try:
             proc = subprocess.run(
                 argv,

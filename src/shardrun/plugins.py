@@ -11,20 +11,12 @@ from typing import Any
 
 from .errors import JobFileError
 
-_PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
 
-
-def render_argv(template: Sequence[str], values: Mapping[str, str], where: str) -> list[str]:
-    """Replace {name} in each argument. Each argument stays one argv item: no shell, no splitting."""
-
-    def sub(match: re.Match[str]) -> str:
-        name = match.group(1)
-        if name not in values:
-            known = ", ".join("{" + k + "}" for k in values)
-            raise JobFileError(f"{where}: unknown placeholder {{{name}}} (known: {known})")
-        return values[name]
-
-    return [_PLACEHOLDER.sub(sub, arg) for arg in template]
+def render_argv(template: Sequence[str], values: Mapping[str, str]) -> list[str]:
+    """Replace the known {name}s in each argument, in one pass, leaving other braces alone
+    (they may be code, as in `python3 -c`). Each argument stays one argv item: no shell."""
+    pattern = re.compile("|".join(re.escape("{" + k + "}") for k in values))
+    return [pattern.sub(lambda m: values[m.group(0)[1:-1]], arg) for arg in template]
 
 
 def load_callable(ref: str, base_dir: Path, where: str) -> Callable[..., Any]:

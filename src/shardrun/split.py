@@ -91,7 +91,9 @@ def split_files(inputs: list[Path], outdir: Path, per_task: int) -> list[Path]:
         group = inputs[start : start + per_task]
         index = len(pieces) + 1
         if per_task == 1:
-            dest = outdir / _piece_name(index, group[0].suffix)
+            # keep the user's file name: apps and recombiners may care about it
+            (outdir / f"{index:06d}").mkdir()
+            dest = outdir / f"{index:06d}" / group[0].name
             _link_or_copy(group[0], dest)
         else:
             dest = outdir / _piece_name(index, "")
@@ -203,7 +205,7 @@ def split_with_command(spec: JobSpec, inputs: list[Path], outdir: Path) -> list[
             f"matches {len(inputs)} files; name a folder or one file"
         )
     values = {"input": str(inputs[0]), "outdir": str(outdir), "per_task": str(spec.split.per_task)}
-    argv = render_argv(spec.split.command, values, f"{spec.source}: [split] command")
+    argv = render_argv(spec.split.command, values)
     try:
         proc = subprocess.run(
             argv, cwd=spec.base_dir, capture_output=True, stdin=subprocess.DEVNULL, check=False

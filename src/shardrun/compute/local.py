@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import queue
-import re
 import shutil
 import signal
 import threading
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..layout import log_key
+from ..plugins import render_argv
 from . import AttemptEvent, RunContext, TaskSpec
 from .contract import base_environment, task_environment
 from .runtime import Launched, Runtime, open_runtime
@@ -169,7 +169,10 @@ class LocalBackend:
             working_dir=wd, shared_dir=ctx.scratch / "shared", node_root=ctx.scratch,
             node_id=NODE_ID, extra=ctx.env,
         )
-        argv = _render(ctx.command or [], input_path, output_path, self._config_path)
+        argv = render_argv(ctx.command or [], {
+            "input": str(input_path), "output": str(output_path),
+            "config": str(self._config_path or ""),
+        })
 
         def finished(result: str, code: int | None, reason: str | None, final: bool,
                      size: int | None = None) -> AttemptEvent:
@@ -239,18 +242,6 @@ class LocalBackend:
             if path.exists():
                 ctx.store.put_file(log_key(ctx.run_id, task.task_id, attempt, stream), path,
                                    move=True)
-
-
-_APP_PLACEHOLDER = re.compile(r"\{(input|output|config)\}")
-
-
-def _render(template: list[str], input_path: Path, output_path: Path,
-            config_path: Path | None) -> list[str]:
-    # One pass per argument, so a path that itself contains "{output}" is never substituted again;
-    # each argument stays one argv item, whatever the file name. Other braces are left alone.
-    values = {"input": str(input_path), "output": str(output_path),
-              "config": str(config_path) if config_path else ""}
-    return [_APP_PLACEHOLDER.sub(lambda m: values[m.group(1)], arg) for arg in template]
 
 
 def _exit_reason(code: int) -> str:

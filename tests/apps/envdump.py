@@ -1,0 +1,15 @@
+"""Test app: writes the task's environment and working directory as JSON to OUTPUT_PATH."""
+
+import json
+import os
+
+names = [k for k in os.environ if k.startswith(("AZ_BATCH_", "SHARDRUN_")) or k.endswith("_PATH")]
+data = {k: os.environ[k] for k in names}
+data["cwd"] = os.getcwd()
+data["cwd_files"] = sorted(os.listdir("."))
+data["ref"] = open("ref.db").read() if os.path.exists("ref.db") else None
+data["leaked"] = sorted(k for k in os.environ if "SECRET" in k or "KEY" in k)
+data["input"] = open(os.environ["INPUT_PATH"], encoding="utf-8").read()
+with open(os.environ["OUTPUT_PATH"], "w", encoding="utf-8") as f:
+    json.dump(data, f)
+    f.write("\n")

@@ -1,0 +1,111 @@
+"""The CLI: exit codes, one-line errors with no traceback, and the commands over a real run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from shardrun.cli import main
+from shardrun.ledger import Ledger
+
+from .helpers import PY, lines_job, write_job
+
+
+def cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
+        timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "shardrun", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, **(env or {})}, check=False)
+
+
+def test_demo_style_run_and_the_read_commands(tmp_path: Path, shardrun_home: Path) -> None:
+    job = lines_job(tmp_path, 50, 10)
+    proc = cli("run", str(job))
+    assert proc.returncode == 0, proc.stderr
+    assert f"merged result: {tmp_path / 'result.txt'}" in proc.stdout
+    run_id = Ledger(shardrun_home / "ledger.sqlite").runs()[0].run_id
+    status = json.loads(cli("status", run_id, "--json").stdout)
+    assert status["tasks"]["succeeded"] == 5
+    assert run_id in cli("runs").stdout
+    assert cli("logs", run_id, "task-00001", "--stdout").returncode == 0
+    merged = cli("merge", run_id)
+    assert merged.returncode == 0 and "merged result" in merged.stdout
+    assert "removed" in cli("cleanup", run_id).stdout
+
+
+def test_failed_tasks_exit_1_with_summary(tmp_path: Path) -> None:
+    (tmp_path / "big.txt").write_text("a\nb\n")
+    job = write_job(tmp_path, {
+        "app": {"command": [PY, "-c", "import sys; sys.exit('boom: disk on fire')", "{input}"]},
+        "split": {"input": "big.txt"},
+        "merge": {"output": "r.txt"},
+        "run": {"retries": 0},
+    })
+    proc = cli("run", str(job))
+    assert proc.returncode == 1
+    assert "task-00001 failed after 1 attempt(s): exit code 1" in proc.stdout
+    assert "stderr: boom: disk on fire" in proc.stdout
+    assert "full log: shardrun logs" in proc.stdout
+    assert "shardrun retry" in proc.stdout and "--failed" in proc.stdout
+
+
+BAD_JOBS = {
+    "unknown key": ({"app": {"command": ["cat"], "comand": 1}, "split": {"input": "x"},
+                     "merge": {"output": "o"}}, "unknown key 'comand' in [app]"),
+    "missing input": ({"app": {"command": ["cat"]}, "split": {"input": "nope.txt"},
+                       "merge": {"output": "o"}}, "[split] input 'nope.txt' does not exist"),
+    "missing app": ({"app": {"command": ["no-such-app-xyz", "{input}"]}, "split": {"input": "big.txt"},
+                     "merge": {"output": "o"}}, "program 'no-such-app-xyz' not found"),
+    "empty input": ({"app": {"command": ["cat"]}, "split": {"input": "empty.txt"},
+                     "merge": {"output": "o"}}, "made no pieces from 'empty.txt'"),
+    "config missing": ({"app": {"command": ["cat", "{config}"]}, "split": {"input": "big.txt"},
+                        "merge": {"output": "o"}}, "uses {config} but [app] config is not set"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_JOBS))
+def test_bad_job_files_exit_2_with_one_line(tmp_path: Path, shardrun_home: Path, case: str) -> None:
+    (tmp_path / "big.txt").write_text("x\n")
+    (tmp_path / "empty.txt").write_text("")
+    sections, expected = BAD_JOBS[case]
+    job = write_job(tmp_path, sections)
+    proc = cli("run", str(job))
+    assert proc.returncode == 2, proc
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("shardrun: error: ")
+    assert expected in lines[0]
+    assert str(job) in lines[0]
+    # the ledger holds no half-made run: either none, or one marked failed with nothing stored
+    db = Ledger(shardrun_home / "ledger.sqlite")
+    assert all(r.status == "failed" for r in db.runs())
+    assert not any((shardrun_home / "store").glob("*/inputs")) if (shardrun_home / "store").exists() else True
+
+
+def test_malformed_toml_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "job.toml").write_text("[app\ncommand = 1\n")
+    proc = cli("validate", str(tmp_path / "job.toml"))
+    assert proc.returncode == 2
+    assert "job.toml: not valid TOML" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_unknown_run_and_usage_errors(tmp_path: Path) -> None:
+    assert main(["status", "no-such-run"]) == 2
+    assert main(["retry", "no-such-run"]) == 2  # neither --failed nor --task
+    assert main(["logs", "no-such-run", "task-00001"]) == 2
+
+
+def test_init_then_validate_and_split(tmp_path: Path) -> None:
+    assert main(["init", str(tmp_path / "job.toml")]) == 0
+    assert main(["init", str(tmp_path / "job.toml")]) == 2  # refuses to overwrite
+    (tmp_path / "app.py").write_text("")
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "big.txt").write_text("".join(f"{i}\n" for i in range(250)))
+    assert main(["validate", str(tmp_path / "job.toml")]) == 0
+    assert main(["split", str(tmp_path / "job.toml"), "-o", str(tmp_path / "pieces")]) == 0
+    pieces = sorted((tmp_path / "pieces").iterdir())
+    assert [len(p.read_text().splitlines()) for p in pieces] == [100, 100, 50]

@@ -1,0 +1,205 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from shardrun.errors import MergeError, SplitError
+from shardrun.merge import merge_concat, merge_csv, merge_json, merge_jsonl, merge_outputs
+from shardrun.spec import load_spec
+from shardrun.split import split_csv, split_files, split_job, split_json, split_lines
+
+from .helpers import PY, write_job
+
+
+def test_lines_split_keeps_bytes_and_order(tmp_path: Path) -> None:
+    src = tmp_path / "in.txt"
+    src.write_bytes(b"a\nb\r\nc\n\xff\nlast-no-newline")
+    out = tmp_path / "out"
+    out.mkdir()
+    pieces = split_lines([src], out, 2)
+    assert [p.read_bytes() for p in pieces] == [b"a\nb\r\n", b"c\n\xff\n", b"last-no-newline\n"]
+    assert [p.suffix for p in pieces] == [".txt"] * 3
+
+
+def test_lines_across_files_do_not_glue_lines(tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_text("1\n2")
+    (tmp_path / "b.txt").write_text("3\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    pieces = split_lines([tmp_path / "a.txt", tmp_path / "b.txt"], out, 10)
+    assert pieces[0].read_text() == "1\n2\n3\n"
+
+
+def test_files_split_keeps_names_and_groups(tmp_path: Path) -> None:
+    names = ["a b.txt", "it's.txt", '$(touch pwned).txt', "-leading.txt", "naïve.txt"]
+    srcs = []
+    for n in names:
+        (tmp_path / n).write_text(n)
+        srcs.append(tmp_path / n)
+    out1, out3 = tmp_path / "o1", tmp_path / "o3"
+    out1.mkdir()
+    out3.mkdir()
+    singles = split_files(srcs, out1, 1)
+    assert [p.name for p in singles] == names
+    groups = split_files(srcs, out3, 3)
+    assert [sorted(c.name for c in g.iterdir()) for g in groups] == [sorted(names[:3]), sorted(names[3:])]
+
+
+def test_json_split(tmp_path: Path) -> None:
+    src = tmp_path / "big.json"
+    src.write_text(json.dumps([{"i": i} for i in range(7)]))
+    out = tmp_path / "out"
+    out.mkdir()
+    pieces = split_json([src], out, 3)
+    assert [json.loads(p.read_text()) for p in pieces] == [
+        [{"i": 0}, {"i": 1}, {"i": 2}], [{"i": 3}, {"i": 4}, {"i": 5}], [{"i": 6}]
+    ]
+
+
+def test_json_split_rejects_non_array(tmp_path: Path) -> None:
+    src = tmp_path / "obj.json"
+    src.write_text('{"a": 1}')
+    with pytest.raises(SplitError, match="top-level array"):
+        split_json([src], tmp_path, 1)
+
+
+def test_csv_split_repeats_header_and_keeps_quoted_newlines(tmp_path: Path) -> None:
+    src = tmp_path / "t.csv"
+    src.write_text('id,text\n1,"multi\nline"\n2,plain\n3,"quote ""x"""\n')
+    out = tmp_path / "out"
+    out.mkdir()
+    pieces = split_csv([src], out, 2)
+    assert pieces[0].read_text() == 'id,text\n1,"multi\nline"\n2,plain\n'
+    assert pieces[1].read_text() == 'id,text\n3,"quote ""x"""\n'
+
+
+def test_csv_split_rejects_different_headers(tmp_path: Path) -> None:
+    (tmp_path / "a.csv").write_text("x,y\n1,2\n")
+    (tmp_path / "b.csv").write_text("x,z\n1,2\n")
+    with pytest.raises(SplitError, match="header differs"):
+        split_csv([tmp_path / "a.csv", tmp_path / "b.csv"], tmp_path, 1)
+
+
+def _files(tmp_path: Path, contents: list[str], suffix: str = ".txt") -> list[Path]:
+    paths = []
+    for i, c in enumerate(contents):
+        p = tmp_path / f"o{i}{suffix}"
+        p.write_text(c)
+        paths.append(p)
+    return paths
+
+
+def test_mergers(tmp_path: Path) -> None:
+    dest = tmp_path / "r"
+    merge_concat(_files(tmp_path, ["a\n", "b\n"]), dest)
+    assert dest.read_text() == "a\nb\n"
+    merge_jsonl(_files(tmp_path, ['{"a":1}\n\n', '{"b":2}']), dest)
+    assert dest.read_text() == '{"a":1}\n{"b":2}\n'
+    merge_csv(_files(tmp_path, ["h\n1\n", "h\n2\n", ""]), dest)
+    assert dest.read_text() == "h\n1\n2\n"
+    merge_json(_files(tmp_path, ["[1, 2]", '{"x": 3}', "[]"]), dest)
+    assert json.loads(dest.read_text()) == [1, 2, {"x": 3}]
+
+
+def test_merge_errors_name_the_file_and_keep_old_result(tmp_path: Path) -> None:
+    dest = tmp_path / "r"
+    dest.write_text("previous")
+    bad = _files(tmp_path, ['{"a":1}\n', "not json\n"])
+    with pytest.raises(MergeError, match=r"o1\.txt: line 1 is not JSON"):
+        merge_jsonl(bad, dest)
+    assert dest.read_text() == "previous"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".r.")]
+    with pytest.raises(MergeError, match="header differs"):
+        merge_csv(_files(tmp_path, ["h\n1\n", "g\n2\n"]), dest)
+
+
+def test_custom_command_splitter_and_merger(tmp_path: Path) -> None:
+    (tmp_path / "big.json").write_text(json.dumps(list(range(5))))
+    (tmp_path / "splitter.py").write_text(
+        "import json, sys, pathlib\n"
+        "items = json.load(open(sys.argv[1])); out = pathlib.Path(sys.argv[3])\n"
+        "for i, x in enumerate(items):\n"
+        "    (out / f'input{i}.txt').write_text(str(x))\n"
+    )
+    (tmp_path / "recombiner.py").write_text(
+        "import sys, pathlib\n"
+        "for p in sorted(pathlib.Path(sys.argv[1]).iterdir()):\n"
+        "    print(p.read_text())\n"
+    )
+    job = write_job(tmp_path, {
+        "app": {"command": ["cat", "{input}"]},
+        "split": {"input": "big.json", "command": [PY, "splitter.py", "{input}", "-o", "{outdir}"]},
+        "merge": {"command": [PY, "recombiner.py", "{outdir}"], "output": "r.txt"},
+    })
+    spec = load_spec(job)
+    out = tmp_path / "pieces"
+    out.mkdir()
+    pieces = split_job(spec, out)
+    assert [p.name for p in pieces] == [f"input{i}.txt" for i in range(5)]
+    merged = merge_outputs(spec, pieces, out)
+    assert merged.read_text() == "0\n1\n2\n3\n4\n"
+
+
+def test_natural_order_for_command_pieces(tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    job = write_job(tmp_path, {
+        "app": {"command": ["cat", "{input}"]},
+        "split": {"input": "in", "command": [PY, "-c",
+                  "import sys,pathlib\n[pathlib.Path(sys.argv[1],f'p{i}').write_text('') for i in range(12)]",
+                  "{outdir}"]},
+        "merge": {"output": "r.txt"},
+    })
+    out = tmp_path / "pieces"
+    out.mkdir()
+    names = [p.name for p in split_job(load_spec(job), out)]
+    assert names == [f"p{i}" for i in range(12)]
+
+
+def test_failing_splitter_command_shows_its_stderr(tmp_path: Path) -> None:
+    (tmp_path / "big").write_text("x")
+    job = write_job(tmp_path, {
+        "app": {"command": ["cat", "{input}"]},
+        "split": {"input": "big", "command": [PY, "-c", "import sys; sys.exit('bad input at row 3')"]},
+        "merge": {"output": "r.txt"},
+    })
+    out = tmp_path / "pieces"
+    out.mkdir()
+    with pytest.raises(SplitError, match="exited 1: bad input at row 3"):
+        split_job(load_spec(job), out)
+
+
+def test_function_splitter_and_merger(tmp_path: Path) -> None:
+    (tmp_path / "myplug.py").write_text(
+        "from pathlib import Path\n"
+        "def split(inputs, outdir, per_task):\n"
+        "    words = inputs[0].read_text().split()\n"
+        "    return [Path(outdir, f'w{i}').write_text(w) and Path(outdir, f'w{i}') for i, w in enumerate(words)]\n"
+        "def merge(outputs, dest):\n"
+        "    Path(dest).write_text('+'.join(p.read_text() for p in outputs))\n"
+    )
+    (tmp_path / "in.txt").write_text("x y z")
+    job = write_job(tmp_path, {
+        "app": {"command": ["cat", "{input}"]},
+        "split": {"input": "in.txt", "function": "myplug:split"},
+        "merge": {"function": "myplug:merge", "output": "r.txt"},
+    })
+    spec = load_spec(job)
+    out = tmp_path / "pieces"
+    out.mkdir()
+    pieces = split_job(spec, out)
+    assert merge_outputs(spec, pieces, out).read_text() == "x+y+z"
+
+
+def test_empty_input_makes_no_pieces_error(tmp_path: Path) -> None:
+    (tmp_path / "big.txt").write_text("")
+    job = write_job(tmp_path, {
+        "app": {"command": ["cat", "{input}"]},
+        "split": {"input": "big.txt"},
+        "merge": {"output": "r.txt"},
+    })
+    out = tmp_path / "pieces"
+    out.mkdir()
+    with pytest.raises(SplitError, match=r"made no pieces from 'big\.txt'"):
+        split_job(load_spec(job), out)
