@@ -27,6 +27,7 @@ from .plugins import tail
 from .preflight import check_job, resolved_command
 from .spec import JobSpec, load_spec, parse_spec
 from .split import split_job
+from .storage import Store
 from .workspace import Workspace
 
 POLL = 0.2  # seconds between event polls; also the timeout check granularity
@@ -60,6 +61,11 @@ def spec_for_run(run: RunRow) -> JobSpec:
     """The job spec as it was when the run started (the job file may have changed since)."""
     job_path = Path(run.job_path)
     return parse_spec(json.loads(run.spec_json), job_path, job_path.parent)
+
+
+def run_store(ws: Workspace, run: RunRow) -> Store:
+    """The run's store, opened with the storage settings the run started with."""
+    return ws.store(run.storage, spec=spec_for_run(run))
 
 
 def get_run(ws: Workspace, run_id: str) -> RunRow:
@@ -110,7 +116,7 @@ def prepare_run(ws: Workspace, spec: JobSpec, job_key: str) -> str:
         [],
     )
     ledger.add_resource(run_id, "namespace", run_id)
-    store = ws.store(spec.run.storage)
+    store = ws.store(spec.run.storage, spec=spec)
     staging = ws.scratch(run_id) / "pieces"
     staging.mkdir(parents=True)
     try:
@@ -131,11 +137,11 @@ def prepare_run(ws: Workspace, spec: JobSpec, job_key: str) -> str:
                 size = piece.stat().st_size
             tasks.append((task_id, index, in_key, size,
                           layout.output_key(run_id, task_id, out_name)))
+        store.put_files(uploads, move=True)  # the pieces are ours: move, don't copy
+        shared = [(layout.file_key(run_id, f.name), spec.path(f)) for f in spec.app.files]
         if spec.app.config:
-            uploads.append((layout.config_key(run_id, spec.app.config.name),
-                            spec.path(spec.app.config)))
-        uploads += [(layout.file_key(run_id, f.name), spec.path(f)) for f in spec.app.files]
-        store.put_files(uploads, move=False)
+            shared.append((layout.config_key(run_id, spec.app.config.name), spec.path(spec.app.config)))
+        store.put_files(shared, move=False)  # the user's files: copy
     except BaseException as err:
         _abandon(ws, ledger.get_run(run_id), f"split failed: {err}")  # type: ignore[arg-type]
         raise
@@ -155,7 +161,7 @@ def _abandon(ws: Workspace, run: RunRow, message: str) -> None:
     """A run that never got its tasks: mark it failed and remove what it stored."""
     ws.ledger.set_run_status(run.run_id, "failed", message[:500])
     with contextlib.suppress(Exception):
-        ws.store(run.storage).delete_namespace(run.run_id)
+        run_store(ws, run).delete_namespace(run.run_id)
         ws.ledger.resource_deleted(run.run_id, "namespace", run.run_id)
     shutil.rmtree(ws.scratch(run.run_id), ignore_errors=True)
 
@@ -195,7 +201,7 @@ def recover(ws: Workspace, run_id: str) -> None:
     """Make the ledger true again after a client died: close open attempts, trust stored outputs."""
     ledger = ws.ledger
     run = get_run(ws, run_id)
-    store = ws.store(run.storage)
+    store = run_store(ws, run)
     now = time.time()
     with ledger.transaction():
         for a in ledger.open_attempts(run_id):
@@ -222,7 +228,7 @@ def execute(
     spec = spec_for_run(run)
     ledger = ws.ledger
     recover(ws, run_id)
-    store = ws.store(run.storage)
+    store = run_store(ws, run)
     pending = ledger.tasks(run_id, "pending")
     backend = open_backend(run.backend, runtime=spec.run.runtime)
     ctx = RunContext(
@@ -306,7 +312,7 @@ def finish(ws: Workspace, run_id: str, *, started: float, resumed: bool = False)
 
 def failed_tasks(ws: Workspace, run_id: str, tail_lines: int = 5) -> list[FailedTask]:
     run = get_run(ws, run_id)
-    store = ws.store(run.storage)
+    store = run_store(ws, run)
     out = []
     for t in ws.ledger.tasks(run_id, "failed"):
         last = ws.ledger.last_attempt(run_id, t.task_id) or {}
@@ -327,7 +333,7 @@ def merge_run(run_id: str, *, ws: Workspace | None = None, home: Path | str | No
     try:
         run = get_run(ws, run_id)
         spec = spec_for_run(run)
-        store = ws.store(run.storage)
+        store = ws.store(run.storage, spec=spec)
         folder = ws.scratch(run_id) / "merge-in"
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)

@@ -87,13 +87,18 @@ def _lines(inputs: Iterable[Path]) -> Iterator[bytes]:
 def split_files(inputs: list[Path], outdir: Path, per_task: int) -> list[Path]:
     """`per_task` files per piece. One file: the piece is that file; more: a folder of them."""
     pieces: list[Path] = []
+    used: set[str] = set()
     for start in range(0, len(inputs), per_task):
         group = inputs[start : start + per_task]
         index = len(pieces) + 1
         if per_task == 1:
-            # keep the user's file name: apps and recombiners may care about it
-            (outdir / f"{index:06d}").mkdir()
-            dest = outdir / f"{index:06d}" / group[0].name
+            # Keep the user's file name (apps and recombiners may care); a subfolder only when two
+            # inputs share a name, since every mkdir costs at thousands of tasks.
+            name = group[0].name
+            folder = outdir if name not in used and not name.startswith("piece-") else outdir / f"{index:06d}"
+            folder.mkdir(exist_ok=True)
+            used.add(name)
+            dest = folder / name
             _link_or_copy(group[0], dest)
         else:
             dest = outdir / _piece_name(index, "")

@@ -17,8 +17,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import ShardrunError
 from ..layout import log_key
 from ..plugins import render_argv
+from ..storage.sas import SasIssuer, TaskTransfer, download_url
 from . import AttemptEvent, RunContext, TaskSpec
 from .contract import base_environment, task_environment
 from .runtime import Launched, Runtime, open_runtime
@@ -51,12 +53,15 @@ class LocalBackend:
         self._config_path: Path | None = None
         self._file_paths: list[Path] = []
         self._base_env: dict[str, str] = {}
+        self._tasks_dir = Path()
 
     # -- ComputeBackend -------------------------------------------------------------------------
     def start(self, ctx: RunContext) -> None:
         self._ctx = ctx
         shared = ctx.scratch / "shared"
         shared.mkdir(parents=True, exist_ok=True)
+        self._tasks_dir = ctx.scratch / "tasks"
+        self._tasks_dir.mkdir(exist_ok=True)
         if ctx.config_key:
             self._config_path = self._materialize(ctx.config_key, shared / "config")
         self._file_paths = [self._materialize(k, shared / "files") for k in ctx.file_keys]
@@ -133,6 +138,10 @@ class LocalBackend:
         if local is not None:
             return local
         dest = folder / key.rsplit("/", 1)[-1]
+        if isinstance(ctx.store, SasIssuer):  # like a Batch node: a read-only URL, never the key
+            url = ctx.store.read_url(key, ctx.store.sas_lifetime(ctx.timeout))
+            download_url(url, dest, ctx.store.task_client_options())
+            return dest
         ctx.store.get_file(key, dest)
         return dest
 
@@ -145,7 +154,11 @@ class LocalBackend:
                 return
             last = task.first_attempt + ctx.retries
             for attempt in range(task.first_attempt, last + 1):
-                event = self._attempt(ctx, task, attempt, worker, final_try=attempt == last)
+                try:
+                    event = self._attempt(ctx, task, attempt, worker, final_try=attempt == last)
+                except ShardrunError as e:  # storage trouble fails the attempt, not the worker
+                    event = AttemptEvent(task.task_id, attempt, "finished", time.time(), worker,
+                                         result="failed", reason=str(e), final=attempt == last)
                 self._out.put(event)
                 if event.final or self._stopping.is_set():
                     break
@@ -153,12 +166,16 @@ class LocalBackend:
     def _attempt(
         self, ctx: RunContext, task: TaskSpec, attempt: int, worker: str, final_try: bool
     ) -> AttemptEvent:
-        task_dir = ctx.scratch / "tasks" / task.task_id / str(attempt)
+        task_dir = self._tasks_dir / f"{task.task_id}.{attempt}"
         wd = task_dir / "wd"
-        if task_dir.exists():
+        try:
+            task_dir.mkdir()
+        except FileExistsError:
             shutil.rmtree(task_dir)  # left by a client that died before recording this attempt
-        wd.mkdir(parents=True)
-        input_path = self._input(ctx, task, wd)
+            task_dir.mkdir()
+        wd.mkdir()
+        transfer = self._transfer(ctx, task, attempt)
+        input_path = transfer.fetch_input(wd) if transfer else self._input(ctx, task, wd)
         output_path = wd / task.output_key.rsplit("/", 1)[-1]
         for f in self._file_paths:
             (wd / f.name).symlink_to(f)
@@ -186,7 +203,7 @@ class LocalBackend:
             except OSError as e:
                 err.write(f"shardrun: cannot start {argv[0]!r}: {e.strerror}\n".encode())
                 err.flush()
-                self._keep_logs(ctx, task, attempt, task_dir)
+                self._keep_logs(ctx, task, attempt, task_dir, transfer)
                 return finished("failed", None, f"cannot start {argv[0]!r}: {e.strerror}", True)
             deadline = time.monotonic() + ctx.timeout if ctx.timeout else None
             running = _Running(handle, deadline)
@@ -199,7 +216,7 @@ class LocalBackend:
             finally:
                 with self._lock:
                     del self._running[token]
-        self._keep_logs(ctx, task, attempt, task_dir)
+        self._keep_logs(ctx, task, attempt, task_dir, transfer)
 
         if self._stopping.is_set() and code != 0:
             return finished("interrupted", code, "stopped by the user", True)
@@ -212,8 +229,11 @@ class LocalBackend:
             what = "a folder" if output_path.is_dir() else "nothing"
             reason = f"exited 0 but wrote {what} at OUTPUT_PATH ({output_path.name})"
             return finished("failed", code, reason, final_try)
-        size = ctx.store.put_file(task.output_key, output_path, move=True)
-        shutil.rmtree(task_dir, ignore_errors=True)
+        if transfer:
+            size = transfer.put_output(output_path)
+        else:
+            size = ctx.store.put_file(task.output_key, output_path, move=True)
+        _remove_task_dir(task_dir)
         return finished("succeeded", code, None, True, size)
 
     def _input(self, ctx: RunContext, task: TaskSpec, wd: Path) -> Path:
@@ -236,12 +256,33 @@ class LocalBackend:
         folder.mkdir(exist_ok=True)
         return folder
 
-    def _keep_logs(self, ctx: RunContext, task: TaskSpec, attempt: int, task_dir: Path) -> None:
+    def _transfer(self, ctx: RunContext, task: TaskSpec, attempt: int) -> TaskTransfer | None:
+        """Per-attempt SAS URLs when the store issues them (blob), so the task side holds no key."""
+        if not isinstance(ctx.store, SasIssuer):
+            return None
+        logs = {s: log_key(ctx.run_id, task.task_id, attempt, s) for s in ("stdout", "stderr")}
+        return ctx.store.task_transfer(input_key=task.input_key, output_key=task.output_key,
+                                       log_keys=logs, lifetime=ctx.store.sas_lifetime(ctx.timeout))
+
+    def _keep_logs(self, ctx: RunContext, task: TaskSpec, attempt: int, task_dir: Path,
+                   transfer: TaskTransfer | None = None) -> None:
         for stream in ("stdout", "stderr"):
             path = task_dir / f"{stream}.txt"
-            if path.exists():
+            if path.exists() and transfer:
+                transfer.put_log(stream, path)
+                path.unlink()
+            elif path.exists():
                 ctx.store.put_file(log_key(ctx.run_id, task.task_id, attempt, stream), path,
                                    move=True)
+
+
+def _remove_task_dir(task_dir: Path) -> None:
+    # After a success the folder is usually an empty wd: two rmdirs beat a tree walk.
+    try:
+        (task_dir / "wd").rmdir()
+        task_dir.rmdir()
+    except OSError:
+        shutil.rmtree(task_dir, ignore_errors=True)
 
 
 def _exit_reason(code: int) -> str:
