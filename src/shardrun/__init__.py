@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from .cleanup import cleanup_run
 from .errors import JobFileError, RunInterrupted, ShardrunError, UsageError
+from .preflight import validate_job
 from .runner import FailedTask, RunResult, merge_run, retry_run, run_job
 from .spec import JobSpec, load_spec
 from .split import split_job
@@ -32,4 +33,5 @@ __all__ = [
     "run_status",
     "split_job",
     "task_log",
+    "validate_job",
 ]

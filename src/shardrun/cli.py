@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -20,6 +21,7 @@ from . import __version__
 from .cleanup import cleanup_run
 from .errors import ShardrunError
 from .monitor import progress_for
+from .preflight import validate_job
 from .runner import RunResult, merge_run, retry_run, run_job
 from .spec import load_spec
 from .split import split_job
@@ -60,12 +62,7 @@ def init(path: Path, force: bool) -> None:
 @click.argument("job", type=click.Path(path_type=Path))
 def validate(job: Path) -> None:
     """Check a job file and what it names, without running anything."""
-    from .preflight import check_job
-    from .split import resolve_inputs
-
-    spec = load_spec(job)
-    check_job(spec)
-    inputs = resolve_inputs(spec)
+    spec, inputs = validate_job(job)
     out.print(f"{job}: ok ({len(inputs)} input file(s), split by {spec.split.kind}, "
               f"merge by {spec.merge.kind}, backend {spec.run.backend})")
 
@@ -170,6 +167,32 @@ def cleanup(ctx: click.Context, run_id: str, force: bool) -> None:
 
 
 @cli.command()
+@click.option("--older-than", "older_than", default="7d", show_default=True,
+              help="Only containers created longer ago than this ('7d', '36h').")
+@click.option("--delete", is_flag=True, help="Delete what is found (default: only list it).")
+@click.option("--job", type=click.Path(path_type=Path),
+              help="Take the account from this job file's [storage] and [secrets].")
+@click.option("--account-url", help="Blob account URL [default: from the job file or the environment].")
+@click.pass_context
+def gc(ctx: click.Context, older_than: str, delete: bool, job: Path | None,
+       account_url: str | None) -> None:
+    """Find shardrun's Blob containers that no live run owns (by their metadata)."""
+    from .gc import collect, parse_age
+
+    found = collect(older_than=parse_age(older_than), delete=delete, home=_home(ctx), job=job,
+                    account_url=account_url)
+    for item, deleted in found:
+        verb = "deleted" if deleted else ("already gone" if delete else "would delete")
+        out.print(f"{verb} {item.container} (run {item.run_id}, {item.why}, created "
+                  f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(item.created))})")
+    if not found:
+        out.print(f"no shardrun containers older than {older_than} without a live run")
+    elif not delete:
+        out.print(f"{len(found)} container(s); delete them with: "
+                  f"shardrun gc --older-than {older_than} --delete")
+
+
+@cli.command()
 @click.option("--json", "as_json", is_flag=True)
 @click.option("-n", "--limit", type=int, default=20, show_default=True)
 @click.pass_context
@@ -185,6 +208,112 @@ def runs(ctx: click.Context, as_json: bool, limit: int) -> None:
                       r["created_at"])
     out.print(table)
 
+
+
+def _seconds(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    """Option callback: '90s', '10m', '1h30m' or seconds -> seconds."""
+    if value is None:
+        return None
+    from .spec import parse_duration
+
+    try:
+        return parse_duration(value)
+    except ValueError as err:
+        raise click.BadParameter(str(err)) from None
+
+
+DURATION: dict[str, Any] = {"type": str, "callback": _seconds}
+
+
+@cli.command()
+@click.argument("run_id")
+@click.option("-o", "--output", type=click.Path(path_type=Path),
+              help="HTML file to write [default: RUN.report.html here].")
+@click.option("--vm", "vm_size", help="VM size whose price estimates the cost [default: the run's, "
+              "else the planner's default].")
+@click.option("--price", type=float, help="Hourly price of one node in USD (instead of the table's).")
+@click.pass_context
+def report(ctx: click.Context, run_id: str, output: Path | None, vm_size: str | None,
+           price: float | None) -> None:
+    """Write a run's report: one HTML file (timeline, durations, failures) that opens offline."""
+    from .report import write_report
+
+    path = write_report(run_id, output, home=_home(ctx), vm_size=vm_size, price=price)
+    out.print(f"wrote {path}")
+
+
+@cli.command()
+@click.argument("job", type=click.Path(path_type=Path))
+@click.option("--deadline", **DURATION, help="Recommend the cheapest plan that finishes in time.")
+@click.option("--budget", type=float, help="Recommend the fastest plan that costs at most this (USD).")
+@click.option("--spot", is_flag=True, help="Judge cost at Spot prices (preemption is not modelled).")
+@click.option("--vm", "vm_size", default="Standard_D4s_v5", show_default=True, help="VM size.")
+@click.option("--price", type=float, help="Dedicated USD per node-hour (overrides the table).")
+@click.option("--spot-price", type=float, help="Spot USD per node-hour (overrides the table).")
+@click.option("--prices", "prices_file", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              help="TOML price table to add to or replace the built-in one.")
+@click.option("--startup", **DURATION, default="5m", show_default=True,
+              help="Node start-up: boot plus image pull.")
+@click.option("--task-overhead", **DURATION, default="2s", show_default=True,
+              help="Per-task cost: scheduling, input download, output upload.")
+@click.option("--unit-time", **DURATION, help="Runtime per unit of work; skips the measurement.")
+@click.option("--samples", type=click.IntRange(1, 50), default=3, show_default=True,
+              help="Sample pieces to time locally.")
+@click.option("--sample-timeout", **DURATION, default="60s", show_default=True)
+@click.option("--max-nodes", type=click.IntRange(1, 100000), default=10, show_default=True)
+@click.option("--slots", type=click.IntRange(1, 256), help="Task slots per node [default: vCPUs].")
+@click.option("--autoscale-interval", **DURATION, default="0",
+              help="Autoscale evaluation interval (Batch's minimum is 5m); 0: a fixed-size pool.")
+@click.option("--plot", "plot_path", type=click.Path(path_type=Path),
+              help="SVG plot to write [default: JOB-NAME.plan.svg here].")
+@click.option("--no-plot", is_flag=True, help="Do not write the plot.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def plan(ctx: click.Context, job: Path, deadline: float | None, budget: float | None, spot: bool,
+         vm_size: str, price: float | None, spot_price: float | None, prices_file: Path | None,
+         startup: float, task_overhead: float, unit_time: float | None, samples: int,
+         sample_timeout: float, max_nodes: int, slots: int | None, autoscale_interval: float,
+         plot_path: Path | None, no_plot: bool, as_json: bool) -> None:
+    """Estimate makespan and cost per shard size and node count, and recommend a plan.
+
+    Exits 1 when no plan meets --deadline / --budget.
+    """
+    from . import plan as planner
+    from .planplot import plot_svg
+    from .preflight import check_job
+
+    spec = load_spec(job)
+    check_job(spec)
+    vm = planner.choose_vm(vm_size, prices_file=prices_file, price=price, spot_price=spot_price)
+    pool = planner.Pool(vm=vm, startup=startup, task_overhead=task_overhead, slots=slots or vm.vcpus,
+                        max_nodes=max_nodes, autoscale_interval=autoscale_interval)
+    work = planner.workload_for(spec, unit_time=unit_time, samples=samples,
+                                sample_timeout=sample_timeout)
+    plans = planner.plan_grid(work, pool)
+    rec = planner.recommend(plans, deadline=deadline, budget=budget, spot=spot)
+    if not no_plot:
+        plot_path = plot_path or Path(f"{spec.name}.plan.svg")
+        plot_path.write_text(plot_svg(plans, rec, title=f"shardrun plan: {spec.name}", spot=spot,
+                                      deadline=deadline, budget=budget), encoding="utf-8")
+    if as_json:
+        click.echo(json.dumps(planner.to_json(work, pool, plans, rec, spot), indent=2))
+    else:
+        for line in planner.describe(work, pool):
+            out.print(line, markup=False)
+        rows = planner.table_rows(plans, rec.plan, spot)
+        out.print(planner.plan_table(rows, rec.plan, work.job_per_task, spot))
+        out.print("* = the shard size in the job file", style="dim")
+        if rec.plan:
+            p = rec.plan
+            out.print(f"recommended: {p.tasks:,} tasks of {p.units_per_task:,} {work.unit_name} "
+                      f"(per_task = {p.units_per_task}) on {p.nodes} x {vm.size}: "
+                      f"{planner.fmt_duration(p.makespan)}, "
+                      f"{planner.fmt_money(p.price(spot))} — {rec.why}", markup=False)
+        else:
+            out.print(f"no recommendation: {rec.why}", markup=False)
+        if not no_plot:
+            out.print(f"plot: {plot_path}")
+    ctx.exit(0 if rec.met else 1)
 
 def _print_result(result: RunResult) -> None:
     c = result.counts

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 from .compute import backend_names
+from .compute.container import job_runtime
 from .compute.contract import base_environment
 from .errors import JobFileError
 from .spec import JobSpec
@@ -20,6 +21,8 @@ def resolved_command(spec: JobSpec) -> list[str] | None:
     """
     if spec.app.command is None:
         return None
+    if job_runtime(spec) != "process":
+        return list(spec.app.command)  # runs inside the image: host paths mean nothing there
     out = []
     for arg in spec.app.command:
         if arg and "{" not in arg and not arg.startswith("-") and not os.path.isabs(arg):
@@ -31,9 +34,13 @@ def resolved_command(spec: JobSpec) -> list[str] | None:
     return out
 
 
-def check_job(spec: JobSpec) -> None:
-    """Raise JobFileError naming the file and key for anything that would fail later."""
+def check_job(spec: JobSpec, *, fetch_image: bool = True) -> None:
+    """Raise JobFileError naming the file and key for anything that would fail later.
+
+    For a container job this also checks the runtime and the image, pulling it when `fetch_image`.
+    """
     src = spec.source
+    runtime = job_runtime(spec)
     if spec.run.backend not in backend_names():
         raise JobFileError(
             f"{src}: [run] backend {spec.run.backend!r} is unknown; known: {', '.join(backend_names())}"
@@ -44,13 +51,14 @@ def check_job(spec: JobSpec) -> None:
         )
     command = resolved_command(spec)
     if command is None:
-        if spec.run.runtime == "process":
+        if runtime == "process":
             raise JobFileError(
                 f"{src}: [app] command is required with the process runtime "
                 "(leave it out only when a container image has an ENTRYPOINT)"
             )
     else:
-        _check_program(spec, command[0])
+        if runtime == "process":
+            _check_program(spec, command[0])
         if spec.app.config is None and any("{config}" in a for a in command):
             raise JobFileError(f"{src}: [app] command uses {{config}} but [app] config is not set")
     if spec.app.config is not None:
@@ -64,6 +72,26 @@ def check_job(spec: JobSpec) -> None:
     merge_dir = spec.path(spec.merge.output).parent
     if merge_dir.exists() and not merge_dir.is_dir():
         raise JobFileError(f"{src}: [merge] output: {merge_dir} is not a folder")
+    _check_containers(spec, runtime, fetch_image)
+
+
+def _check_containers(spec: JobSpec, runtime: str, fetch_image: bool) -> None:
+    """The Dockerfile [image] names; for container jobs, the runtime and the image (costly)."""
+    from .image import check_image, dockerfile, find_engine
+
+    src = spec.source
+    if spec.image is not None:
+        dockerfile(spec)
+    if runtime == "process":
+        if spec.run.container_options:
+            raise JobFileError(f"{src}: [run] container_options need a container runtime and an image")
+        return
+    if spec.app.image is None and spec.image is None:
+        raise JobFileError(f"{src}: [run] runtime {runtime!r} needs an image: set [app] image "
+                           "or add an [image] section")
+    if spec.run.backend != "local":
+        return  # a remote backend's nodes pull the image themselves
+    check_image(spec, find_engine(runtime), fetch=fetch_image)
 
 
 def _check_program(spec: JobSpec, program: str) -> None:
