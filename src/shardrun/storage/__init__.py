@@ -35,6 +35,10 @@ class Store(Protocol):
         """Store many files; backends may do this concurrently."""
         ...
 
+    def get_files(self, items: Sequence[tuple[str, Path]]) -> None:
+        """Fetch many objects to local paths; backends may do this concurrently."""
+        ...
+
     def get_file(self, key: str, dest: Path) -> int:
         """Write the object to `dest` and return its size. Missing key: FileNotFoundError."""
         ...
@@ -64,6 +68,7 @@ class Store(Protocol):
 _BACKENDS: dict[str, tuple[str, str, str]] = {
     "local": ("shardrun.storage.local", "LocalStore", ""),
     "memory": ("shardrun.storage.memory", "MemoryStore", ""),
+    "blob": ("shardrun.storage.blob", "open_blob_store", "pip install 'shardrun[azure]'"),
 }
 
 

@@ -51,6 +51,10 @@ class LocalStore:
         for key, src in items:
             self.put_file(key, src, move=move)
 
+    def get_files(self, items: Sequence[tuple[str, Path]]) -> None:
+        for key, dest in items:
+            self.get_file(key, dest)
+
     def get_file(self, key: str, dest: Path) -> int:
         src = self._path(key)
         if not src.is_file():

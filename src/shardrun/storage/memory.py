@@ -28,6 +28,10 @@ class MemoryStore:
         for key, src in items:
             self.put_file(key, src, move=move)
 
+    def get_files(self, items: Sequence[tuple[str, Path]]) -> None:
+        for key, dest in items:
+            self.get_file(key, dest)
+
     def get_file(self, key: str, dest: Path) -> int:
         data = self.get_bytes(key)
         dest.parent.mkdir(parents=True, exist_ok=True)
