@@ -1,0 +1,37 @@
+"""Emulator settings. The defaults follow the service where the service has a number."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .faults import FaultConfig
+
+# A published development account, like Azurite's devstoreaccount1: not a secret, never use it for
+# anything real. Pass --account-name/--account-key (or the environment variables) to change it.
+DEV_ACCOUNT_NAME = "devbatchaccount1"
+DEV_ACCOUNT_KEY = "c2hhcmRydW4tYmF0Y2gtZW11bGF0b3ItZGV2ZWxvcG1lbnQta2V5LW5vdC1zZWNyZXQ="
+
+
+@dataclass(frozen=True)
+class EmulatorConfig:
+    host: str = "127.0.0.1"
+    port: int = 0  # 0: pick a free port
+    account_name: str = DEV_ACCOUNT_NAME
+    account_key: str = DEV_ACCOUNT_KEY
+    allow_bearer: bool = False  # development mode: accept any bearer token
+    # HTTPS: azure-core sends bearer tokens over TLS only, so token credentials need these.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    folder: Path | None = None  # keep state (and node disks) here; None: memory and a temp dir
+    node_start_seconds: float = 1.0  # creating -> starting -> idle takes this long in all
+    container_runtime: str = "process"  # "podman" runs container tasks in containers
+    podman_args: tuple[str, ...] = ("--runtime", "runc", "--cgroup-manager", "cgroupfs")
+    autoscale_min_interval: float = 300.0  # the service's minimum evaluation interval, in seconds
+    autoscale_enable_cooldown: float = 30.0  # enableautoscale calls on one pool must be this far apart
+    sample_seconds: float = 30.0  # how often autoscale metric samples are taken
+    tick_seconds: float = 0.05  # scheduler loop period
+    max_body_bytes: int = 1024 * 1024
+    max_tasks_per_collection: int = 100
+    check_responses: bool = False  # validate every response body against the spec (for tests)
+    faults: FaultConfig = field(default_factory=FaultConfig)

@@ -1,0 +1,197 @@
+"""Resource files in, output files out, the way a Batch node moves them: SAS URLs and azure-storage-blob.
+
+A transfer problem becomes a `TransferError` carrying the failureInfo the task will show. URLs are
+logged without their query string, so SAS signatures never reach a log or an error message.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import urllib.parse
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from azure.core.exceptions import (
+    AzureError,
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceNotFoundError,
+)
+from azure.storage.blob import BlobClient, ContainerClient, ContentSettings
+
+_CLIENT_OPTIONS: dict[str, Any] = {"retry_total": 3, "connection_timeout": 10, "read_timeout": 60}
+_HEADER_SETTINGS = {
+    "content-type": "content_type",
+    "content-encoding": "content_encoding",
+    "content-language": "content_language",
+    "content-disposition": "content_disposition",
+    "cache-control": "cache_control",
+}
+
+
+@dataclass
+class TransferError(Exception):
+    """A failed download or upload, as the task's failureInfo shows it."""
+
+    code: str
+    message: str
+    details: list[tuple[str, str]] = field(default_factory=list)
+
+    def failure_info(self) -> dict[str, Any]:
+        info: dict[str, Any] = {"category": "usererror", "code": self.code, "message": self.message}
+        if self.details:
+            info["details"] = [{"name": k, "value": v} for k, v in self.details]
+        return info
+
+
+def redact(url: str) -> str:
+    """A URL without its query (where a SAS token lives)."""
+    parts = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+
+
+def _download_error(exc: AzureError, url: str, file_path: str) -> TransferError:
+    details = [("FilePath", file_path), ("Url", redact(url))]
+    if isinstance(exc, ResourceNotFoundError):
+        return TransferError("BlobNotFound", "One of the specified Azure Blob(s) is not found.", details)
+    status = getattr(exc, "status_code", None)
+    if isinstance(exc, ClientAuthenticationError) or status in (401, 403):
+        return TransferError(
+            "BlobAccessDenied", "Access for one of the specified Azure Blob(s) is denied.", details
+        )
+    return TransferError(
+        "BlobDownloadMiscError",
+        "Miscellaneous error encountered while downloading one of the specified Azure Blob(s).",
+        details,
+    )
+
+
+def _target(wd: Path, relative: str) -> Path:
+    path = (wd / relative).resolve()
+    if wd.resolve() not in path.parents:
+        raise TransferError(
+            "ResourceFileCreateFailed",
+            "A resource file path leaves the task's directory.",
+            [("FilePath", relative)],
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _write_blob(client: BlobClient, path: Path, mode: str | None) -> None:
+    with path.open("wb") as handle:
+        client.download_blob().readinto(handle)
+    if mode:
+        os.chmod(path, int(mode, 8))
+
+
+def download_resource_files(resource_files: list[dict[str, Any]], wd: Path) -> None:
+    """Fetch every resource file into the working directory, or raise TransferError."""
+    for spec in resource_files:
+        file_path = spec.get("filePath", "")
+        if "httpUrl" in spec:
+            url = spec["httpUrl"]
+            if not file_path:
+                raise TransferError("ResourceFileCreateFailed", "filePath is required with httpUrl.")
+            try:
+                _write_blob(
+                    BlobClient.from_blob_url(url, **_CLIENT_OPTIONS),
+                    _target(wd, file_path),
+                    spec.get("fileMode"),
+                )
+            except AzureError as exc:
+                raise _download_error(exc, url, file_path) from None
+        elif "storageContainerUrl" in spec:
+            url = spec["storageContainerUrl"]
+            try:
+                container = ContainerClient.from_container_url(url, **_CLIENT_OPTIONS)
+                for blob in container.list_blobs(name_starts_with=spec.get("blobPrefix")):
+                    _write_blob(
+                        container.get_blob_client(blob.name),
+                        _target(wd, f"{file_path}/{blob.name}" if file_path else blob.name),
+                        spec.get("fileMode"),
+                    )
+            except AzureError as exc:
+                raise _download_error(exc, url, file_path) from None
+
+
+def _condition_holds(condition: str, succeeded: bool) -> bool:
+    return condition == "taskcompletion" or (condition == "tasksuccess") == succeeded
+
+
+def _matches(pattern: str, wd: Path) -> list[tuple[Path, str]]:
+    """Files matched by a Batch file pattern, each with its name relative to the pattern's fixed part."""
+    base = re.split(r"[*?\[]", pattern, maxsplit=1)[0]
+    base_dir = base if base.endswith("/") or not base else os.path.dirname(base)
+    out = []
+    for name in sorted(glob.glob(pattern, root_dir=wd, recursive=True)):
+        path = (wd / name).resolve()
+        if path.is_file():
+            relative = os.path.relpath(wd / name, wd / base_dir) if base_dir else name
+            out.append((path, relative))
+    return out
+
+
+def expand_variables(pattern: str, env: dict[str, str]) -> str:
+    """$NAME and ${NAME} from the task's environment, as a Linux node expands them in file patterns."""
+    return re.sub(r"\$(?:\{(\w+)\}|(\w+))", lambda m: env.get(m.group(1) or m.group(2), ""), pattern)
+
+
+def upload_output_files(
+    output_files: list[dict[str, Any]], task_dir: Path, wd: Path, succeeded: bool, env: dict[str, str]
+) -> None:
+    """Upload what each output file's pattern matches, if its upload condition holds.
+
+    A line per upload goes to fileuploadout.txt in the task directory (fileuploaderr.txt on failure),
+    as on a node.
+    """
+    log_lines: list[str] = []
+    try:
+        for spec in output_files:
+            if not _condition_holds(spec["uploadOptions"]["uploadCondition"], succeeded):
+                continue
+            dest = spec["destination"]["container"]
+            pattern = expand_variables(spec["filePattern"], env)
+            wildcard = re.search(r"[*?\[]", pattern) is not None
+            settings = {
+                _HEADER_SETTINGS[h["name"].lower()]: h.get("value", "")
+                for h in dest.get("uploadHeaders", [])
+                if h["name"].lower() in _HEADER_SETTINGS
+            }
+            try:
+                container = ContainerClient.from_container_url(dest["containerUrl"], **_CLIENT_OPTIONS)
+                for path, relative in _matches(pattern, wd):
+                    prefix = dest.get("path", "").strip("/")
+                    if wildcard:
+                        name = f"{prefix}/{relative}" if prefix else relative
+                    else:
+                        name = prefix or path.name
+                    with path.open("rb") as data:
+                        container.upload_blob(
+                            name,
+                            data,
+                            overwrite=True,
+                            content_settings=ContentSettings(**settings) if settings else None,
+                        )
+                    log_lines.append(f"uploaded {path} to {redact(dest['containerUrl'])}/{name}")
+            except (AzureError, HttpResponseError, OSError) as exc:
+                log_lines.append(
+                    f"failed to upload {pattern} to {redact(dest['containerUrl'])}: {type(exc).__name__}"
+                )
+                _write_log(task_dir / "fileuploaderr.txt", log_lines[-1:])
+                raise TransferError(
+                    "FileUploadFailed",
+                    "Failed to upload one of the output files.",
+                    [("FilePattern", pattern), ("ContainerUrl", redact(dest["containerUrl"]))],
+                ) from None
+    finally:
+        _write_log(task_dir / "fileuploadout.txt", log_lines)
+
+
+def _write_log(path: Path, lines: list[str]) -> None:
+    if lines:
+        with path.open("a", encoding="utf-8") as handle:
+            handle.write("\n".join(lines) + "\n")

@@ -1,0 +1,417 @@
+"""Simulated compute nodes and the scheduler loop that drives them.
+
+Every tick: pools being deleted are torn down; autoscale runs when due; each pool's nodes are grown
+or shrunk towards its targets and moved through creating -> starting -> idle/running (or unusable,
+or preempted); Spot nodes may be preempted (fault injection); jobs are completed or torn down; and
+active tasks are placed on free task slots, where an `Attempt` runs them.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from .autoscale import Formula, FormulaError, Samples, decide
+from .execution import Attempt, AttemptSpec, Outcome
+from .jobs import set_state
+from .placement import SCHEDULABLE, place_tasks, record_outcome
+from .spec import parse_duration
+from .state import Resource, iso, parse_iso, utcnow
+from .tasks import task_transition
+
+if TYPE_CHECKING:
+    from .server import Emulator
+
+log = logging.getLogger("shardrun.emulator")
+
+
+class Scheduler:
+    def __init__(self, emu: Emulator) -> None:
+        self.emu = emu
+        self.attempts: dict[
+            tuple[str, str], tuple[Attempt, Resource, Resource]
+        ] = {}  # -> attempt, pool, node
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        with self.emu.state.lock:
+            self._recover()
+        self._thread = threading.Thread(target=self._loop, name="batch-emulator-scheduler", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        with self.emu.state.lock:
+            running = [attempt for attempt, _, _ in self.attempts.values()]
+        for attempt in running:
+            attempt.stop("shutdown")
+        for attempt in running:
+            attempt.thread.join(timeout=10)
+
+    def _recover(self) -> None:
+        """After a restart from a folder: work that was running is requeued; nodes boot again."""
+        for _pool_key, nodes in self.emu.state.nodes.items():
+            for node in nodes.values():
+                if node["state"] in ("idle", "running", "creating", "starting", "preempted"):
+                    self._node_state(node, "starting", delay=self.emu.config.node_start_seconds / 2)
+                node.update(runningTasksCount=0, runningTaskSlotsCount=0, _slots=0)
+        for tasks in self.emu.state.tasks.values():
+            for task in tasks.values():
+                if task["state"] in ("running", "preparing"):
+                    self._requeue(task)
+
+    def _loop(self) -> None:
+        last = time.monotonic()
+        while not self._stop.wait(self.emu.config.tick_seconds):
+            now = time.monotonic()
+            try:
+                with self.emu.state.lock:
+                    self.tick(now - last)
+                self.emu.state.save_if_dirty()
+            except Exception:
+                log.exception("scheduler tick failed")
+            last = now
+
+    # -- the tick --------------------------------------------------------------------------------
+
+    def tick(self, seconds: float) -> None:
+        state = self.emu.state
+        for key, pool in list(state.pools.items()):
+            if pool["state"] == "deleting":
+                self._tear_down_pool(key, pool)
+                continue
+            self._sample(pool)
+            if pool.get("enableAutoScale") and time.time() >= pool.get("_nextEval", 0.0):
+                self.autoscale_now(pool)
+            self._reconcile(pool)
+            self._advance_nodes(pool, seconds)
+        self._check_deadlines()
+        self._advance_jobs()
+        self._place_tasks()
+
+    # -- pools and nodes -------------------------------------------------------------------------
+
+    def resize_requested(self, pool: Resource) -> None:
+        if pool["allocationState"] != "resizing":
+            pool["allocationState"] = "resizing"
+            pool["allocationStateTransitionTime"] = iso(utcnow())
+        self._reconcile(pool)
+
+    def stop_resize(self, pool: Resource) -> None:
+        nodes = [n for n in self.emu.state.pool_nodes(pool["id"]).values() if n["state"] != "leavingpool"]
+        pool["targetDedicatedNodes"] = sum(1 for n in nodes if n["isDedicated"])
+        pool["targetLowPriorityNodes"] = sum(1 for n in nodes if not n["isDedicated"])
+        self._reconcile(pool)
+
+    def remove_nodes(self, pool: Resource, node_ids: list[str], option: str) -> None:
+        nodes = self.emu.state.pool_nodes(pool["id"])
+        for node_id in node_ids:
+            node = nodes[node_id]
+            key = "targetDedicatedNodes" if node["isDedicated"] else "targetLowPriorityNodes"
+            pool[key] = max(0, pool[key] - 1)
+            self._leave(pool, node, option)
+        self.resize_requested(pool)
+
+    def _reconcile(self, pool: Resource) -> None:
+        nodes = self.emu.state.pool_nodes(pool["id"])
+        for dedicated, key in ((True, "targetDedicatedNodes"), (False, "targetLowPriorityNodes")):
+            members = [
+                n for n in nodes.values() if n["isDedicated"] == dedicated and n["state"] != "leavingpool"
+            ]
+            for _ in range(pool[key] - len(members)):
+                node = self._new_node(pool, dedicated)
+                nodes[node["id"]] = node
+            if len(members) > pool[key]:
+                # Shrink idle and unusable nodes first, then those running the fewest slots.
+                members.sort(key=lambda n: (n["state"] in SCHEDULABLE, n.get("_slots", 0)))
+                for node in members[: len(members) - pool[key]]:
+                    self._leave(pool, node, pool.get("_deallocation", "requeue"))
+        for node in list(nodes.values()):
+            if node["state"] == "leavingpool" and node.get("_slots", 0) == 0:
+                self._discard(nodes, node)
+        pool["currentDedicatedNodes"] = sum(1 for n in nodes.values() if n["isDedicated"])
+        pool["currentLowPriorityNodes"] = sum(1 for n in nodes.values() if not n["isDedicated"])
+        settled = not any(n["state"] == "leavingpool" for n in nodes.values())
+        if pool["allocationState"] != "steady" and settled:
+            pool["allocationState"] = "steady"
+            pool["allocationStateTransitionTime"] = iso(utcnow())
+            self.emu.state.touch(pool)
+
+    def _new_node(self, pool: Resource, dedicated: bool) -> Resource:
+        node_id = f"tvmps_{uuid.uuid4().hex}{uuid.uuid4().hex}_{'d' if dedicated else 'p'}"
+        now = iso(utcnow())
+        image = pool.get("virtualMachineConfiguration", {}).get("imageReference", {})
+        node: Resource = {
+            "id": node_id,
+            "url": f"{pool['url']}/nodes/{node_id}",
+            "state": "creating",
+            "schedulingState": "enabled",
+            "stateTransitionTime": now,
+            "lastBootTime": now,
+            "allocationTime": now,
+            "ipAddress": "127.0.0.1",
+            "ipv6Address": "::1",
+            "affinityId": f"TVM:{node_id}",
+            "vmSize": pool["vmSize"],
+            "totalTasksRun": 0,
+            "runningTasksCount": 0,
+            "runningTaskSlotsCount": 0,
+            "totalTasksSucceeded": 0,
+            "isDedicated": dedicated,
+            "nodeAgentInfo": {"version": "1.12.0-shardrun-emulator", "lastUpdateTime": now},
+            "virtualMachineInfo": {"imageReference": image},
+            "_slots": 0,
+            "_root": str(self.emu.disk_root / pool["id"] / node_id),
+            "_due": time.time() + self.emu.config.node_start_seconds / 2,
+            "_failsToStart": self.emu.faults.node_fails_to_start(),
+        }
+        self.emu.state.changed()
+        return node
+
+    @staticmethod
+    def _node_state(node: Resource, state: str, delay: float | None = None) -> None:
+        node["state"] = state
+        node["stateTransitionTime"] = iso(utcnow())
+        if delay is not None:
+            node["_due"] = time.time() + delay
+
+    def _leave(self, pool: Resource, node: Resource, option: str) -> None:
+        if node["state"] == "leavingpool":
+            return
+        self._node_state(node, "leavingpool")
+        if option in ("requeue", "terminate"):
+            self._stop_node_tasks(node, "requeue" if option == "requeue" else "terminate")
+
+    def _discard(self, nodes: dict[str, Resource], node: Resource) -> None:
+        del nodes[node["id"]]
+        shutil.rmtree(node["_root"], ignore_errors=True)  # task files vanish with the node
+        self.emu.state.changed()
+
+    def _stop_node_tasks(self, node: Resource, reason: str) -> None:
+        for attempt, _, where in list(self.attempts.values()):
+            if where is node:
+                attempt.stop(reason)
+
+    def _advance_nodes(self, pool: Resource, seconds: float) -> None:
+        now = time.time()
+        half = self.emu.config.node_start_seconds / 2
+        for node in self.emu.state.pool_nodes(pool["id"]).values():
+            state = node["state"]
+            if state == "creating" and now >= node["_due"]:
+                self._node_state(node, "starting", delay=half)
+            elif state == "starting" and now >= node["_due"]:
+                if node.get("_failsToStart"):
+                    self._node_state(node, "unusable")
+                    node["errors"] = [
+                        {
+                            "code": "NodeStartFailed",
+                            "message": "The node failed to start (injected fault).",
+                            "errorDetails": [],
+                        }
+                    ]
+                else:
+                    self._node_state(node, "idle")
+                    node["lastBootTime"] = iso(utcnow())
+            elif state == "preempted" and now >= node["_due"]:
+                self._node_state(node, "starting", delay=half)
+            elif state == "running" and not node["isDedicated"] and self.emu.faults.should_preempt(seconds):
+                log.info("preempting Spot node %s", node["id"])
+                self._node_state(node, "preempted", delay=self.emu.config.faults.preempt_recover_seconds)
+                self._stop_node_tasks(node, "preempt")
+
+    def _tear_down_pool(self, key: str, pool: Resource) -> None:
+        nodes = self.emu.state.pool_nodes(pool["id"])
+        for node in list(nodes.values()):
+            self._leave(pool, node, "requeue")
+            if node.get("_slots", 0) == 0:
+                self._discard(nodes, node)
+        if not nodes:
+            del self.emu.state.pools[key]
+            self.emu.state.nodes.pop(key, None)
+            self.emu.state.changed()
+
+    # -- autoscale -------------------------------------------------------------------------------
+
+    def _metrics(self, pool: Resource) -> dict[str, float]:
+        counts = dict.fromkeys(("active", "running", "succeeded", "failed"), 0.0)
+        for job in self.emu.state.jobs.values():
+            if job["poolInfo"].get("poolId", "").lower() != pool["id"].lower() or job["state"] != "active":
+                continue
+            for task in self.emu.state.job_tasks(job["id"]).values():
+                state = task["state"]
+                if state == "completed":
+                    state = "succeeded" if task["executionInfo"].get("result") == "success" else "failed"
+                counts["running" if state == "preparing" else state] += 1
+        preempted = sum(
+            1 for n in self.emu.state.pool_nodes(pool["id"]).values() if n["state"] == "preempted"
+        )
+        return {
+            "$ActiveTasks": counts["active"],
+            "$RunningTasks": counts["running"],
+            "$PendingTasks": counts["active"] + counts["running"],
+            "$SucceededTasks": counts["succeeded"],
+            "$FailedTasks": counts["failed"],
+            "$PreemptedNodeCount": float(preempted),
+        }
+
+    def _sample(self, pool: Resource, force: bool = False) -> None:
+        now = time.time()
+        if not force and now - pool.get("_lastSample", 0.0) < self.emu.config.sample_seconds:
+            return
+        pool["_lastSample"] = now
+        samples = pool.setdefault("_samples", {})
+        for name, value in self._metrics(pool).items():
+            history = samples.setdefault(name, [])
+            history.append(value)
+            del history[:-1000]
+
+    def _inputs(self, pool: Resource) -> dict[str, Any]:
+        if not pool.get("_samples"):
+            self._sample(pool, force=True)
+        period = self.emu.config.sample_seconds
+        inputs: dict[str, Any] = {
+            name: Samples(tuple(values), period) for name, values in pool["_samples"].items()
+        }
+        inputs["$CurrentDedicatedNodes"] = float(pool["currentDedicatedNodes"])
+        inputs["$CurrentLowPriorityNodes"] = float(pool["currentLowPriorityNodes"])
+        return inputs
+
+    def evaluate(self, pool: Resource, formula: Formula, *, apply: bool) -> dict[str, Any]:
+        """An AutoScaleRun for `formula`; with `apply`, the pool is resized to its result."""
+        run: dict[str, Any] = {"timestamp": iso(utcnow())}
+        try:
+            decision = decide(
+                formula, self._inputs(pool), (pool["targetDedicatedNodes"], pool["targetLowPriorityNodes"])
+            )
+        except FormulaError as exc:
+            run["error"] = {
+                "code": "AutoScalingFormulaEvaluationError"
+                if not exc.syntax
+                else "AutoScalingFormulaSyntaxError",
+                "message": str(exc),
+            }
+            return run
+        run["results"] = decision.results
+        if apply and (decision.dedicated, decision.low_priority) != (
+            pool["targetDedicatedNodes"],
+            pool["targetLowPriorityNodes"],
+        ):
+            pool["targetDedicatedNodes"] = decision.dedicated
+            pool["targetLowPriorityNodes"] = decision.low_priority
+            pool["_deallocation"] = decision.deallocation
+            self.resize_requested(pool)
+        return run
+
+    def autoscale_now(self, pool: Resource) -> None:
+        pool["autoScaleRun"] = self.evaluate(pool, Formula(pool["autoScaleFormula"]), apply=True)
+        pool["_nextEval"] = time.time() + parse_duration(pool["autoScaleEvaluationInterval"])
+        self.emu.state.changed()
+
+    # -- jobs and tasks --------------------------------------------------------------------------
+
+    def terminate_job(self, job: Resource, reason: str) -> None:
+        set_state(job, "terminating")
+        job["executionInfo"]["terminateReason"] = reason
+        for task in self.emu.state.job_tasks(job["id"]).values():
+            self.stop_task(job, task, "terminate")
+        self.emu.state.touch(job)
+
+    def disable_job(self, job: Resource, option: str) -> None:
+        set_state(job, "disabled")
+        if option != "wait":
+            for task in self.emu.state.job_tasks(job["id"]).values():
+                self.stop_task(job, task, "requeue" if option == "requeue" else "terminate")
+
+    def stop_task(self, job: Resource, task: Resource, reason: str) -> None:
+        found = self.attempts.get((job["id"].lower(), task["id"].lower()))
+        if found is not None:
+            found[0].stop(reason)
+        elif reason == "terminate" and task["state"] == "active" and job["state"] != "terminating":
+            task_transition(task, "completed")
+            task["executionInfo"].update(
+                result="failure",
+                endTime=iso(utcnow()),
+                failureInfo={
+                    "category": "usererror",
+                    "code": "TaskEnded",
+                    "message": "Task Was Ended by User Request",
+                },
+            )
+            self.emu.state.touch(task)
+
+    def reactivate(self, task: Resource) -> None:
+        task_transition(task, "active")
+        info = task["executionInfo"]
+        for key in ("endTime", "exitCode", "failureInfo", "result", "startTime"):
+            info.pop(key, None)
+        info["retryCount"] = 0
+        self.emu.state.touch(task)
+
+    def _requeue(self, task: Resource) -> None:
+        task_transition(task, "active")
+        info = task["executionInfo"]
+        info["requeueCount"] = info.get("requeueCount", 0) + 1
+        info["lastRequeueTime"] = iso(utcnow())
+        self.emu.state.touch(task)
+
+    def _check_deadlines(self) -> None:
+        now = time.monotonic()
+        for attempt, _, _ in self.attempts.values():
+            if (
+                attempt.spec.deadline is not None
+                and now >= attempt.spec.deadline
+                and attempt.stop_reason is None
+            ):
+                attempt.stop("wallclock")
+
+    def _advance_jobs(self) -> None:
+        state = self.emu.state
+        for key, job in list(state.jobs.items()):
+            tasks = state.job_tasks(job["id"])
+            running = any(k[0] == key for k in self.attempts)
+            if job["state"] == "deleting":
+                for task in tasks.values():
+                    self.stop_task(job, task, "delete")
+                if not running:
+                    del state.jobs[key]
+                    state.tasks.pop(key, None)
+                    state.changed()
+            elif job["state"] == "terminating" and not running:
+                set_state(job, "completed")
+                job["executionInfo"]["endTime"] = iso(utcnow())
+                state.touch(job)
+            elif job["state"] == "active":
+                limit = parse_duration(job["constraints"]["maxWallClockTime"])
+                started = job["executionInfo"]["startTime"]
+                if (utcnow() - parse_iso(started)).total_seconds() > limit:
+                    self.terminate_job(job, "MaxWallClockTimeExpiry")
+                elif job["onAllTasksComplete"] == "terminatejob" and all(
+                    t["state"] == "completed" for t in tasks.values()
+                ):
+                    self.terminate_job(job, "AllTasksComplete")
+
+    def _place_tasks(self) -> None:
+        place_tasks(self)
+
+    def launch(
+        self, job: Resource, task: Resource, pool: Resource, node: Resource, spec: AttemptSpec
+    ) -> None:
+        attempt = Attempt(spec, self._finished)
+        self.attempts[(job["id"].lower(), task["id"].lower())] = (attempt, pool, node)
+        attempt.start()
+
+    def _finished(self, attempt: Attempt, outcome: Outcome) -> None:
+        with self.emu.state.lock:
+            spec = attempt.spec
+            found = self.attempts.pop((spec.job_id.lower(), spec.task_id.lower()), None)
+            if found is not None:
+                record_outcome(self, attempt, outcome, found[2])
