@@ -14,3 +14,4 @@ fi
 .venv/bin/python -m pip install -q -e .
 
 .venv/bin/shardrun run examples/wordcount/job.toml
+.venv/bin/python examples/wordcount/top_words.py -n 10
