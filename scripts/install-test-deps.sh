@@ -12,7 +12,17 @@ export DEBIAN_FRONTEND=noninteractive
 APT_PACKAGES=(
   parallel            # bench/local_overhead.py compares against GNU parallel
   python3-venv
+  chromium            # tests/test_report.py renders the run report in headless Chromium
+  chromium-driver     # ... driven by selenium through the system chromedriver
+  podman              # tests/test_container_*.py, test_image_*.py: tasks as containers
+  runc                # ... podman's OCI runtime here (crun fails on hybrid cgroups)
+  busybox-static      # ... the test images are FROM scratch with a static busybox
+  docker-registry     # ... a loopback registry, the stand-in for Azure Container Registry
+  apache2-utils       # ... htpasswd, for that registry's auth
 )
+
+# Azurite (tests/fixtures/azurite.py) runs on node; keep a node that is already there.
+if ! command -v npm >/dev/null; then APT_PACKAGES+=(nodejs npm); fi
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -30,5 +40,11 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e ".[dev]"
+
+# Azurite, pinned, into .tools/azurite (git-ignored): the blob store's tests run against it.
+bash scripts/azurite.sh install
+
+# podman settings this sandbox needs (runc, cgroupfs, ulimits it may set): docs/containers.md.
+bash scripts/podman-setup.sh
 
 echo "test dependencies ready"

@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from .fixtures.azurite import azurite  # noqa: F401  (one Azurite per session, on first use)
+from .fixtures.containers import podman, registry, test_image  # noqa: F401  (session-wide)
+
 
 @pytest.fixture(autouse=True)
 def shardrun_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:

@@ -135,3 +135,18 @@ def test_missing_program_fails_without_retries(backend: ComputeBackend, store: S
     events = drive(backend, ctx, specs)
     finished = [e for e in events if e.kind == "finished"]
     assert len(finished) == 1 and finished[0].final and "cannot start" in (finished[0].reason or "")
+
+
+def test_storage_trouble_fails_the_attempt_not_the_run(backend: ComputeBackend, tmp_path: Path) -> None:
+    class BrokenOutputs(MemoryStore):
+        def put_file(self, key: str, src: Path, *, move: bool = False) -> int:
+            if "/outputs/" in key:
+                raise OSError(28, "No space left on device")
+            return super().put_file(key, src, move=move)
+
+    store = BrokenOutputs()
+    specs = tasks(store, 2)
+    events = drive(backend, context(tmp_path, store, COPY, retries=1), specs)
+    finished = [e for e in events if e.kind == "finished"]
+    assert len(finished) == 4 and [e.final for e in finished].count(True) == 2
+    assert all(e.result == "failed" and "No space left on device" in (e.reason or "") for e in finished)

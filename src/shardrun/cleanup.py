@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 from .errors import UsageError
-from .runner import get_run
+from .runner import get_run, run_store
 from .workspace import Workspace
 
 
@@ -23,7 +23,7 @@ def cleanup_run(run_id: str, *, home: Path | str | None = None, force: bool = Fa
                 f"run {run_id} is marked {run.status}; if its client is gone, use --force"
             )
         removed = []
-        store = ws.store(run.storage)
+        store = run_store(ws, run)
         for kind, resource_id in ws.ledger.resources(run_id):
             if kind == "namespace" and resource_id == run_id:
                 if store.delete_namespace(resource_id):

@@ -19,6 +19,7 @@ from rich.table import Table
 
 from . import __version__
 from .cleanup import cleanup_run
+from .emulator.command import emulator_command
 from .errors import ShardrunError
 from .monitor import progress_for
 from .preflight import validate_job
@@ -48,9 +49,32 @@ def cli(ctx: click.Context, home: Path | None) -> None:
 
 @cli.command()
 @click.argument("path", type=click.Path(path_type=Path), default="job.toml")
-@click.option("--force", is_flag=True, help="Overwrite an existing file.")
-def init(path: Path, force: bool) -> None:
-    """Write a commented example job file."""
+@click.option("--force", is_flag=True, help="Overwrite existing files.")
+@click.option("--app", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              help="Scaffold around this program: a wrapper script, a Dockerfile and a container job.")
+@click.option("--input", "input_", default="input.txt", show_default=True,
+              help="With --app: the job's input (a file, a glob or a folder).")
+@click.option("--split", "method", type=click.Choice(["lines", "files", "json", "csv"]),
+              default="lines", show_default=True, help="With --app: how to split the input.")
+@click.option("--per-task", type=click.IntRange(1), default=100, show_default=True,
+              help="With --app: lines, files, items or rows per task.")
+@click.option("--args", "app_args", help="With --app: the app's arguments, with {input} {output} "
+              "{config} [default: -i {input} -o {output}, plus -c {config} with --config].")
+@click.option("--config", help="With --app: a config file every task reads.")
+@click.option("--base", default="scratch", show_default=True,
+              help="With --app: base image; 'scratch' adds this machine's static busybox.")
+def init(path: Path, force: bool, app: Path | None, input_: str, method: str, per_task: int,
+         app_args: str | None, config: str | None, base: str) -> None:
+    """Write a commented example job file, or with --app a container setup around an app."""
+    if app is not None:
+        from .scaffold import AppScaffold, scaffold_app
+
+        files = scaffold_app(AppScaffold(app, path, input=input_, args=app_args, config=config,
+                                         base=base, method=method, per_task=per_task), force=force)
+        out.print(f"wrote {', '.join(f.name for f in files)} in {path.resolve().parent}",
+                  markup=False)
+        out.print(f"next: shardrun image build -j {path}, then: shardrun run {path}", markup=False)
+        return
     if path.exists() and not force:
         raise click.UsageError(f"{path} exists; use --force to overwrite it")
     text = resources.files("shardrun").joinpath("templates/job.toml").read_text(encoding="utf-8")
@@ -222,7 +246,7 @@ def _seconds(ctx: click.Context, param: click.Parameter, value: str | None) -> f
         raise click.BadParameter(str(err)) from None
 
 
-DURATION: dict[str, Any] = {"type": str, "callback": _seconds}
+DURATION: dict[str, Any] = {"type": str, "callback": _seconds, "metavar": "DURATION"}
 
 
 @cli.command()
@@ -259,8 +283,10 @@ def report(ctx: click.Context, run_id: str, output: Path | None, vm_size: str | 
 @click.option("--unit-time", **DURATION, help="Runtime per unit of work; skips the measurement.")
 @click.option("--samples", type=click.IntRange(1, 50), default=3, show_default=True,
               help="Sample pieces to time locally.")
-@click.option("--sample-timeout", **DURATION, default="60s", show_default=True)
-@click.option("--max-nodes", type=click.IntRange(1, 100000), default=10, show_default=True)
+@click.option("--sample-timeout", **DURATION, default="60s", show_default=True,
+              help="Longest one sample may run.")
+@click.option("--max-nodes", type=click.IntRange(1, 100000), default=10, show_default=True,
+              help="Most nodes the pool may have (your quota).")
 @click.option("--slots", type=click.IntRange(1, 256), help="Task slots per node [default: vCPUs].")
 @click.option("--autoscale-interval", **DURATION, default="0",
               help="Autoscale evaluation interval (Batch's minimum is 5m); 0: a fixed-size pool.")
@@ -315,6 +341,53 @@ def plan(ctx: click.Context, job: Path, deadline: float | None, budget: float | 
             out.print(f"plot: {plot_path}")
     ctx.exit(0 if rec.met else 1)
 
+@cli.group()
+def image() -> None:
+    """Build and push the job's container image ([image] in the job file; docs/containers.md)."""
+
+
+_JOB = click.option("-j", "--job", type=click.Path(path_type=Path), default="job.toml",
+                    show_default=True, help="The job file whose [image] section to use.")
+_RUNTIME = click.option("--runtime", type=click.Choice(["auto", "podman", "docker"]), default="auto",
+                        show_default=True, help="Container CLI; auto: podman if installed, else docker.")
+
+
+@image.command("build")
+@_JOB
+@_RUNTIME
+@click.option("-q", "--quiet", is_flag=True, help="Hide the build output (its end is shown on failure).")
+def image_build(job: Path, runtime: str, quiet: bool) -> None:
+    """Build the image from its Dockerfile/Containerfile; tag NAME:VERSION and NAME:latest."""
+    from .image import build_image, find_engine
+
+    tags = build_image(load_spec(job), find_engine(runtime), quiet=quiet)
+    out.print(f"built {' and '.join(tags)}", markup=False)
+
+
+@image.command("push")
+@click.argument("registry", required=False)
+@_JOB
+@_RUNTIME
+@click.option("--username", help="Registry user [default: [image] username].")
+@click.option("--password-secret", help="Name of the secret holding the password, from the job's "
+              "[secrets] source [default: [image] password_secret].")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@click.option("--tls-verify/--no-tls-verify", default=None,
+              help="--no-tls-verify: plain HTTP, for a loopback test registry only.")
+def image_push(registry: str | None, job: Path, runtime: str, username: str | None,
+               password_secret: str | None, password_stdin: bool, tls_verify: bool | None) -> None:
+    """Tag NAME:VERSION and NAME:latest for REGISTRY and push both (login through stdin)."""
+    from .image import find_engine, push_from_job
+
+    spec = load_spec(job)
+    pushed = push_from_job(spec, find_engine(runtime), registry, username=username,
+                           password_secret=password_secret,
+                           password=sys.stdin.read() if password_stdin else None,
+                           tls_verify=tls_verify)
+    out.print(f"pushed {' and '.join(pushed)}", markup=False)
+    out.print(f'use it: [app] image = "{pushed[0]}"', markup=False)
+
+
 def _print_result(result: RunResult) -> None:
     c = result.counts
     verb = "resumed run" if result.resumed else "run"
@@ -337,6 +410,10 @@ def _print_failures(run_id: str, failed: list[dict[str, Any]], limit: int = 20) 
         out.print(f"    full log: shardrun logs {run_id} {f['task_id']}")
     if len(failed) > limit:
         out.print(f"  ... and {len(failed) - limit} more (shardrun status {run_id} --json)")
+
+
+# `shardrun emulator`: the local Azure Batch emulator (its module imports its dependencies lazily).
+cli.add_command(emulator_command)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

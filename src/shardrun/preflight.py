@@ -34,6 +34,16 @@ def resolved_command(spec: JobSpec) -> list[str] | None:
     return out
 
 
+def validate_job(path: Path | str) -> tuple[JobSpec, list[Path]]:
+    """Load a job file and check it and everything it names; return the spec and its input files."""
+    from .spec import load_spec
+    from .split import resolve_inputs
+
+    spec = load_spec(path)
+    check_job(spec, fetch_image=False)  # a missing image is looked up, not pulled
+    return spec, resolve_inputs(spec)
+
+
 def check_job(spec: JobSpec, *, fetch_image: bool = True) -> None:
     """Raise JobFileError naming the file and key for anything that would fail later.
 
@@ -91,7 +101,7 @@ def _check_containers(spec: JobSpec, runtime: str, fetch_image: bool) -> None:
                            "or add an [image] section")
     if spec.run.backend != "local":
         return  # a remote backend's nodes pull the image themselves
-    check_image(spec, find_engine(runtime), fetch=fetch_image)
+    check_image(spec, find_engine(spec.run.runtime), fetch=fetch_image)  # 'auto' says what's missing
 
 
 def _check_program(spec: JobSpec, program: str) -> None:

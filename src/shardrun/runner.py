@@ -19,6 +19,7 @@ from types import FrameType
 
 from . import layout
 from .compute import AttemptEvent, RunContext, TaskSpec, open_backend
+from .compute.container import job_runtime, run_options
 from .errors import RunInterrupted, UsageError
 from .ledger import Ledger, RunRow
 from .merge import merge_outputs
@@ -26,11 +27,12 @@ from .monitor import NullProgress, ProgressView
 from .plugins import tail
 from .preflight import check_job, resolved_command
 from .spec import JobSpec, load_spec, parse_spec
-from .split import split_job
+from .split import resolve_inputs, split_job
 from .storage import Store
 from .workspace import Workspace
 
 POLL = 0.2  # seconds between event polls; also the timeout check granularity
+BIG_INPUT = 64 * 2**20
 
 
 @dataclass(frozen=True)
@@ -99,14 +101,15 @@ def run_job(
             )
         if existing is not None:
             return execute(ws, existing.run_id, progress=progress, resumed=True)
-        run_id = prepare_run(ws, spec, job_key)
+        run_id = prepare_run(ws, spec, job_key, progress or NullProgress())
         return execute(ws, run_id, progress=progress)
     finally:
         ws.close()
 
 
-def prepare_run(ws: Workspace, spec: JobSpec, job_key: str) -> str:
+def prepare_run(ws: Workspace, spec: JobSpec, job_key: str, view: ProgressView | None = None) -> str:
     """Split the input, put the pieces in storage, and record the run and its tasks."""
+    view = view or NullProgress()
     run_id = layout.new_run_id(spec.name)
     ledger = ws.ledger
     ledger.create_run(
@@ -120,7 +123,12 @@ def prepare_run(ws: Workspace, spec: JobSpec, job_key: str) -> str:
     staging = ws.scratch(run_id) / "pieces"
     staging.mkdir(parents=True)
     try:
+        began = time.monotonic()
+        size = sum(p.stat().st_size for p in resolve_inputs(spec) if p.is_file())
+        if size > BIG_INPUT:  # only then is the wait worth a word (and a bad input stays one line)
+            view.message(f"splitting {size / 2**20:,.0f} MiB of {spec.split.input} for run {run_id}")
         pieces = split_job(spec, staging)
+        view.message(f"{len(pieces)} pieces from {spec.split.input} in {time.monotonic() - began:.1f}s")
         tasks = []
         uploads: list[tuple[str, Path]] = []
         for index, piece in enumerate(pieces, 1):
@@ -202,6 +210,8 @@ def recover(ws: Workspace, run_id: str) -> None:
     ledger = ws.ledger
     run = get_run(ws, run_id)
     store = run_store(ws, run)
+    # One listing instead of a request per task (Blob Storage), and none inside the transaction.
+    stored = {o.key: o.size for o in store.list(f"{run_id}/outputs/")}
     now = time.time()
     with ledger.transaction():
         for a in ledger.open_attempts(run_id):
@@ -213,7 +223,7 @@ def recover(ws: Workspace, run_id: str) -> None:
         # An output is stored only after its attempt succeeded, so a stored output means done,
         # even if the client died before it could record that.
         for t in ledger.tasks(run_id, "pending"):
-            size = store.size(t.output_key)
+            size = stored.get(t.output_key)
             if size is not None:
                 ledger.set_task_state(run_id, [t.task_id], "succeeded", size)
 
@@ -230,7 +240,7 @@ def execute(
     recover(ws, run_id)
     store = run_store(ws, run)
     pending = ledger.tasks(run_id, "pending")
-    backend = open_backend(run.backend, runtime=spec.run.runtime)
+    backend = open_backend(run.backend, runtime=job_runtime(spec))
     ctx = RunContext(
         run_id=run_id,
         command=resolved_command(spec),
@@ -242,6 +252,7 @@ def execute(
         retries=spec.run.retries,
         timeout=spec.run.timeout,
         concurrency=min(spec.concurrency, max(1, len(pending))),
+        options=run_options(spec),  # the image and container options, for container runtimes
     )
     total = len(ledger.tasks(run_id))
     counts = ledger.counts(run_id)
@@ -338,14 +349,16 @@ def merge_run(run_id: str, *, ws: Workspace | None = None, home: Path | str | No
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
         outputs = []
+        fetch = []
         for t in ws.ledger.tasks(run_id, "succeeded"):
             dest = folder / f"{t.task_id}{Path(t.output_key).suffix}"
             local = store.local_path(t.output_key)
             if local is not None:
                 dest.symlink_to(local)
             else:
-                store.get_file(t.output_key, dest)
+                fetch.append((t.output_key, dest))
             outputs.append(dest)
+        store.get_files(fetch)
         if not outputs:
             raise UsageError(f"run {run_id} has no finished outputs to merge")
         merged = merge_outputs(spec, outputs, folder)

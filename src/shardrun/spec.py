@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import JobFileError
+from .image import REFERENCE_RE, REGISTRY_RE, REPOSITORY_RE, TAG_RE
 
 PLACEHOLDERS_APP = ("{input}", "{output}", "{config}")
 SPLIT_METHODS = ("lines", "files", "json", "csv")
@@ -35,6 +36,16 @@ class AppSection(_Section):
     files: list[Path] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict)
     output_name: str | None = None
+    image: str | None = Field(
+        None, description="Container image the tasks run, e.g. 'localhost/app:1'; see docs/containers.md."
+    )
+
+    @field_validator("image")
+    @classmethod
+    def _image_reference(cls, v: str | None) -> str | None:
+        if v is not None and not REFERENCE_RE.match(v):
+            raise ValueError("is not an image reference like 'localhost/app:1' or 'myacr.azurecr.io/app:1'")
+        return v
 
     @field_validator("command")
     @classmethod
@@ -59,58 +70,53 @@ class AppSection(_Section):
         return v
 
 
-class SplitSection(_Section):
+class _Pluggable(_Section):
+    """A built-in `method`, or the user's `command` or `function`: at most one of them."""
+
+    method: str | None = None
+    command: list[str] | None = None
+    function: str | None = None
+    _default_method = ""
+
+    @model_validator(mode="after")
+    def _one_way(self) -> _Pluggable:
+        ways = [w for w in ("method", "command", "function") if getattr(self, w) is not None]
+        if len(ways) > 1:
+            raise ValueError(f"give only one of method, command, function (got {', '.join(ways)})")
+        if self.function is not None and ":" not in self.function:
+            raise ValueError("function must look like 'module:function'")
+        return self
+
+    @property
+    def kind(self) -> str:
+        if self.command is not None:
+            return "command"
+        if self.function is not None:
+            return "function"
+        return self.method or self._default_method
+
+
+class SplitSection(_Pluggable):
     input: str = Field(description="A file, a glob, or a folder.")
     method: Literal["lines", "files", "json", "csv"] | None = None
-    command: list[str] | None = None
-    function: str | None = None
     per_task: int = Field(1, ge=1)
-
-    @model_validator(mode="after")
-    def _one_way(self) -> SplitSection:
-        ways = [w for w in ("method", "command", "function") if getattr(self, w) is not None]
-        if len(ways) > 1:
-            raise ValueError(f"give only one of method, command, function (got {', '.join(ways)})")
-        if self.function is not None and ":" not in self.function:
-            raise ValueError("function must look like 'module:function'")
-        return self
-
-    @property
-    def kind(self) -> str:
-        if self.command is not None:
-            return "command"
-        if self.function is not None:
-            return "function"
-        return self.method or "lines"
+    _default_method = "lines"
 
 
-class MergeSection(_Section):
+class MergeSection(_Pluggable):
     method: Literal["concat", "jsonl", "csv", "json"] | None = None
-    command: list[str] | None = None
-    function: str | None = None
     output: Path
-
-    @model_validator(mode="after")
-    def _one_way(self) -> MergeSection:
-        ways = [w for w in ("method", "command", "function") if getattr(self, w) is not None]
-        if len(ways) > 1:
-            raise ValueError(f"give only one of method, command, function (got {', '.join(ways)})")
-        if self.function is not None and ":" not in self.function:
-            raise ValueError("function must look like 'module:function'")
-        return self
-
-    @property
-    def kind(self) -> str:
-        if self.command is not None:
-            return "command"
-        if self.function is not None:
-            return "function"
-        return self.method or "concat"
+    _default_method = "concat"
 
 
 class RunSection(_Section):
     backend: str = "local"
-    runtime: str = "process"
+    runtime: Literal["auto", "process", "podman", "docker"] = Field(
+        "auto", description="'auto': process, unless the job names an image: then podman, else docker."
+    )
+    container_options: list[str] = Field(
+        default_factory=list, description="Extra `run` flags from an allow-list, e.g. ['--memory', '2g']."
+    )
     storage: str = "local"
     concurrency: int | None = Field(None, ge=1)
     retries: int = Field(3, ge=0, le=100)
@@ -124,11 +130,126 @@ class RunSection(_Section):
             return parse_duration(v)
         return v
 
+    @field_validator("container_options", mode="before")
+    @classmethod
+    def _container_options(cls, v: Any) -> Any:
+        from .compute.container import parse_container_options
+
+        if isinstance(v, str) or (isinstance(v, list) and all(isinstance(x, str) for x in v)):
+            return parse_container_options(v)  # a string is split like a shell would, never run
+        return v
+
     @field_validator("timeout")
     @classmethod
     def _positive(cls, v: float | None) -> float | None:
         if v is not None and v <= 0:
             raise ValueError("must be positive")
+        return v
+
+
+_SECRET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,126}$")
+
+
+class StorageSection(_Section):
+    """Settings of the `blob` store. Credentials are named here (a secret's name), never written."""
+
+    account_url: str | None = Field(
+        None, description="https://ACCOUNT.blob.core.windows.net, or an Azurite path-style URL."
+    )
+    account_name: str | None = Field(None, description="Default: taken from account_url.")
+    auth: Literal["auto", "connection_string", "key", "sas", "default_credential"] = "auto"
+    connection_string_secret: str = "AZURE_STORAGE_CONNECTION_STRING"  # noqa: S105 (a name, not a value)
+    account_key_secret: str = "AZURE_STORAGE_KEY"  # noqa: S105 (a name, not a value)
+    sas_secret: str = "AZURE_STORAGE_SAS_TOKEN"  # noqa: S105 (a name, not a value)
+    max_concurrency: int = Field(16, ge=1, le=256, description="Parallel requests per transfer.")
+    block_size_mib: int = Field(8, ge=1, le=4000, description="Block size for large files.")
+    retries: int = Field(3, ge=0, le=20, description="Retries per request, with backoff.")
+    sas_expiry: float | None = Field(
+        None, description="Lifetime of task SAS URLs; default: [run] timeout plus a margin."
+    )
+
+    @field_validator("account_url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if not re.match(r"^https?://[^/?#\s]+(/[^?#\s]*)?$", v):
+            raise ValueError("must be an http(s) URL without a query (put a SAS in a secret)")
+        return v.rstrip("/")
+
+    @field_validator("connection_string_secret", "account_key_secret", "sas_secret")
+    @classmethod
+    def _secret_name(cls, v: str) -> str:
+        if not _SECRET_NAME.match(v):
+            raise ValueError("must be the name of a secret (letters, digits, '_', '.', '-')")
+        return v
+
+    @field_validator("sas_expiry", mode="before")
+    @classmethod
+    def _duration(cls, v: Any) -> Any:
+        return parse_duration(v) if isinstance(v, str) else v
+
+    @field_validator("sas_expiry")
+    @classmethod
+    def _positive(cls, v: float | None) -> float | None:
+        if v is not None and v <= 0:
+            raise ValueError("must be positive")
+        return v
+
+
+class SecretsSection(_Section):
+    """Where the secrets named in [storage] come from: the environment or a folder of files."""
+
+    source: Literal["env", "file"] = "env"
+    path: Path | None = Field(None, description="For source = 'file': the folder of secret files.")
+
+    @model_validator(mode="after")
+    def _path_for_file(self) -> SecretsSection:
+        if self.source == "file" and self.path is None:
+            raise ValueError("source = 'file' needs path = the folder holding the secret files")
+        return self
+
+
+class ImageSection(_Section):
+    """How `shardrun image build` / `push` make the app's image. Credentials only by secret name."""
+
+    context: Path = Field(Path("."), description="Build context folder, relative to the job file.")
+    file: Path | None = Field(None, description="Default: Containerfile or Dockerfile in the context.")
+    name: str = Field(description="Repository, e.g. 'localhost/myapp'.")
+    version: str = Field(description="Tag; `build` also tags 'latest'.")
+    registry: str | None = Field(None, description="Default for `image push`, e.g. 'myacr.azurecr.io'.")
+    username: str | None = Field(None, description="Registry user name (not a secret).")
+    password_secret: str = Field(
+        "REGISTRY_PASSWORD", description="Name of the secret holding the password, from [secrets]."
+    )
+    tls_verify: bool = Field(True, description="false only for a plain-HTTP loopback test registry.")
+
+    @field_validator("name")
+    @classmethod
+    def _repository(cls, v: str) -> str:
+        if not REPOSITORY_RE.match(v):
+            raise ValueError("must be a lowercase repository name like 'localhost/myapp' (no tag)")
+        return v
+
+    @field_validator("version")
+    @classmethod
+    def _tag(cls, v: str) -> str:
+        if not TAG_RE.match(v) or v == "latest":
+            raise ValueError("must be a tag like '1.0' (letters, digits, '_', '.', '-'; not 'latest')")
+        return v
+
+    @field_validator("registry")
+    @classmethod
+    def _registry(cls, v: str | None) -> str | None:
+        if v is not None and not REGISTRY_RE.match(v):
+            raise ValueError("must be a registry host like 'myacr.azurecr.io' or '127.0.0.1:5000'")
+        return v
+
+    @field_validator("password_secret")
+    @classmethod
+    def _secret_name(cls, v: str) -> str:
+        if not _SECRET_NAME.match(v):
+            raise ValueError("must be the name of a secret (letters, digits, '_', '.', '-')")
         return v
 
 
@@ -140,6 +261,9 @@ class JobSpec(_Section):
     split: SplitSection
     merge: MergeSection
     run: RunSection = Field(default_factory=RunSection)
+    storage: StorageSection = Field(default_factory=StorageSection)
+    secrets: SecretsSection = Field(default_factory=SecretsSection)
+    image: ImageSection | None = None
     base_dir: Path = Field(default=Path("."), exclude=True)
     source: Path | None = Field(default=None, exclude=True)
 
@@ -165,7 +289,7 @@ class JobSpec(_Section):
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(h|m|s|ms)")
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|h|m|s)")
 
 
 def parse_duration(text: str) -> float:

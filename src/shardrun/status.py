@@ -8,7 +8,7 @@ from typing import Any
 
 from . import layout
 from .errors import UsageError
-from .runner import failed_tasks, get_run
+from .runner import failed_tasks, get_run, run_store
 from .workspace import Workspace
 
 
@@ -82,7 +82,7 @@ def task_log(
                 raise UsageError(f"task {task_id} of run {run_id} has not run yet")
             attempt = int(last["attempt"])
         try:
-            return ws.store(run.storage).get_bytes(layout.log_key(run_id, task_id, attempt, stream))
+            return run_store(ws, run).get_bytes(layout.log_key(run_id, task_id, attempt, stream))
         except FileNotFoundError:
             raise UsageError(f"no {stream} stored for {task_id} attempt {attempt}") from None
     finally:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .ledger import Ledger
+from .spec import JobSpec
 from .storage import Store, open_store
 
 
@@ -35,9 +36,14 @@ class Workspace:
         """Per-run local scratch: task folders, the merge folder. Safe to delete after the run."""
         return self.home / "work" / run_id
 
-    def store(self, name: str, **options: Any) -> Store:
+    def store(self, name: str, spec: JobSpec | None = None, **options: Any) -> Store:
+        """Open a store; `spec` supplies the blob store's [storage] and [secrets] settings."""
         if name == "local":
             options.setdefault("root", self.home / "store")
+        if name == "blob" and spec is not None:
+            options.setdefault("settings", spec.storage)
+            options.setdefault("secrets", spec.secrets)
+            options.setdefault("base_dir", spec.base_dir)
         return open_store(name, **options)
 
     def close(self) -> None:

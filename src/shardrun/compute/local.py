@@ -65,8 +65,12 @@ class LocalBackend:
         if ctx.config_key:
             self._config_path = self._materialize(ctx.config_key, shared / "config")
         self._file_paths = [self._materialize(k, shared / "files") for k in ctx.file_keys]
-        self._base_env = base_environment()
+        # A container gets the contract variables only: its image has its own PATH, HOME, ...
+        self._base_env = {} if getattr(self.runtime, "isolated", False) else base_environment()
         kill_strays(ctx.run_id)  # a resumed run must not race attempts of the dead client
+        prepare = getattr(self.runtime, "prepare", None)
+        if prepare is not None:
+            prepare(ctx)  # container runtimes: check the image, remove a dead client's containers
         for i in range(ctx.concurrency):
             worker = threading.Thread(
                 target=self._work, args=(f"local-{i + 1}",), name=f"shardrun-w{i + 1}", daemon=True
@@ -134,7 +138,7 @@ class LocalBackend:
     def _materialize(self, key: str, folder: Path) -> Path:
         ctx = self._ctx
         assert ctx is not None
-        local = ctx.store.local_path(key)
+        local = self._local_path(key)
         if local is not None:
             return local
         dest = folder / key.rsplit("/", 1)[-1]
@@ -156,9 +160,11 @@ class LocalBackend:
             for attempt in range(task.first_attempt, last + 1):
                 try:
                     event = self._attempt(ctx, task, attempt, worker, final_try=attempt == last)
-                except ShardrunError as e:  # storage trouble fails the attempt, not the worker
+                except Exception as e:  # trouble fails the attempt, never the worker
+                    # (a dead worker would leave its task open forever and hang the run)
+                    reason = str(e) if isinstance(e, ShardrunError) else f"{type(e).__name__}: {e}"
                     event = AttemptEvent(task.task_id, attempt, "finished", time.time(), worker,
-                                         result="failed", reason=str(e), final=attempt == last)
+                                         result="failed", reason=reason, final=attempt == last)
                 self._out.put(event)
                 if event.final or self._stopping.is_set():
                     break
@@ -201,10 +207,11 @@ class LocalBackend:
             try:
                 handle = self.runtime.launch(argv, env=env, cwd=wd, stdout=out, stderr=err)
             except OSError as e:
-                err.write(f"shardrun: cannot start {argv[0]!r}: {e.strerror}\n".encode())
+                program = argv[0] if argv else self.runtime.name  # no argv: the image's ENTRYPOINT
+                err.write(f"shardrun: cannot start {program!r}: {e.strerror}\n".encode())
                 err.flush()
                 self._keep_logs(ctx, task, attempt, task_dir, transfer)
-                return finished("failed", None, f"cannot start {argv[0]!r}: {e.strerror}", True)
+                return finished("failed", None, f"cannot start {program!r}: {e.strerror}", True)
             deadline = time.monotonic() + ctx.timeout if ctx.timeout else None
             running = _Running(handle, deadline)
             with self._lock:
@@ -236,9 +243,17 @@ class LocalBackend:
         _remove_task_dir(task_dir)
         return finished("succeeded", code, None, True, size)
 
+    def _local_path(self, key: str) -> Path | None:
+        """The store's own file for `key`, if the attempt can see it (a container sees the node root
+        only, so it gets a copy)."""
+        assert self._ctx is not None
+        if getattr(self.runtime, "isolated", False):
+            return None
+        return self._ctx.store.local_path(key)
+
     def _input(self, ctx: RunContext, task: TaskSpec, wd: Path) -> Path:
         if not task.input_key.endswith("/"):
-            local = ctx.store.local_path(task.input_key)
+            local = self._local_path(task.input_key)
             if local is not None:
                 return local  # read-only by contract; no copy needed
             dest = wd / task.input_key.rsplit("/", 1)[-1]
@@ -248,7 +263,7 @@ class LocalBackend:
         for obj in ctx.store.list(task.input_key):
             dest = folder / obj.key[len(task.input_key):]
             dest.parent.mkdir(parents=True, exist_ok=True)
-            local = ctx.store.local_path(obj.key)
+            local = self._local_path(obj.key)
             if local is not None:
                 dest.symlink_to(local)
             else:

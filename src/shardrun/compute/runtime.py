@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 from pathlib import Path
@@ -97,9 +98,30 @@ class ProcessRuntime:
         return ProcessGroup(popen)
 
 
+CONTAINER_RUNTIMES = ("podman", "docker")
+RUNTIMES = ("auto", "process", *CONTAINER_RUNTIMES)
+
+
+def resolve_runtime(name: str, image: str | None) -> str:
+    """'auto': the process runtime unless the job names an image, then podman if installed, else docker."""
+    if name != "auto":
+        return name
+    if image is None:
+        return "process"
+    for cli in CONTAINER_RUNTIMES:
+        if shutil.which(cli):
+            return cli
+    return CONTAINER_RUNTIMES[0]  # none installed: preflight says so, with the install hint
+
+
 def open_runtime(name: str) -> Runtime:
-    if name == "process":
+    """A runtime by name. 'auto' means process here: the runner resolves it against the job first."""
+    if name in ("process", "auto"):
         return ProcessRuntime()
+    if name in CONTAINER_RUNTIMES:
+        from .container import ContainerRuntime
+
+        return ContainerRuntime(name)
     from ..errors import UsageError
 
-    raise UsageError(f"unknown runtime {name!r}; this version knows: process")
+    raise UsageError(f"unknown runtime {name!r}; this version knows: {', '.join(RUNTIMES)}")
