@@ -2,13 +2,16 @@
 
 Sources are registered by kind, like stores and backends:
 
-    env    the client's environment variables (the default)
-    file   a folder with one file per secret (the file name is the secret's name), as mounted
-           secrets are laid out by Kubernetes or systemd credentials
+    env       the client's environment variables (the default)
+    file      a folder with one file per secret (the file name is the secret's name), as mounted
+              secrets are laid out by Kubernetes or systemd credentials
+    keyvault  an Azure Key Vault (shardrun.secrets_keyvault, imported only when used, so that
+              importing shardrun never imports the Azure SDK)
 
-A Key Vault source plugs in later with `register_source("keyvault", ...)`: it only has to implement
-`SecretSource.get`. Values are wrapped in `Secret`, whose repr and str never show the value, so a
-secret cannot end up in a log line or an error message by accident.
+Any other source only has to implement `SecretSource.get` and call `register_source`.
+`open_secret_source` builds the source a job's [secrets] section asks for. Values are wrapped in
+`Secret`, whose repr and str never show the value, so a secret cannot end up in a log line or an
+error message by accident.
 """
 
 from __future__ import annotations
@@ -67,7 +70,10 @@ class SecretSource(Protocol):
 def require(source: SecretSource, name: str) -> Secret:
     secret = source.get(name)
     if secret is None:
-        raise SecretError(f"secret {name!r} not found in the {source.kind} secret source")
+        # A source may say where it looked (Key Vault: the vault and the name it mapped to).
+        describe = getattr(source, "describe", None)
+        where = describe(name) if callable(describe) else f"the {source.kind} secret source"
+        raise SecretError(f"secret {name!r} not found in {where}")
     return secret
 
 
@@ -118,10 +124,23 @@ def _check_name(name: str) -> None:
         raise UsageError(f"{name!r} is not a valid secret name")
 
 
+def _keyvault(**options: Any) -> SecretSource:
+    # Imported here: the Azure SDK is an optional extra and slow to import.
+    try:
+        from .secrets_keyvault import KeyVaultSecrets
+    except ImportError as err:
+        raise UsageError(
+            f"the keyvault secret source needs the Azure SDK ({err.name or err}): "
+            "pip install 'shardrun[azure]'"
+        ) from err
+    return KeyVaultSecrets(**options)
+
+
 # kind -> factory(**options)
 _SOURCES: dict[str, Callable[..., SecretSource]] = {
     "env": EnvSecrets,
     "file": FileSecrets,
+    "keyvault": _keyvault,
 }
 
 
@@ -141,3 +160,19 @@ def open_source(kind: str, **options: Any) -> SecretSource:
             f"unknown secret source {kind!r}; known: {', '.join(source_kinds())}"
         ) from None
     return factory(**options)
+
+
+def open_secret_source(section: Any, base_dir: Path | None) -> SecretSource:
+    """The source a job's [secrets] section names (None: the environment).
+
+    `section` is a `shardrun.spec.SecretsSection` (typed Any so this module does not import the spec);
+    a relative `path` is resolved against `base_dir`, the job file's folder.
+    """
+    if section is None or section.source == "env":
+        return open_source("env")
+    if section.source == "keyvault":
+        return open_source("keyvault", vault_url=section.vault_url, names=dict(section.names or {}))
+    path = Path(section.path)
+    if not path.is_absolute() and base_dir is not None:
+        path = base_dir / path
+    return open_source(section.source, path=path)

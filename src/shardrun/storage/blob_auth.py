@@ -29,7 +29,7 @@ from azure.core.pipeline.transport import RequestsTransport
 from azure.storage.blob import BlobServiceClient, ExponentialRetry
 
 from ..errors import ShardrunError, UsageError
-from ..secrets import Secret, SecretSource, open_source
+from ..secrets import Secret, SecretSource, open_secret_source
 
 CONNECT_TIMEOUT = 10  # seconds; a dead endpoint fails fast, then the bounded retry takes over
 READ_TIMEOUT = 120
@@ -178,12 +178,7 @@ def connect(
 
 
 def _secret_source(secrets: Any, base_dir: Path | None) -> SecretSource:
-    if secrets is None or secrets.source == "env":
-        return open_source("env")
-    path = Path(secrets.path)
-    if not path.is_absolute() and base_dir is not None:
-        path = base_dir / path
-    return open_source(secrets.source, path=path)
+    return open_secret_source(secrets, base_dir)
 
 
 def _missing(name: str, source: SecretSource, needs_url: bool = False) -> ShardrunError:
