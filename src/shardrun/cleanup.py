@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 from .errors import UsageError
-from .runner import get_run, run_store
+from .runner import get_run, run_store, spec_for_run
 from .workspace import Workspace
 
 
@@ -23,6 +23,13 @@ def cleanup_run(run_id: str, *, home: Path | str | None = None, force: bool = Fa
                 f"run {run_id} is marked {run.status}; if its client is gone, use --force"
             )
         removed = []
+        resources = ws.ledger.resources(run_id)
+        if any(kind.startswith("batch-") for kind, _ in resources):
+            from .compute.batch import delete_run_resources
+
+            removed += delete_run_resources(
+                spec_for_run(run), resources,
+                lambda kind, rid: ws.ledger.resource_deleted(run_id, kind, rid))
         store = run_store(ws, run)
         for kind, resource_id in ws.ledger.resources(run_id):
             if kind == "namespace" and resource_id == run_id:

@@ -50,6 +50,11 @@ def file_key(run_id: str, name: str) -> str:
     return f"{run_id}/files/{name}"
 
 
+def app_key(run_id: str, name: str) -> str:
+    """A program file the command names, shipped to remote nodes (Azure Batch)."""
+    return f"{run_id}/app/{name}"
+
+
 def input_key(run_id: str, task: str, name: str) -> str:
     return f"{run_id}/inputs/{task}/{name}"
 

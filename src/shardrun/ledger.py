@@ -255,6 +255,7 @@ class Ledger:
         sql = "SELECT kind, resource_id FROM resources WHERE run_id=?"
         if live_only:
             sql += " AND deleted_at IS NULL"
+        sql += " ORDER BY rowid"  # creation order: the latest job is the one to re-attach to
         return [(r[0], r[1]) for r in self.db.execute(sql, (run_id,)).fetchall()]
 
     def resource_deleted(self, run_id: str, kind: str, resource_id: str) -> None:

@@ -59,6 +59,13 @@ def check_job(spec: JobSpec, *, fetch_image: bool = True) -> None:
         raise JobFileError(
             f"{src}: [run] storage {spec.run.storage!r} is unknown; known: {', '.join(store_names())}"
         )
+    if spec.run.backend == "azure-batch":
+        if spec.batch is None:
+            raise JobFileError(f"{src}: [run] backend 'azure-batch' needs a [batch] section "
+                               "(see docs/azure.md)")
+        if spec.run.storage != "blob":
+            raise JobFileError(f"{src}: [run] backend 'azure-batch' needs [run] storage = 'blob': "
+                               "Batch nodes read and write the run's files in Blob Storage")
     command = resolved_command(spec)
     if command is None:
         if runtime == "process":
@@ -67,8 +74,8 @@ def check_job(spec: JobSpec, *, fetch_image: bool = True) -> None:
                 "(leave it out only when a container image has an ENTRYPOINT)"
             )
     else:
-        if runtime == "process":
-            _check_program(spec, command[0])
+        if runtime == "process" and spec.run.backend == "local":
+            _check_program(spec, command[0])  # elsewhere the program is on the node, not here
         if spec.app.config is None and any("{config}" in a for a in command):
             raise JobFileError(f"{src}: [app] command uses {{config}} but [app] config is not set")
     if spec.app.config is not None:

@@ -12,10 +12,11 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from . import layout
 from .compute import AttemptEvent, RunContext, TaskSpec, open_backend
@@ -240,7 +241,14 @@ def execute(
     recover(ws, run_id)
     store = run_store(ws, run)
     pending = ledger.tasks(run_id, "pending")
-    backend = open_backend(run.backend, runtime=job_runtime(spec))
+    backend = open_backend(run.backend, **backend_options(run.backend, spec))
+
+    def on_resource(kind: str, resource_id: str, deleted: bool) -> None:
+        if deleted:
+            ledger.resource_deleted(run_id, kind, resource_id)
+        else:
+            ledger.add_resource(run_id, kind, resource_id)
+
     ctx = RunContext(
         run_id=run_id,
         command=resolved_command(spec),
@@ -253,7 +261,11 @@ def execute(
         timeout=spec.run.timeout,
         concurrency=min(spec.concurrency, max(1, len(pending))),
         options=run_options(spec),  # the image and container options, for container runtimes
+        resources=tuple(ledger.resources(run_id)),
+        resources_ever=tuple(ledger.resources(run_id, live_only=False)),
+        on_resource=on_resource,
     )
+    notices: Callable[[], list[str]] = getattr(backend, "notices", list)
     total = len(ledger.tasks(run_id))
     counts = ledger.counts(run_id)
     view.start(run_id, total, counts)
@@ -265,6 +277,8 @@ def execute(
             open_tasks = {t.task_id for t in pending}
             while open_tasks:
                 events = backend.events(POLL)
+                for note in notices():
+                    view.message(note)
                 if events:
                     _record(ledger, run_id, events, view)
                     open_tasks -= {e.task_id for e in events if e.kind == "finished" and e.final}
@@ -276,6 +290,12 @@ def execute(
         recover(ws, run_id)
         ledger.set_run_status(run_id, "interrupted", "stopped by the user")
         view.close()
+        if getattr(backend, "detaches", False):
+            raise RunInterrupted(
+                f"detached from run {run_id}: its tasks go on on {run.backend}. Re-attach with: "
+                f"shardrun run {run.job_path}; stop it and delete its resources with: "
+                f"shardrun cleanup {run_id} --force"
+            ) from None
         raise RunInterrupted(
             f"run {run_id} stopped; finished tasks are kept. Resume with: shardrun run {run.job_path}"
         ) from None
@@ -283,6 +303,20 @@ def execute(
         backend.close()
     view.close()
     return finish(ws, run_id, started=started, resumed=resumed)
+
+
+def backend_options(name: str, spec: JobSpec) -> dict[str, Any]:
+    """What each compute backend is built from."""
+    if name == "local":
+        return {"runtime": job_runtime(spec)}
+    if name == "azure-batch":
+        from .image import job_image, registry_for, registry_host
+
+        image = job_image(spec) if spec.app.image or spec.image else None
+        host = registry_host(image) if image else None
+        registry = registry_for(spec, host) if host and host != "localhost" else None
+        return {"spec": spec, "image": image, "registry": registry}
+    return {"spec": spec}
 
 
 def _record(ledger: Ledger, run_id: str, events: list[AttemptEvent], view: ProgressView) -> None:

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .errors import JobFileError
 from .image import REFERENCE_RE, REGISTRY_RE, REPOSITORY_RE, TAG_RE
+from .spec_batch import BatchSection
 
 PLACEHOLDERS_APP = ("{input}", "{output}", "{config}")
 SPLIT_METHODS = ("lines", "files", "json", "csv")
@@ -198,15 +199,22 @@ class StorageSection(_Section):
 
 
 class SecretsSection(_Section):
-    """Where the secrets named in [storage] come from: the environment or a folder of files."""
+    """Where the secrets named elsewhere come from: the environment, a folder of files, or Key Vault."""
 
-    source: Literal["env", "file"] = "env"
+    source: Literal["env", "file", "keyvault"] = "env"
     path: Path | None = Field(None, description="For source = 'file': the folder of secret files.")
+    vault_url: str | None = Field(
+        None, description="For source = 'keyvault': e.g. 'https://myvault.vault.azure.net'.")
+    names: dict[str, str] = Field(
+        default_factory=dict,
+        description="For source = 'keyvault': shardrun's secret name -> the vault's secret name.")
 
     @model_validator(mode="after")
-    def _path_for_file(self) -> SecretsSection:
+    def _where(self) -> SecretsSection:
         if self.source == "file" and self.path is None:
             raise ValueError("source = 'file' needs path = the folder holding the secret files")
+        if self.source == "keyvault" and not self.vault_url:
+            raise ValueError("source = 'keyvault' needs vault_url = 'https://NAME.vault.azure.net'")
         return self
 
 
@@ -264,6 +272,7 @@ class JobSpec(_Section):
     storage: StorageSection = Field(default_factory=StorageSection)
     secrets: SecretsSection = Field(default_factory=SecretsSection)
     image: ImageSection | None = None
+    batch: BatchSection | None = None
     base_dir: Path = Field(default=Path("."), exclude=True)
     source: Path | None = Field(default=None, exclude=True)
 

@@ -8,7 +8,7 @@ the ledger; backends never touch it. Backends are registered by name with an ins
 from __future__ import annotations
 
 import importlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -42,6 +42,12 @@ class RunContext:
     timeout: float | None = None
     concurrency: int = 1
     options: dict[str, Any] = field(default_factory=dict)
+    # Cloud resources the run has (kind, id): live ones, and every one it ever had. A backend
+    # reports what it creates or deletes through on_resource(kind, id, deleted); the client records
+    # it in the ledger, so cleanup finds each by its exact id.
+    resources: tuple[tuple[str, str], ...] = ()
+    resources_ever: tuple[tuple[str, str], ...] = ()
+    on_resource: Callable[[str, str, bool], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -88,6 +94,7 @@ class ComputeBackend(Protocol):
 
 _BACKENDS: dict[str, tuple[str, str, str]] = {
     "local": ("shardrun.compute.local", "LocalBackend", ""),
+    "azure-batch": ("shardrun.compute.batch", "AzureBatchBackend", "pip install 'shardrun[azure]'"),
 }
 
 

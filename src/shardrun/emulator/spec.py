@@ -94,6 +94,11 @@ def _closed(schema: Any) -> Any:
             out["$ref"] = out["$ref"].replace("#/definitions/", "#/$defs/")
         if out.get("type") == "object" and "properties" in out and "additionalProperties" not in out:
             out["additionalProperties"] = False
+        server = out.get("properties", {}).get("registryServer")
+        if isinstance(server, dict):
+            # Marked 'uri', but the service takes a bare host: its own default is "docker.io",
+            # and Azure's examples use "myacr.azurecr.io".
+            server.pop("format", None)
         return out
     if isinstance(schema, list):
         return [_closed(v) for v in schema]

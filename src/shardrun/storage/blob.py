@@ -36,7 +36,7 @@ from .blob_transfer import (
     download,
     existing_blobs,
 )
-from .sas import CREATE_WRITE, READ, TaskTransfer, blob_sas, sas_lifetime
+from .sas import CREATE_WRITE, READ, TaskTransfer, blob_sas, container_sas, sas_lifetime
 
 META_TOOL = "shardrun_tool"
 META_RUN = "shardrun_run"
@@ -251,6 +251,22 @@ class BlobStore:
 
     def write_url(self, key: str, lifetime: float) -> str:
         return self._url(key, CREATE_WRITE, lifetime)
+
+    def container_write_url(self, namespace: str, lifetime: float) -> str:
+        """Create/write-only URL of a run's container (Azure Batch output files)."""
+        url = self._container(namespace).url.split("?")[0]
+        conn = self.conn
+        if conn.account_key is not None:
+            token = container_sas(account_name=conn.account_name, container=namespace,
+                                  lifetime=lifetime, account_key=conn.account_key.reveal())
+        elif conn.auth == "default_credential":
+            token = container_sas(account_name=conn.account_name, container=namespace,
+                                  lifetime=lifetime, user_delegation_key=self._delegation_key(lifetime))
+        elif conn.sas_token is not None:
+            token = conn.sas_token.reveal().lstrip("?")
+        else:
+            raise ShardrunError("cannot make task SAS URLs without an account key or an Azure login")
+        return f"{url}?{token}"
 
     def task_transfer(self, *, input_key: str, output_key: str, log_keys: dict[str, str],
                       lifetime: float) -> TaskTransfer:

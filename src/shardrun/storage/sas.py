@@ -58,6 +58,27 @@ def blob_sas(
     )
 
 
+def container_sas(
+    *,
+    account_name: str,
+    container: str,
+    lifetime: float,
+    account_key: str | None = None,
+    user_delegation_key: Any = None,
+    now: dt.datetime | None = None,
+) -> str:
+    """A create/write-only service SAS for one run's container: Azure Batch output files need a
+    container URL, and the run's container holds nothing of any other run."""
+    from azure.storage.blob import ContainerSasPermissions, generate_container_sas
+
+    now = now or dt.datetime.now(dt.UTC)
+    return generate_container_sas(
+        account_name, container, account_key=account_key, user_delegation_key=user_delegation_key,
+        permission=ContainerSasPermissions(create=True, write=True),
+        start=now - CLOCK_SKEW, expiry=now + dt.timedelta(seconds=lifetime),
+    )
+
+
 @dataclass(frozen=True, repr=False)
 class TaskTransfer:
     """One task attempt's storage access, through SAS URLs only. repr never shows a URL."""
