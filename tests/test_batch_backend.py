@@ -258,6 +258,11 @@ def test_no_secret_reaches_the_ledger_logs_or_output(
         assert secret.encode() not in db
     assert "sig=" not in said.err + said.out + task_env and b"sig=" not in db
     assert "INPUT_PATH=/" in task_env and "AZ_BATCH_TASK_ID=task-00001" in task_env
+    # status prices the nodes' busy time at the VM size's hourly price
+    assert "cost so far: about $" in said_more.out and "Standard_D2s_v5" in said_more.out
+    from shardrun import run_status
+    cost = run_status(run_id, home=shardrun_home)["cost"]
+    assert cost["nodes"] >= 1 and cost["usd"] == pytest.approx(cost["node_hours"] * 0.096, abs=1e-3)
 
 
 def test_a_container_app_on_an_autoscaled_spot_pool_with_a_private_registry(

@@ -148,6 +148,13 @@ def status(ctx: click.Context, run_id: str, as_json: bool) -> None:
     out.print(f"run {info['run_id']} ({info['job']}): {info['status']}")
     out.print(f"  tasks: {t['total']} total, {t['succeeded']} succeeded, {t['failed']} failed, "
               f"{t['running']} running, {t['pending']} waiting; {info['retries']} retries")
+    cost = info.get("cost")
+    if cost and cost.get("usd") is not None:
+        out.print(f"  cost so far: about ${cost['usd']:.2f} ({cost['node_hours']:.2f} node-hours of "
+                  f"{cost['vm_size']} at ${cost['usd_per_node_hour']}/h, prices as of "
+                  f"{cost['prices_as_of']}; busy time only)")
+    elif cost:
+        out.print(f"  cost so far: unknown ({cost['note']})")
     if info["merged_output"]:
         out.print(f"  merged output: {info['merged_output']}")
     if info["message"]:

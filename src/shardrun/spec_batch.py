@@ -23,7 +23,7 @@ class BatchSection(BaseModel):
         "default_credential", description="Microsoft Entra ID (DefaultAzureCredential) or the account key.")
     account_key_secret: str = Field(
         "AZURE_BATCH_KEY", description="For auth = 'shared_key': the secret holding the account key.")
-    vm_size: str = "standard_d2s_v3"
+    vm_size: str = "Standard_D2s_v5"
     image_publisher: str = "microsoft-dsvm"
     image_offer: str = "ubuntu-hpc"
     image_sku: str = "2404"

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
 
 from . import layout
 from .errors import UsageError
+from .ledger import RunRow
 from .runner import failed_tasks, get_run, run_store
 from .workspace import Workspace
 
@@ -36,6 +38,7 @@ def run_status(run_id: str, *, home: Path | str | None = None) -> dict[str, Any]
             "task_seconds": round(sum(a["ended_at"] - a["started_at"] for a in attempts
                                       if a["ended_at"]), 3),
             "span_seconds": round(max(ends) - min(starts), 3) if ends and starts else None,
+            "cost": cost_so_far(run, attempts),
             "merged_output": run.merged_output,
             "message": run.message,
             "failed": [
@@ -91,3 +94,37 @@ def task_log(
 
 def _iso(ts: float | None) -> str | None:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(ts)) if ts else None
+
+
+def cost_so_far(run: RunRow, attempts: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """For a cloud run: each node's busy window (first start to last end, or now) at the VM's
+    hourly price. Idle and boot time is not seen in the ledger, so this is a lower bound."""
+    if run.backend == "local":
+        return None
+    from .plan import PRICES_AS_OF, choose_vm
+
+    batch = (json.loads(run.spec_json).get("batch") or {})
+    size = batch.get("vm_size")
+    if not size:
+        return None
+    try:
+        vm = choose_vm(size)
+    except UsageError:
+        return {"vm_size": size, "usd": None, "note": f"no price known for {size}"}
+    spot_share = 1.0 if batch.get("autoscale") and batch.get("autoscale_spot") else (
+        (batch.get("spot_nodes") or 0) / max(1, (batch.get("spot_nodes") or 0)
+                                             + (batch.get("dedicated_nodes") or 0)))
+    hourly = vm.spot * spot_share + vm.dedicated * (1 - spot_share)
+    now = time.time()
+    windows: dict[str, list[float]] = {}
+    for a in attempts:
+        node = str(a["worker"] or "").split("/", 1)[0]
+        if not node:
+            continue
+        end = a["ended_at"] or now
+        w = windows.setdefault(node, [a["started_at"], end])
+        w[0], w[1] = min(w[0], a["started_at"]), max(w[1], end)
+    node_hours = sum(e - s for s, e in windows.values()) / 3600
+    return {"vm_size": vm.size, "nodes": len(windows), "node_hours": round(node_hours, 4),
+            "usd_per_node_hour": round(hourly, 4), "usd": round(node_hours * hourly, 4),
+            "prices_as_of": PRICES_AS_OF}
