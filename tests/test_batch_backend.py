@@ -310,3 +310,64 @@ def test_a_container_app_on_an_autoscaled_spot_pool_with_a_private_registry(
         mine = [r for r in listed if f"/{repo}:" in r]
         if mine:
             podman.call("rmi", "-f", *mine)
+
+
+def test_gc_finds_leaked_pools_and_jobs_by_metadata_only(
+    azurite: Azurite, emulator: Emulator, secrets_env: None, tmp_path: Path, shardrun_home: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from azure.batch import models as bm
+
+    job = batch_job(tmp_path, emulator, azurite, lines=4, per_task=2, batch={"keep_pool": True})
+    assert main(["run", str(job)]) == 0, capsys.readouterr().err
+    run_id = ledger(shardrun_home).runs()[0].run_id
+    client = batch_client(emulator)
+    vm = bm.VirtualMachineConfiguration(
+        image_reference=bm.BatchVmImageReference(publisher="microsoft-dsvm", offer="ubuntu-hpc",
+                                                 sku="2404", version="latest"),
+        node_agent_sku_id="batch.node.ubuntu 24.04")
+    # A leak from a client that died elsewhere (its run is not in this ledger) ...
+    client.create_pool(bm.BatchPoolCreateOptions(
+        id="lost-pool", vm_size="standard_d2s_v3", target_dedicated_nodes=0, virtual_machine_configuration=vm,
+        metadata=[bm.BatchMetadataItem(name="shardrun.run", value="job-000000-lost00")]))
+    # ... and the user's own pool, named like ours but without our metadata: never touched.
+    client.create_pool(bm.BatchPoolCreateOptions(
+        id=f"{run_id}-pool-mine", vm_size="standard_d2s_v3", target_dedicated_nodes=0,
+        virtual_machine_configuration=vm))
+    capsys.readouterr()
+    assert main(["gc", "--job", str(job), "--older-than", "0s"]) == 0
+    listed = capsys.readouterr().out
+    assert f"would delete Batch pool {run_id}-pool (run {run_id}, run succeeded" in listed
+    assert "would delete Batch pool lost-pool (run job-000000-lost00, not in this ledger" in listed
+    assert f"{run_id}-pool-mine" not in listed
+    assert sorted(p.id for p in client.list_pools()) == sorted(
+        [f"{run_id}-pool", "lost-pool", f"{run_id}-pool-mine"])  # listing deletes nothing
+    assert main(["gc", "--job", str(job), "--older-than", "0s", "--delete"]) == 0
+    assert [p.id for p in client.list_pools()] == [f"{run_id}-pool-mine"]
+
+
+def test_ctrl_c_detaches_and_the_tasks_finish_without_the_client(
+    azurite: Azurite, emulator: Emulator, secrets_env: None, tmp_path: Path, shardrun_home: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    log = tmp_path / "runs.log"
+    job = with_env(batch_job(tmp_path, emulator, azurite, lines=24, per_task=1, app=COUNTING_APP),
+                   RUNS_LOG=str(log), NAP="0.3")
+    client = subprocess.Popen([sys.executable, "-m", "shardrun", "run", str(job)],
+                              env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(runs_logged(log)) < 3:
+        time.sleep(0.05)
+    client.send_signal(signal.SIGINT)
+    _, err = client.communicate(timeout=60)
+    assert client.returncode != 0
+    assert b"detached from run" in err and b"shardrun cleanup" in err
+    run_id = ledger(shardrun_home).runs()[0].run_id
+    batch = batch_client(emulator)
+    while time.monotonic() < deadline and not str(batch.get_job(run_id).state).lower().endswith("completed"):
+        time.sleep(0.2)  # the job finishes on its own: terminatejob, no client needed
+    assert len(runs_logged(log)) == 24
+
+    assert main(["run", str(job)]) == 0, capsys.readouterr().err
+    assert (tmp_path / "result.txt").read_text() == "".join(f"LINE {i}\n" for i in range(24))
+    assert len(runs_logged(log)) == 24  # re-attaching read the results; nothing ran again

@@ -207,7 +207,8 @@ def cleanup(ctx: click.Context, run_id: str, force: bool) -> None:
 @click.pass_context
 def gc(ctx: click.Context, older_than: str, delete: bool, job: Path | None,
        account_url: str | None) -> None:
-    """Find shardrun's Blob containers that no live run owns (by their metadata)."""
+    """Find shardrun's Blob containers (and, with --job, Batch pools and jobs) that no live run
+    owns, by their metadata."""
     from .gc import collect, parse_age
 
     found = collect(older_than=parse_age(older_than), delete=delete, home=_home(ctx), job=job,
@@ -216,6 +217,15 @@ def gc(ctx: click.Context, older_than: str, delete: bool, job: Path | None,
         verb = "deleted" if deleted else ("already gone" if delete else "would delete")
         out.print(f"{verb} {item.container} (run {item.run_id}, {item.why}, created "
                   f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(item.created))})")
+    if job is not None:
+        from .gc import collect_batch
+
+        for left, gone in collect_batch(older_than=parse_age(older_than), delete=delete, job=job,
+                                        home=_home(ctx)):
+            verb = "deleted" if gone else "would delete"
+            out.print(f"{verb} Batch {left.kind.split('-')[1]} {left.resource_id} (run {left.run_id}, "
+                      f"{left.why}, created "
+                      f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(left.created))})")
     if not found:
         out.print(f"no shardrun containers older than {older_than} without a live run")
     elif not delete:

@@ -91,3 +91,59 @@ def collect(*, older_than: float, delete: bool, home: Path | str | None = None,
         return out
     finally:
         ws.close()
+
+
+@dataclass(frozen=True)
+class BatchLeftover:
+    kind: str  # "batch-pool" | "batch-job"
+    resource_id: str
+    run_id: str
+    created: float
+    why: str
+
+
+def find_batch_leftovers(client: Any, ledger: Ledger, older_than: float,
+                         now: float | None = None) -> list[BatchLeftover]:
+    """Pools and jobs whose metadata names a shardrun run that is not live, older than
+    `older_than`. Found by metadata, never by name; a pool given as [batch] pool_id has none."""
+    now = time.time() if now is None else now
+    found = []
+    listings = (("batch-pool", client.list_pools(select=["id", "metadata", "creationTime"])),
+                ("batch-job", client.list_jobs(select=["id", "metadata", "creationTime"])))
+    for kind, items in listings:
+        for item in items:
+            meta = {m.name: m.value for m in (item.metadata or [])}
+            run_id = meta.get("shardrun.run")
+            created = item.creation_time.timestamp() if item.creation_time else now
+            if not run_id or now - created < older_than:
+                continue
+            run = ledger.get_run(run_id)
+            if run is not None and run.status in LIVE_STATUSES:
+                continue
+            found.append(BatchLeftover(kind, item.id, run_id, created,
+                                       "not in this ledger" if run is None else f"run {run.status}"))
+    return sorted(found, key=lambda x: (x.kind != "batch-job", x.created))  # jobs before pools
+
+
+def collect_batch(*, older_than: float, delete: bool, job: Path, home: Path | str | None = None,
+                  client: Any = None) -> list[tuple[BatchLeftover, bool]]:
+    """The Batch side of gc, for the account in a job file's [batch]."""
+    from .compute.batch import delete_job, delete_pool, open_batch_client
+
+    spec = load_spec(job)
+    if spec.batch is None:
+        return []
+    client = client if client is not None else open_batch_client(spec)
+    ws = Workspace(home)
+    try:
+        out = []
+        for item in find_batch_leftovers(client, ws.ledger, older_than):
+            if delete:
+                (delete_job if item.kind == "batch-job" else delete_pool)(client, item.resource_id,
+                                                                          wait=True)
+                if ws.ledger.get_run(item.run_id) is not None:
+                    ws.ledger.resource_deleted(item.run_id, item.kind, item.resource_id)
+            out.append((item, delete))
+        return out
+    finally:
+        ws.close()
