@@ -23,7 +23,7 @@ ATTEMPT_RE = re.compile(r"attempt (\d+)$")
 # What to do about the errors users hit; codes from the service's documentation.
 ADVICE = {
     "ActiveJobAndScheduleQuotaReached": "the account has too many active jobs: delete finished ones "
-    "(`shardrun gc`, `shardrun cleanup RUN`) or ask for a higher quota in the Azure portal",
+    "(`shardrun gc --job JOB`, `shardrun cleanup RUN`) or ask for a higher quota in the Azure portal",
     "PoolQuotaReached": "the account has too many pools: delete unused ones (`shardrun cleanup RUN` "
     "for kept pools) or ask for a higher quota",
     "AccountCoreQuotaReached": "the account's dedicated core quota is used up: ask for more cores "
