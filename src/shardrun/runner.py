@@ -301,6 +301,8 @@ def execute(
         ) from None
     finally:
         backend.close()
+        for note in notices():  # e.g. what could not be deleted at the end
+            view.message(note)
     view.close()
     return finish(ws, run_id, started=started, resumed=resumed)
 

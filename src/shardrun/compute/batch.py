@@ -151,8 +151,12 @@ class AzureBatchBackend:
         """Detach: the job goes on in the cloud (its kill switch is max_wall_clock)."""
 
     def close(self) -> None:
-        if self.done and self.ctx is not None:
+        if not (self.done and self.ctx is not None):
+            return
+        try:
             self.release()
+        except ShardrunError as err:  # the results are safe; say what is left to delete
+            self.notes.append(f"{err}; delete it with: shardrun cleanup {self.ctx.run_id}")
 
     # -- steps ----------------------------------------------------------------------------------
     def _preflight(self) -> None:
@@ -446,23 +450,38 @@ class AzureBatchBackend:
         return gone
 
 
+def _delete(client: Any, collection: str, rid: str, wait: bool) -> None:
+    """DELETE /jobs/{id} or /pools/{id}. Waiting polls until it is gone; not waiting sends the one
+    request (the SDK's poller would keep a thread polling after the run is over)."""
+    from urllib.parse import quote
+
+    from azure.core.exceptions import HttpResponseError
+    from azure.core.rest import HttpRequest
+
+    if wait:
+        begin = client.begin_delete_job if collection == "jobs" else client.begin_delete_pool
+        begin(rid, polling_interval=1).result()
+        return
+    request = HttpRequest("DELETE", f"/{collection}/{quote(rid, safe='')}",
+                          params={"api-version": client._config.api_version})
+    response = client.send_request(request)
+    if response.status_code >= 400:
+        raise HttpResponseError(response=response)
+
+
 def delete_job(client: Any, job_id: str, wait: bool = False) -> None:
     try:
-        poller = client.begin_delete_job(job_id, polling_interval=1)
-        if wait:
-            poller.result()
+        _delete(client, "jobs", job_id, wait)
     except Exception as err:
-        if error_code(err) != "JobNotFound":
+        if error_code(err) != "JobNotFound" and getattr(err, "status_code", None) != 404:
             raise explain(err, f"delete job {job_id}") from err
 
 
 def delete_pool(client: Any, pool_id: str, wait: bool = False) -> None:
     try:
-        poller = client.begin_delete_pool(pool_id, polling_interval=1)
-        if wait:
-            poller.result()
+        _delete(client, "pools", pool_id, wait)
     except Exception as err:
-        if error_code(err) != "PoolNotFound":
+        if error_code(err) != "PoolNotFound" and getattr(err, "status_code", None) != 404:
             raise explain(err, f"delete pool {pool_id}") from err
 
 
