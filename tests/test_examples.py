@@ -10,6 +10,9 @@ import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 import shardrun
 
@@ -93,3 +96,29 @@ def test_classic_wrapper_reads_the_task_contract(tmp_path: Path) -> None:
     assert result.ok, result.message
     rows = list(csv.DictReader((folder / "out" / "priced-orders.csv").read_text().splitlines()))
     assert len(rows) == 600
+
+
+def test_wordcount_on_batch_gives_the_same_result_as_locally(
+    tmp_path: Path, azurite: Any, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """job-batch.toml (what scripts/rehearse.sh runs), pointed at this test's emulator and Azurite."""
+    from shardrun.emulator import Emulator, EmulatorConfig
+
+    from .fixtures.azurite import DEV_KEY
+
+    folder = copy_example("wordcount", tmp_path)
+    with Emulator(EmulatorConfig(port=0, node_start_seconds=0.2)) as emu:
+        job = folder / "job-batch.toml"
+        text = job.read_text()
+        text = text.replace("http://127.0.0.1:10000/devstoreaccount1", azurite.account_url)
+        text = text.replace("http://127.0.0.1:10010", emu.url).replace('poll_interval = "1s"',
+                                                                      'poll_interval = "0.3s"')
+        job.write_text(text)
+        monkeypatch.setenv("AZURE_STORAGE_KEY", DEV_KEY)
+        monkeypatch.setenv("AZURE_BATCH_KEY", emu.config.account_key)
+        result = shardrun.run_job(job)
+    assert result.ok, result.message
+    assert shardrun.run_job(folder / "job.toml").ok
+    on_batch = (folder / "out" / "word-counts-batch.jsonl").read_text()
+    assert on_batch == (folder / "out" / "word-counts.jsonl").read_text()
+    assert len(on_batch.splitlines()) == 35
