@@ -204,6 +204,13 @@ def test_retry_failed_reruns_only_the_failed_tasks_in_a_new_job(
     assert jobs == [run_id, f"{run_id}-retry1"]
     attempts = [a["attempt"] for a in ledger(shardrun_home).attempts(run_id, "task-00004")]
     assert attempts == [1, 2, 3]
+    # The report of a Batch run: attempts per node, priced at the run's own VM size.
+    report = tmp_path / "report.html"
+    assert main(["report", run_id, "-o", str(report)]) == 0
+    html = report.read_text()
+    nodes = {a["worker"] for a in ledger(shardrun_home).attempts(run_id)}
+    assert "12 attempts on" in html and all(n in html for n in nodes)
+    assert "Standard_D2s_v5" in html and "cost (estimated)" not in html
 
 
 def test_cleanup_deletes_exactly_the_runs_pool_job_and_container_not_a_decoys(
@@ -293,6 +300,7 @@ def test_a_container_app_on_an_autoscaled_spot_pool_with_a_private_registry(
         assert main(["run", str(job)]) == 3  # not pushed yet: stopped before any pool exists
         assert "not in its registry" in capsys.readouterr().err
         assert list(batch_client(emu).list_pools()) == []
+        assert ledger(shardrun_home).runs() == []  # ... and before anything was split or uploaded
 
         assert main(["image", "push", "-j", str(job)]) == 0, capsys.readouterr().err
         assert main(["run", str(job)]) == 0, capsys.readouterr().out
@@ -371,3 +379,20 @@ def test_ctrl_c_detaches_and_the_tasks_finish_without_the_client(
     assert main(["run", str(job)]) == 0, capsys.readouterr().err
     assert (tmp_path / "result.txt").read_text() == "".join(f"LINE {i}\n" for i in range(24))
     assert len(runs_logged(log)) == 24  # re-attaching read the results; nothing ran again
+
+
+def test_wrong_batch_credentials_stop_the_run_before_anything_is_uploaded(
+    azurite: Azurite, emulator: Emulator, tmp_path: Path, shardrun_home: Path,
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AZURE_STORAGE_KEY", DEV_KEY)
+    monkeypatch.setenv("AZURE_BATCH_KEY", "d3Jvbmcta2V5LW5vdC10aGUtcmVhbC1vbmU=")
+    job = batch_job(tmp_path, emulator, azurite)
+    blobs = BlobServiceClient.from_connection_string(azurite.connection_string)
+    before = {c.name for c in blobs.list_containers()}
+    assert main(["run", str(job)]) == 3
+    err = capsys.readouterr().err
+    assert "AuthenticationFailed" in err and "[batch] auth" in err
+    assert "d3Jvbmcta2V5" not in err
+    assert ledger(shardrun_home).runs() == []
+    assert {c.name for c in blobs.list_containers()} == before  # nothing uploaded

@@ -72,6 +72,33 @@ def open_batch_client(spec: JobSpec, **client_options: Any) -> Any:
     return BatchClient(settings.account_url, credential, **options)
 
 
+def preflight(client: Any, account_url: str, image: str | None, registry: Any, store: Any,
+              prefix: str) -> None:
+    """Credentials, the image and the storage account, before anything costs money."""
+    try:
+        next(iter(client.list_pools(max_results=1, select=["id"])), None)
+    except Exception as err:  # azure-core errors and connection errors alike
+        raise explain(err, f"be reached at {account_url}") from err
+    if image is not None and image.split("/", 1)[0] != "localhost":
+        from ..registry_api import image_exists
+
+        if not image_exists(image, registry):
+            raise ShardrunError(f"image {image} is not in its registry; push it first "
+                                "(`shardrun image push`)")
+    try:
+        next(iter(store.list(prefix)), None)
+    except Exception as err:
+        raise ShardrunError(f"the storage account is not reachable: {err}") from err
+
+
+def preflight_job(spec: JobSpec, store: Any, image: str | None, registry: Any) -> None:
+    """`shardrun run` calls this before it splits and uploads anything."""
+    assert spec.batch is not None
+    # Listing a container that does not exist is one real request: it proves the credentials.
+    preflight(open_batch_client(spec), spec.batch.account_url, image, registry, store,
+              "shardrun-preflight/")
+
+
 class AzureBatchBackend:
     name = "azure-batch"
     detaches = True  # Ctrl-C leaves the tasks running on Batch
@@ -160,22 +187,9 @@ class AzureBatchBackend:
 
     # -- steps ----------------------------------------------------------------------------------
     def _preflight(self) -> None:
-        """Credentials, the image and the storage account, before anything costs money."""
         assert self.ctx is not None
-        try:
-            next(iter(self.client.list_pools(max_results=1, select=["id"])), None)
-        except Exception as err:  # azure-core errors and connection errors alike
-            raise explain(err, f"be reached at {self.settings.account_url}") from err
-        if self.image is not None and self.image.split("/", 1)[0] != "localhost":
-            from ..registry_api import image_exists
-
-            if not image_exists(self.image, self.registry):
-                raise ShardrunError(f"image {self.image} is not in its registry; push it first "
-                                    "(`shardrun image push`)")
-        try:
-            next(iter(self.ctx.store.list(f"{self.ctx.run_id}/config/")), None)
-        except Exception as err:
-            raise ShardrunError(f"the storage account is not reachable: {err}") from err
+        preflight(self.client, self.settings.account_url, self.image, self.registry, self.ctx.store,
+                  f"{self.ctx.run_id}/config/")
 
     def _record(self, kind: str, rid: str, deleted: bool = False) -> None:
         assert self.ctx is not None
