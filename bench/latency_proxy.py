@@ -14,6 +14,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import subprocess
+import sys
+from pathlib import Path
 
 CHUNK = 256 * 1024
 
@@ -69,6 +72,20 @@ async def serve(port: int, target_port: int, delay_ms: float) -> None:
     print(f"listening on {server.sockets[0].getsockname()[1]}", flush=True)
     async with server:
         await server.serve_forever()
+
+
+def start_in_subprocess(target_port: int, delay_ms: float) -> tuple[subprocess.Popen[str], int]:
+    """Run this proxy in its own process (so it does not share the benchmark's GIL); -> (process,
+    port it listens on)."""
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(__file__).resolve()), "--target-port", str(target_port),
+         "--delay-ms", str(delay_ms)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line.startswith("listening on "):
+        proc.kill()
+        raise RuntimeError("latency proxy did not start")
+    return proc, int(line.split()[-1])
 
 
 def main() -> None:

@@ -65,6 +65,7 @@ from azure.batch import models as bm
 from azure.core.credentials import AzureNamedKeyCredential
 from azure.core.pipeline import PipelineRequest
 from azure.core.pipeline.policies import SansIOHTTPPolicy
+from latency_proxy import start_in_subprocess
 
 from shardrun.compute.batch_submit import MAX_TASKS_PER_REQUEST, make_chunks, submit_tasks, task_size
 from shardrun.emulator import DEV_ACCOUNT_KEY, DEV_ACCOUNT_NAME, Emulator, EmulatorConfig
@@ -185,18 +186,6 @@ def running_emulator(mode: str) -> Iterator[tuple[str, int]]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-
-
-def start_proxy(target_port: int, delay_ms: float) -> tuple[subprocess.Popen[str], int]:
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "bench" / "latency_proxy.py"), "--target-port", str(target_port),
-         "--delay-ms", str(delay_ms)], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if not line.startswith("listening on "):
-        proc.kill()
-        raise RuntimeError("latency proxy did not start")
-    return proc, int(line.split()[-1])
 
 
 def create_pool(admin: BatchClient) -> None:
@@ -370,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
 
         @contextlib.contextmanager
         def proxied(target_port: int) -> Iterator[str]:
-            proc, proxy_port = start_proxy(target_port, args.delay_ms)
+            proc, proxy_port = start_in_subprocess(target_port, args.delay_ms)
             try:
                 yield f"http://127.0.0.1:{proxy_port}"
             finally:

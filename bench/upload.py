@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,6 +32,7 @@ from azure.storage.blob import BlobServiceClient
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from latency_proxy import start_in_subprocess  # noqa: E402  (bench/ is on sys.path)
 from tests.fixtures.azurite import DEV_KEY, Azurite  # noqa: E402
 
 from shardrun.storage.blob import open_blob_store  # noqa: E402
@@ -126,18 +126,6 @@ def compare(url: str, name: str, files: list[Path], skip_sequential: bool = Fals
     return times
 
 
-def start_proxy(target_port: int, delay_ms: float) -> tuple[subprocess.Popen[str], int]:
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "bench" / "latency_proxy.py"), "--target-port", str(target_port),
-         "--delay-ms", str(delay_ms)], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if not line.startswith("listening on "):
-        proc.kill()
-        raise RuntimeError("latency proxy did not start")
-    return proc, int(line.split()[-1])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description="shardrun blob upload benchmark")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
@@ -162,7 +150,7 @@ def main() -> None:
                 results["direct large"] = compare(server.account_url, f"{n_large} x {large_mib} MiB",
                                                   large)
             if args.only in (None, "proxy"):
-                proxy, port = start_proxy(server.port, args.delay_ms)
+                proxy, port = start_in_subprocess(server.port, args.delay_ms)
                 url = f"http://127.0.0.1:{port}/devstoreaccount1"
                 print(f"through the latency proxy (+{args.delay_ms:g} ms per round trip):")
                 results["proxy small"] = compare(url, f"{n_small} x 4 KiB", small)

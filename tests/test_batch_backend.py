@@ -19,21 +19,15 @@ from azure.core.credentials import AzureNamedKeyCredential
 from azure.storage.blob import BlobServiceClient
 
 from shardrun.cli import main
-from shardrun.emulator import Emulator, EmulatorConfig
+from shardrun.emulator import Emulator
 from shardrun.emulator.faults import FaultConfig
 from shardrun.image import Engine
 from shardrun.ledger import Ledger
 
 from .fixtures.azurite import DEV_KEY, Azurite
 from .fixtures.containers import LocalRegistry, busybox_context
+from .fixtures.emulator import start_emulator
 from .helpers import APPS, PY, write_job
-
-FAST = {"check_responses": True, "node_start_seconds": 0.3, "autoscale_min_interval": 0.5,
-        "autoscale_enable_cooldown": 0.0, "sample_seconds": 0.1, "tick_seconds": 0.02}
-
-
-def start_emulator(**overrides: Any) -> Emulator:
-    return Emulator(EmulatorConfig(**{**FAST, **overrides})).start()
 
 
 @pytest.fixture

@@ -14,22 +14,11 @@ from azure.core.credentials import AzureNamedKeyCredential
 from azure.core.exceptions import HttpResponseError
 from azure.core.rest import HttpRequest, HttpResponse
 
-from shardrun.emulator import Emulator, EmulatorConfig
+from shardrun.emulator import Emulator
 
-# Fast settings: nodes start in 0.2 s, autoscale may run every 0.5 s on samples taken every 0.1 s.
-FAST = {
-    "check_responses": True,
-    "node_start_seconds": 0.2,
-    "autoscale_min_interval": 0.5,
-    "autoscale_enable_cooldown": 0.0,
-    "sample_seconds": 0.1,
-    "tick_seconds": 0.02,
-}
+from ..fixtures.emulator import start_emulator
+
 IMAGE = bm.BatchVmImageReference(publisher="microsoft-dsvm", offer="ubuntu-hpc", sku="2204", version="latest")
-
-
-def start_emulator(**overrides: Any) -> Emulator:
-    return Emulator(EmulatorConfig(**{**FAST, **overrides})).start()
 
 
 @pytest.fixture
