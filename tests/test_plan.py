@@ -379,3 +379,18 @@ def test_formats() -> None:
     assert [fmt_duration(s) for s in (0.0032, 0.15, 5, 59.6, 61, 3600, 90000)] == \
         ["3.2ms", "150ms", "5.0s", "1m00s", "1m01s", "1h00m", "1d01h"]
     assert [fmt_money(u) for u in (0, 4.8e-5, 0.012, 1234.5)] == ["$0.000", "$0.000048", "$0.012", "$1,234.50"]
+
+
+def test_plan_takes_the_pool_from_the_jobs_batch_section(tmp_path: Path) -> None:
+    """A job file for Azure Batch is planned on the pool it asks for, unless options override it."""
+    from click.testing import CliRunner
+
+    from shardrun.cli import cli
+
+    job = Path(__file__).resolve().parent.parent / "examples" / "wordcount" / "job-batch.toml"
+    runner = CliRunner()
+    out = runner.invoke(cli, ["plan", str(job), "--unit-time", "1ms", "--no-plot"]).output
+    assert "VM: Standard_D2s_v5" in out and "2 task slots per node, up to 2 nodes" in out
+    out = runner.invoke(cli, ["plan", str(job), "--unit-time", "1ms", "--no-plot", "--vm",
+                              "Standard_D8s_v5", "--max-nodes", "5"]).output
+    assert "VM: Standard_D8s_v5" in out and "up to 5 nodes" in out

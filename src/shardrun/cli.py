@@ -288,7 +288,7 @@ def report(ctx: click.Context, run_id: str, output: Path | None, vm_size: str | 
 @click.option("--deadline", **DURATION, help="Recommend the cheapest plan that finishes in time.")
 @click.option("--budget", type=float, help="Recommend the fastest plan that costs at most this (USD).")
 @click.option("--spot", is_flag=True, help="Judge cost at Spot prices (preemption is not modelled).")
-@click.option("--vm", "vm_size", default="Standard_D4s_v5", show_default=True, help="VM size.")
+@click.option("--vm", "vm_size", help="VM size [default: the job's [batch] vm_size, else Standard_D4s_v5].")
 @click.option("--price", type=float, help="Dedicated USD per node-hour (overrides the table).")
 @click.option("--spot-price", type=float, help="Spot USD per node-hour (overrides the table).")
 @click.option("--prices", "prices_file", type=click.Path(path_type=Path, exists=True, dir_okay=False),
@@ -302,11 +302,13 @@ def report(ctx: click.Context, run_id: str, output: Path | None, vm_size: str | 
               help="Sample pieces to time locally.")
 @click.option("--sample-timeout", **DURATION, default="60s", show_default=True,
               help="Longest one sample may run.")
-@click.option("--max-nodes", type=click.IntRange(1, 100000), default=10, show_default=True,
-              help="Most nodes the pool may have (your quota).")
-@click.option("--slots", type=click.IntRange(1, 256), help="Task slots per node [default: vCPUs].")
-@click.option("--autoscale-interval", **DURATION, default="0",
-              help="Autoscale evaluation interval (Batch's minimum is 5m); 0: a fixed-size pool.")
+@click.option("--max-nodes", type=click.IntRange(1, 100000),
+              help="Most nodes the pool may have (your quota) [default: the job's [batch], else 10].")
+@click.option("--slots", type=click.IntRange(1, 256),
+              help="Task slots per node [default: the job's [batch], else vCPUs].")
+@click.option("--autoscale-interval", **DURATION,
+              help="Autoscale evaluation interval (Batch's minimum is 5m); 0: a fixed-size pool "
+                   "[default: the job's [batch], else 0].")
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path),
               help="SVG plot to write [default: JOB-NAME.plan.svg here].")
 @click.option("--no-plot", is_flag=True, help="Do not write the plot.")
@@ -315,7 +317,8 @@ def report(ctx: click.Context, run_id: str, output: Path | None, vm_size: str | 
 def plan(ctx: click.Context, job: Path, deadline: float | None, budget: float | None, spot: bool,
          vm_size: str, price: float | None, spot_price: float | None, prices_file: Path | None,
          startup: float, task_overhead: float, unit_time: float | None, samples: int,
-         sample_timeout: float, max_nodes: int, slots: int | None, autoscale_interval: float,
+         sample_timeout: float, max_nodes: int | None, slots: int | None,
+         autoscale_interval: float | None,
          plot_path: Path | None, no_plot: bool, as_json: bool) -> None:
     """Estimate makespan and cost per shard size and node count, and recommend a plan.
 
@@ -327,9 +330,19 @@ def plan(ctx: click.Context, job: Path, deadline: float | None, budget: float | 
 
     spec = load_spec(job)
     check_job(spec)
-    vm = planner.choose_vm(vm_size, prices_file=prices_file, price=price, spot_price=spot_price)
+    batch = spec.batch  # the pool the job file asks for, unless the options say otherwise
+    if batch is not None:
+        vm_size = vm_size or batch.vm_size
+        slots = slots or batch.task_slots_per_node
+        if max_nodes is None:
+            fixed = batch.dedicated_nodes + batch.spot_nodes
+            max_nodes = batch.max_nodes if batch.autoscale else max(1, fixed)
+        if autoscale_interval is None:
+            autoscale_interval = batch.autoscale_interval if batch.autoscale else 0.0
+    vm = planner.choose_vm(vm_size or planner.DEFAULT_VM, prices_file=prices_file, price=price,
+                           spot_price=spot_price)
     pool = planner.Pool(vm=vm, startup=startup, task_overhead=task_overhead, slots=slots or vm.vcpus,
-                        max_nodes=max_nodes, autoscale_interval=autoscale_interval)
+                        max_nodes=max_nodes or 10, autoscale_interval=autoscale_interval or 0.0)
     work = planner.workload_for(spec, unit_time=unit_time, samples=samples,
                                 sample_timeout=sample_timeout)
     plans = planner.plan_grid(work, pool)
