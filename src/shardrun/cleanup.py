@@ -25,7 +25,7 @@ def cleanup_run(run_id: str, *, home: Path | str | None = None, force: bool = Fa
         removed = []
         resources = ws.ledger.resources(run_id)
         if any(kind.startswith("batch-") for kind, _ in resources):
-            from .compute.batch import delete_run_resources
+            from .compute.batch_account import delete_run_resources
 
             removed += delete_run_resources(
                 spec_for_run(run), resources,

@@ -128,7 +128,7 @@ def find_batch_leftovers(client: Any, ledger: Ledger, older_than: float,
 def collect_batch(*, older_than: float, delete: bool, job: Path, home: Path | str | None = None,
                   client: Any = None) -> list[tuple[BatchLeftover, bool]]:
     """The Batch side of gc, for the account in a job file's [batch]."""
-    from .compute.batch import delete_job, delete_pool, open_batch_client
+    from .compute.batch_account import delete_job, delete_pool, open_batch_client
 
     spec = load_spec(job)
     if spec.batch is None:

@@ -103,7 +103,7 @@ def run_job(
         if existing is not None:
             return execute(ws, existing.run_id, progress=progress, resumed=True)
         if spec.run.backend == "azure-batch":  # fail before anything is uploaded or recorded
-            from .compute.batch import preflight_job
+            from .compute.batch_account import preflight_job
 
             options = backend_options(spec.run.backend, spec)
             preflight_job(spec, ws.store(spec.run.storage, spec=spec), options["image"],
