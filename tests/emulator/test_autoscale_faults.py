@@ -30,7 +30,13 @@ def test_formula_subset() -> None:
     assert decision.results == (
         "$avg=6;$TargetLowPriorityNodes=0;$TargetDedicatedNodes=3;$NodeDeallocationOption=requeue"
     )
-    for bad in ("$x = (1", "$x = 1 +", "x = 1", "$x = foo(1)"):
+    # The user's own variables need no '$', as in the service's documentation and the classic guide.
+    guide = Formula("maxNumberofVMs = 4; maxPendingTasks = $ActiveTasks.GetSample(1);"
+                    "$TargetLowPriorityNodes = min(maxNumberofVMs, maxPendingTasks);"
+                    "$NodeDeallocationOption = taskcompletion;")
+    decision = decide(guide, samples, (0, 0))
+    assert (decision.low_priority, decision.deallocation) == (4, "taskcompletion")
+    for bad in ("$x = (1", "$x = 1 +", "taskcompletion = 1", "$x = foo(1)", "$x = undefined + 1"):
         try:
             decide(Formula(bad), {}, (0, 0))
         except FormulaError:

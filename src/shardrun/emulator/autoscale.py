@@ -1,4 +1,5 @@
-"""The autoscale formula subset: statements `$name = expression;` over numbers and sampled metrics.
+"""The autoscale formula subset: statements `$name = expression;` (or `name = ...;` for the user's
+own variables) over numbers and sampled metrics.
 
 Supported: arithmetic (`+ - * /`), comparisons, `&&`, `||`, `!`, the ternary `c ? a : b`,
 `min`, `max`, `avg`, `sum`, `count`, the metrics `$PendingTasks`, `$ActiveTasks`, `$RunningTasks`,
@@ -112,8 +113,11 @@ class _Parser:
                 self.take()
                 continue
             kind, name = self.take()
-            if kind != "var":
-                raise FormulaError(f"a statement starts with $variable =, found {name!r}", syntax=True)
+            # `$name` is a service variable; a plain name is the user's own, as in the service's
+            # examples (`maxNumberofVMs = 25;`).
+            if kind not in ("var", "name") or name in INTERVALS or name in DEALLOCATION:
+                raise FormulaError(f"a statement starts with a variable and =, found {name!r}",
+                                   syntax=True)
             self.expect("=")
             out.append((name, self.expression()))
             if self.peek() not in (None, ";"):
@@ -162,6 +166,7 @@ class _Parser:
                 return ("word", text)
             if self.peek() == "(":
                 return ("call", text.lower(), self.arguments())
+            return ("var", text)  # a user variable; undefined ones fail at evaluation
         raise FormulaError(f"unexpected {text!r}", syntax=True)
 
     def postfix(self, node: Any) -> Any:
