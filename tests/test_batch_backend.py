@@ -390,3 +390,41 @@ def test_wrong_batch_credentials_stop_the_run_before_anything_is_uploaded(
     assert "d3Jvbmcta2V5" not in err
     assert ledger(shardrun_home).runs() == []
     assert {c.name for c in blobs.list_containers()} == before  # nothing uploaded
+
+
+def test_unusable_nodes_are_reported_and_the_run_still_completes(
+    azurite: Azurite, tmp_path: Path, shardrun_home: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # seed 0: two of the four nodes fail to start
+    emu = start_emulator(faults=FaultConfig(seed=0, node_start_failure_rate=0.5))
+    try:
+        monkeypatch.setenv("AZURE_BATCH_KEY", emu.config.account_key)
+        monkeypatch.setenv("AZURE_STORAGE_KEY", DEV_KEY)
+        job = batch_job(tmp_path, emu, azurite, lines=12, per_task=2, batch={"dedicated_nodes": 4})
+        assert main(["run", str(job)]) == 0, capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert "2 of 4 node(s)" in err and "unusable" in err and "try another vm_size or image" in err
+        assert (tmp_path / "result.txt").read_text() == "".join(f"LINE {i}\n" for i in range(12))
+    finally:
+        emu.stop()
+
+
+def test_a_pool_whose_every_node_is_unusable_stops_the_run_and_is_deleted(
+    azurite: Azurite, tmp_path: Path, shardrun_home: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # seed 3: all four nodes fail to start, so no task can ever run
+    emu = start_emulator(faults=FaultConfig(seed=3, node_start_failure_rate=0.5))
+    try:
+        monkeypatch.setenv("AZURE_BATCH_KEY", emu.config.account_key)
+        monkeypatch.setenv("AZURE_STORAGE_KEY", DEV_KEY)
+        job = batch_job(tmp_path, emu, azurite, lines=12, per_task=2,
+                        batch={"dedicated_nodes": 4, "poll_interval": 0.2})
+        assert main(["run", str(job)]) == 3
+        err = capsys.readouterr().err
+        assert "every node of pool" in err and "try another vm_size or image" in err
+        client = batch_client(emu)
+        assert [p.id for p in client.list_pools()] == [] and [j.id for j in client.list_jobs()] == []
+    finally:
+        emu.stop()

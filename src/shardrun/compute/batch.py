@@ -70,7 +70,8 @@ class AzureBatchBackend:
         self.reported: set[str] = set()
         self.queue: list[AttemptEvent] = []
         self.notes: list[str] = []
-        self.health = PoolHealth()
+        # Every node unusable this long (20 polls: 100 s at the default interval): give up the pool.
+        self.health = PoolHealth(dead_after=20 * self.settings.poll_interval)
         self.watermark: Any = None
         self.last_completed = -1
         self.next_poll = 0.0

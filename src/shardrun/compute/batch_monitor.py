@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -136,13 +137,18 @@ def task_events(task: Any, first_attempt: int, now: float, image: str | None = N
 
 @dataclass
 class PoolHealth:
-    """What was last said about the pool, so each problem is reported once, when it appears."""
+    """What was last said about the pool, so each problem is reported once, when it appears.
+    `dead_after`: how long every node may be unusable before the run gives up on the pool."""
 
+    dead_after: float = 600.0
     said: set[str] = field(default_factory=set)
     preempted_seen: int = 0
+    all_unusable_since: float | None = None
 
-    def review(self, pool: Any, counts: Any | None) -> tuple[list[str], BatchError | None]:
+    def review(self, pool: Any, counts: Any | None, now: float | None = None,
+               ) -> tuple[list[str], BatchError | None]:
         """-> (notices, a fatal error when no node can ever come)."""
+        now = time.monotonic() if now is None else now
         notes: list[str] = []
         fatal = None
         nodes = (pool.current_dedicated_nodes or 0) + (pool.current_low_priority_nodes or 0)
@@ -161,11 +167,21 @@ class PoolHealth:
             unusable = sum(int(getattr(c, "unusable", 0) or 0) for c in counts)
             start_failed = sum(int(getattr(c, "start_task_failed", 0) or 0) for c in counts)
             preempted = int(getattr(counts[-1], "preempted", 0) or 0)
+            total = sum(int(getattr(c, "total", 0) or 0) for c in counts)
             if unusable and f"unusable:{unusable}" not in self.said:
                 self.said.add(f"unusable:{unusable}")
-                notes.append(f"{unusable} node(s) of pool {pool.id} are unusable (they failed to "
-                             "start or lost their disk); Batch replaces them while the pool scales. "
-                             "If it persists, try another vm_size or image")
+                notes.append(f"{unusable} of {total or unusable} node(s) of pool {pool.id} are "
+                             "unusable (they failed to start or lost their disk); tasks run on the "
+                             "others. If it persists, try another vm_size or image")
+            if unusable and unusable >= total:
+                self.all_unusable_since = self.all_unusable_since or now
+                if now - self.all_unusable_since >= self.dead_after:
+                    fatal = BatchError(
+                        f"every node of pool {pool.id} has been unusable for "
+                        f"{now - self.all_unusable_since:.0f}s, so no task can run; the pool and "
+                        "job are deleted. Try another vm_size or image, then run again")
+            else:
+                self.all_unusable_since = None
             if start_failed and f"startfail:{start_failed}" not in self.said:
                 self.said.add(f"startfail:{start_failed}")
                 notes.append(f"{start_failed} node(s) of pool {pool.id} failed their start task")
