@@ -166,3 +166,18 @@ def test_batch_retries_become_earlier_failed_attempts() -> None:
     finished = [(e.attempt, e.result, e.final) for e in events if e.kind == "finished"]
     assert finished == [(4, "failed", False), (5, "failed", False), (6, "succeeded", True)]
     assert events[-1].worker == "node-1" and events[-1].time == (t0 + dt.timedelta(seconds=9)).timestamp()
+
+
+def test_an_error_about_a_secret_property_never_quotes_its_value() -> None:
+    err = FakeHttpError("InvalidRequestBody", "The specified Request Body is not syntactically valid.",
+                        status=400)
+    err.model = SimpleNamespace(error_values=[
+        SimpleNamespace(key="PropertyName",
+                        value="virtualMachineConfiguration.containerConfiguration.containerRegistries[0].password"),
+        SimpleNamespace(key="Reason", value="'hunter2-registry-password' is too long")])
+    text = str(explain(err, "create pool p1"))
+    assert "containerRegistries[0].password" in text and "hunter2" not in text
+    err.model = SimpleNamespace(error_values=[
+        SimpleNamespace(key="PropertyName", value="vmSize"),
+        SimpleNamespace(key="Reason", value="'tiny' is not a VM size")])
+    assert "'tiny' is not a VM size" in str(explain(err, "create pool p1"))

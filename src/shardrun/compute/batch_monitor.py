@@ -43,6 +43,7 @@ ADVICE = {
 QUOTA_CODES = {"AccountCoreQuotaReached", "AccountLowPriorityCoreQuotaReached",
                "AccountVMSeriesCoreQuotaReached", "PoolQuotaReached", "ActiveJobAndScheduleQuotaReached"}
 TIMEOUT_CODES = {"MaxWallClockTimeExceeded", "TaskEnded"}
+SECRET_PROPERTY = re.compile(r"password|key|sas|secret|token|containerUrl|httpUrl|Url$", re.I)
 
 
 class BatchError(ShardrunError):
@@ -65,9 +66,15 @@ def explain(err: BaseException, action: str) -> BatchError:
         code = "AuthenticationFailed"
     advice = ADVICE.get(code or "", "")
     # The service names the offending property in values (Reason, PropertyName, ...).
-    values = getattr(getattr(err, "model", None), "error_values", None) or []
-    details = [f"{v.key}: {v.value}" for v in values
-               if getattr(v, "key", None) in ("Reason", "PropertyName", "PropertyValue")]
+    values = {getattr(v, "key", None): getattr(v, "value", "") for v in
+              getattr(getattr(err, "model", None), "error_values", None) or []}
+    details = []
+    name = str(values.get("PropertyName") or "")
+    if name:
+        details.append(f"PropertyName: {name}")
+    # A reason may quote the rejected value: never for a property that holds a secret.
+    if values.get("Reason") and not SECRET_PROPERTY.search(name):
+        details.append(f"Reason: {values['Reason']}")
     if details:
         first = f"{first} ({'; '.join(details)})"
     label = f"{code} " if code else (f"HTTP {status} " if status else "")
