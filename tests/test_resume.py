@@ -95,6 +95,11 @@ def test_ctrl_c_stops_running_tasks_and_the_run_resumes(tmp_path: Path, shardrun
     env = {"SHARDRUN_HOME": str(shardrun_home)}
     client = start_client(job, env)
     wait_for(shardrun_home, "SELECT COUNT(*) FROM attempts WHERE result='running'", 4, client)
+    deadline = time.monotonic() + 60  # and the apps themselves are up (Python takes a moment)
+    while time.monotonic() < deadline and (
+            not calls.exists() or calls.read_text().count("start") < 4):
+        time.sleep(0.05)
+    assert calls.read_text().count("start") == 4
     client.send_signal(signal.SIGINT)
     _, err = client.communicate(timeout=60)
     assert client.returncode == 130, err
