@@ -32,6 +32,10 @@ def test_demo_style_run_and_the_read_commands(tmp_path: Path, shardrun_home: Pat
     assert status["tasks"]["succeeded"] == 5
     assert run_id in cli("runs").stdout
     assert cli("logs", run_id, "task-00001", "--stdout").returncode == 0
+    quiet = cli("logs", run_id, "task-00001")  # an empty stderr is not stored, yet reads as empty
+    assert (quiet.returncode, quiet.stdout, quiet.stderr) == (0, "", "")
+    never = cli("logs", run_id, "task-00001", "--attempt", "7")
+    assert never.returncode == 2 and "no stderr stored for task-00001 attempt 7" in never.stderr
     merged = cli("merge", run_id)
     assert merged.returncode == 0 and "merged result" in merged.stdout
     assert "removed" in cli("cleanup", run_id).stdout

@@ -90,7 +90,7 @@ def test_success_stores_output_and_logs(backend: ComputeBackend, store: Store, t
         assert mine[1].output_size == len(store.get_bytes(t.output_key))
         assert store.get_bytes(t.output_key) == store.get_bytes(t.input_key)
         assert store.get_bytes(layout.log_key(RUN, t.task_id, 1, "stdout")) == b"hello\n"
-        assert store.size(layout.log_key(RUN, t.task_id, 1, "stderr")) == 0
+        assert store.size(layout.log_key(RUN, t.task_id, 1, "stderr")) is None  # empty: not stored
 
 
 def test_retries_number_attempts_and_only_the_last_is_final(backend: ComputeBackend, store: Store,

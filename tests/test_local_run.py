@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 
 import shardrun
+from shardrun.compute import AttemptEvent
+from shardrun.compute.local import LocalBackend
+from shardrun.compute.runtime import ProcessRuntime
 from shardrun.ledger import Ledger
 
 from .helpers import APPS, PY, lines_job, write_job
@@ -288,3 +291,52 @@ def test_status_json_and_runs(tmp_path: Path) -> None:
     assert info["merged_output"] == str(tmp_path / "result.txt")
     assert [r["run_id"] for r in shardrun.list_runs()] == [result.run_id]
     assert os.path.isabs(info["job_path"])
+
+
+def test_process_runtime_looks_a_bare_program_up_on_the_task_path(tmp_path: Path) -> None:
+    first, second = tmp_path / "bin1", tmp_path / "bin2"
+    first.mkdir()
+    second.mkdir()
+    (second / "hello").write_text("#!/bin/sh\necho hello from bin2\n")
+    (second / "hello").chmod(0o755)
+    runtime = ProcessRuntime()
+    env = {"PATH": f"{first}:{second}"}
+    assert runtime._program("hello", env) == str(second / "hello")
+    assert runtime._program("./hello", env) is None  # a path: resolved by the child, in its cwd
+    assert runtime._program("hello", {"PATH": f"bin1:{second}"}) is None  # relative entry: same
+    assert runtime._program("no-such-program", env) is None
+    out = tmp_path / "out.txt"
+    with out.open("wb") as stdout, (tmp_path / "err.txt").open("wb") as stderr:
+        assert runtime.launch(["hello"], env=env, cwd=tmp_path, stdout=stdout,
+                              stderr=stderr).wait() == 0
+        with pytest.raises(FileNotFoundError):
+            runtime.launch(["no-such-program"], env=env, cwd=tmp_path, stdout=stdout,
+                           stderr=stderr)
+    assert out.read_text() == "hello from bin2\n"
+
+
+def test_events_taken_when_ctrl_c_arrives_are_handed_over_not_lost() -> None:
+    backend = LocalBackend("process")
+    first = AttemptEvent("task-1", 1, "finished", 0.0, "local-1", result="succeeded", final=True)
+    second = AttemptEvent("task-2", 1, "started", 0.0, "local-2")
+    real = backend._out
+
+    class CtrlCOnSecondGet:  # the queue, with Ctrl-C arriving after one event was taken off it
+        calls = 0
+
+        def put(self, event: AttemptEvent) -> None:
+            real.put(event)
+
+        def get(self, timeout: float | None = None) -> AttemptEvent:
+            self.calls += 1
+            if self.calls == 2:
+                raise KeyboardInterrupt
+            return real.get(timeout=timeout)
+
+    backend._out = CtrlCOnSecondGet()  # type: ignore[assignment]
+    backend._out.put(first)
+    with pytest.raises(KeyboardInterrupt):
+        backend.events(0.1)
+    backend._out.put(second)
+    assert backend.events(0.1) == [first, second]
+    assert backend.events(0.01) == []

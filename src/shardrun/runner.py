@@ -33,6 +33,7 @@ from .storage import Store
 from .workspace import Workspace
 
 POLL = 0.2  # seconds between event polls; also the timeout check granularity
+COUNTS_EVERY = 0.25  # seconds between progress counts from the ledger (a query over every task)
 BIG_INPUT = 64 * 2**20
 
 
@@ -281,6 +282,8 @@ def execute(
             backend.submit([TaskSpec(t.task_id, t.input_key, t.output_key, t.attempts + 1)
                             for t in pending])
             open_tasks = {t.task_id for t in pending}
+            stale = False
+            next_counts = 0.0
             while open_tasks:
                 events = backend.events(POLL)
                 for note in notices():
@@ -288,7 +291,11 @@ def execute(
                 if events:
                     _record(ledger, run_id, events, view)
                     open_tasks -= {e.task_id for e in events if e.kind == "finished" and e.final}
+                    stale = True
+                if stale and (time.monotonic() >= next_counts or not open_tasks):
                     counts = ledger.counts(run_id)
+                    stale = False
+                    next_counts = time.monotonic() + COUNTS_EVERY
                 view.update(counts)
     except KeyboardInterrupt:
         backend.stop()
@@ -392,10 +399,15 @@ def merge_run(run_id: str, *, ws: Workspace | None = None, home: Path | str | No
         folder.mkdir(parents=True)
         outputs = []
         fetch = []
+        # A merge command reads a folder, so it gets one; the others take the stored files as they
+        # are, which saves a link per task.
+        needs_folder = spec.merge.kind == "command"
         for t in ws.ledger.tasks(run_id, "succeeded"):
             dest = folder / f"{t.task_id}{Path(t.output_key).suffix}"
             local = store.local_path(t.output_key)
-            if local is not None:
+            if local is not None and not needs_folder:
+                dest = local
+            elif local is not None:
                 dest.symlink_to(local)
             else:
                 fetch.append((t.output_key, dest))

@@ -79,14 +79,16 @@ def task_log(
         task = ws.ledger.task(run_id, task_id)
         if task is None:
             raise UsageError(f"run {run_id} has no task {task_id!r}")
+        attempts = {int(a["attempt"]): a for a in ws.ledger.attempts(run_id, task_id)}
         if attempt is None:
-            last = ws.ledger.last_attempt(run_id, task_id)
-            if last is None:
+            if not attempts:
                 raise UsageError(f"task {task_id} of run {run_id} has not run yet")
-            attempt = int(last["attempt"])
+            attempt = max(attempts)
         try:
             return run_store(ws, run).get_bytes(layout.log_key(run_id, task_id, attempt, stream))
         except FileNotFoundError:
+            if attempts.get(attempt, {}).get("ended_at"):
+                return b""  # the attempt ended and wrote nothing there: empty logs are not stored
             raise UsageError(f"no {stream} stored for {task_id} attempt {attempt}") from None
     finally:
         ws.close()

@@ -1,4 +1,5 @@
-"""Test app: writes the task's environment and working directory as JSON to OUTPUT_PATH."""
+"""Test app: writes the task's environment and working directory as JSON to OUTPUT_PATH, and
+prints the whole environment to stdout, so a secret that reached the task would be in its log."""
 
 import json
 import os
@@ -13,3 +14,5 @@ data["input"] = open(os.environ["INPUT_PATH"], encoding="utf-8").read()
 with open(os.environ["OUTPUT_PATH"], "w", encoding="utf-8") as f:
     json.dump(data, f)
     f.write("\n")
+for name in sorted(os.environ):
+    print(f"{name}={os.environ[name]}")

@@ -16,6 +16,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from ..errors import ShardrunError
 from ..layout import log_key
@@ -26,6 +27,7 @@ from .contract import base_environment, task_environment
 from .runtime import Launched, Runtime, open_runtime
 
 KILL_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
+GATHER = 0.02  # seconds events() keeps collecting after the first event
 NODE_ID = "local-node"
 
 
@@ -45,6 +47,7 @@ class LocalBackend:
         self.kill_grace = kill_grace
         self._todo: queue.SimpleQueue[TaskSpec | None] = queue.SimpleQueue()
         self._out: queue.SimpleQueue[AttemptEvent] = queue.SimpleQueue()
+        self._carry: list[AttemptEvent] = []
         self._running: dict[str, _Running] = {}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -54,10 +57,13 @@ class LocalBackend:
         self._file_paths: list[Path] = []
         self._base_env: dict[str, str] = {}
         self._tasks_dir = Path()
+        self._issues_sas = False
 
     # -- ComputeBackend -------------------------------------------------------------------------
     def start(self, ctx: RunContext) -> None:
         self._ctx = ctx
+        # once, not per attempt: isinstance against a runtime Protocol is slow
+        self._issues_sas = isinstance(ctx.store, SasIssuer)
         shared = ctx.scratch / "shared"
         shared.mkdir(parents=True, exist_ok=True)
         self._tasks_dir = ctx.scratch / "tasks"
@@ -84,13 +90,20 @@ class LocalBackend:
 
     def events(self, timeout: float) -> list[AttemptEvent]:
         self._enforce_deadlines()
-        out: list[AttemptEvent] = []
+        out, self._carry = self._carry, []
         try:
-            out.append(self._out.get(timeout=timeout))
-            while True:
-                out.append(self._out.get_nowait())
+            if not out:
+                out.append(self._out.get(timeout=timeout))
+            # Gather what else arrives shortly: the client records a batch in one ledger
+            # transaction, and short tasks would otherwise cost a commit each.
+            until = time.monotonic() + GATHER
+            while (left := until - time.monotonic()) > 0:
+                out.append(self._out.get(timeout=left))
         except queue.Empty:
             pass
+        except KeyboardInterrupt:
+            self._carry = out  # taken off the queue: hand them over on the next call
+            raise
         return out
 
     def stop(self) -> None:
@@ -273,20 +286,27 @@ class LocalBackend:
 
     def _transfer(self, ctx: RunContext, task: TaskSpec, attempt: int) -> TaskTransfer | None:
         """Per-attempt SAS URLs when the store issues them (blob), so the task side holds no key."""
-        if not isinstance(ctx.store, SasIssuer):
+        if not self._issues_sas:
             return None
+        store = cast(SasIssuer, ctx.store)
         logs = {s: log_key(ctx.run_id, task.task_id, attempt, s) for s in ("stdout", "stderr")}
-        return ctx.store.task_transfer(input_key=task.input_key, output_key=task.output_key,
-                                       log_keys=logs, lifetime=ctx.store.sas_lifetime(ctx.timeout))
+        return store.task_transfer(input_key=task.input_key, output_key=task.output_key,
+                                   log_keys=logs, lifetime=store.sas_lifetime(ctx.timeout))
 
     def _keep_logs(self, ctx: RunContext, task: TaskSpec, attempt: int, task_dir: Path,
                    transfer: TaskTransfer | None = None) -> None:
         for stream in ("stdout", "stderr"):
             path = task_dir / f"{stream}.txt"
-            if path.exists() and transfer:
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:
+                continue
+            if size == 0:
+                path.unlink()  # an empty log is not stored; `shardrun logs` shows it as empty
+            elif transfer:
                 transfer.put_log(stream, path)
                 path.unlink()
-            elif path.exists():
+            else:
                 ctx.store.put_file(log_key(ctx.run_id, task.task_id, attempt, stream), path,
                                    move=True)
 

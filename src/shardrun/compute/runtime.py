@@ -76,6 +76,9 @@ class ProcessGroup:
 class ProcessRuntime:
     name = "process"
 
+    def __init__(self) -> None:
+        self._found: dict[tuple[str, str], str | None] = {}
+
     def launch(
         self,
         argv: list[str],
@@ -87,6 +90,7 @@ class ProcessRuntime:
     ) -> Launched:
         popen = subprocess.Popen(
             argv,
+            executable=self._program(argv[0], env) if argv else None,
             cwd=cwd,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -96,6 +100,18 @@ class ProcessRuntime:
             close_fds=True,
         )
         return ProcessGroup(popen)
+
+    def _program(self, name: str, env: dict[str, str]) -> str | None:
+        """A bare program name looked up on the task's PATH once per run, not once per task: each
+        PATH entry before the right one costs every launch a failed exec. argv[0] stays as given."""
+        dirs = os.get_exec_path(env)
+        if "/" in name or not all(os.path.isabs(d) for d in dirs):
+            return None  # relative to the task's working folder: the child resolves it there
+        path = os.pathsep.join(dirs)
+        key = (name, path)
+        if key not in self._found:
+            self._found[key] = shutil.which(name, path=path)
+        return self._found[key]
 
 
 CONTAINER_RUNTIMES = ("podman", "docker")
