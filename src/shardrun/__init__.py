@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from .cleanup import cleanup_run
 from .errors import JobFileError, RunInterrupted, ShardrunError, UsageError
+from .outcome import FailedTask, RunResult, merge_run
 from .preflight import validate_job
-from .runner import FailedTask, RunResult, merge_run, retry_run, run_job
+from .runner import retry_run, run_job
 from .spec import JobSpec, load_spec
 from .split import split_job
 from .status import list_runs, run_status, task_log

@@ -6,8 +6,7 @@ import shutil
 from pathlib import Path
 
 from .errors import UsageError
-from .runner import get_run, run_store, spec_for_run
-from .workspace import Workspace
+from .workspace import Workspace, get_run, run_store, spec_for_run
 
 
 def cleanup_run(run_id: str, *, home: Path | str | None = None, force: bool = False) -> list[str]:

@@ -22,8 +22,9 @@ from .cleanup import cleanup_run
 from .emulator.command import emulator_command
 from .errors import ShardrunError
 from .monitor import progress_for
+from .outcome import RunResult, merge_run
 from .preflight import validate_job
-from .runner import RunResult, merge_run, retry_run, run_job
+from .runner import retry_run, run_job
 from .spec import load_spec
 from .split import split_job
 from .status import list_runs, run_status, task_log

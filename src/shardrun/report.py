@@ -23,8 +23,7 @@ from markupsafe import Markup
 from . import layout
 from .ledger import RunRow
 from .plan import DEFAULT_VM, PRICES_AS_OF, VmPrice, choose_vm, fmt_duration, fmt_money
-from .runner import get_run, run_store
-from .workspace import Workspace
+from .workspace import Workspace, get_run, run_store
 
 RESULTS = ("succeeded", "failed", "timeout", "lost", "interrupted", "running")
 FAILED_SHOWN = 100  # failed tasks listed with their stderr; the rest are counted

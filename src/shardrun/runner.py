@@ -1,7 +1,8 @@
 """The pipeline: spec -> split -> storage -> compute -> monitor -> merge.
 
 `run_job` starts a run or resumes the unfinished one for the same job file; `retry_run` reruns the
-failed tasks of a run. The ledger is written only here, from the main thread.
+failed tasks of a run; how a run ends (its outcome and the merge) is in outcome.py. The ledger is
+written only by these two modules, from the main thread.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -23,60 +23,16 @@ from .compute import AttemptEvent, RunContext, TaskSpec, open_backend
 from .compute.container import job_runtime, run_options
 from .errors import RunInterrupted, UsageError
 from .ledger import Ledger, RunRow
-from .merge import merge_outputs
 from .monitor import NullProgress, ProgressView
-from .plugins import tail
+from .outcome import RunResult, finish
 from .preflight import check_job, resolved_command
-from .spec import JobSpec, load_spec, parse_spec
+from .spec import JobSpec, load_spec
 from .split import resolve_inputs, split_job
-from .storage import Store
-from .workspace import Workspace
+from .workspace import Workspace, get_run, run_store, spec_for_run
 
 POLL = 0.2  # seconds between event polls; also the timeout check granularity
 COUNTS_EVERY = 0.25  # seconds between progress counts from the ledger (a query over every task)
 BIG_INPUT = 64 * 2**20
-
-
-@dataclass(frozen=True)
-class FailedTask:
-    task_id: str
-    attempts: int
-    reason: str
-    stderr_tail: str
-
-
-@dataclass
-class RunResult:
-    run_id: str
-    status: str
-    counts: dict[str, int]
-    wall_time: float
-    merged_output: Path | None = None
-    resumed: bool = False
-    failed: list[FailedTask] = field(default_factory=list)
-    message: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "succeeded"
-
-
-def spec_for_run(run: RunRow) -> JobSpec:
-    """The job spec as it was when the run started (the job file may have changed since)."""
-    job_path = Path(run.job_path)
-    return parse_spec(json.loads(run.spec_json), job_path, job_path.parent)
-
-
-def run_store(ws: Workspace, run: RunRow) -> Store:
-    """The run's store, opened with the storage settings the run started with."""
-    return ws.store(run.storage, spec=spec_for_run(run))
-
-
-def get_run(ws: Workspace, run_id: str) -> RunRow:
-    run = ws.ledger.get_run(run_id)
-    if run is None:
-        raise UsageError(f"no run {run_id!r} in {ws.ledger.path} (see `shardrun runs`)")
-    return run
 
 
 def run_job(
@@ -349,79 +305,6 @@ def _record(ledger: Ledger, run_id: str, events: list[AttemptEvent], view: Progr
         if e.kind == "finished" and e.result not in ("succeeded", "interrupted"):
             again = "" if e.final else ", retrying"
             view.message(f"{e.task_id} attempt {e.attempt} {e.result}: {e.reason}{again}")
-
-
-def finish(ws: Workspace, run_id: str, *, started: float, resumed: bool = False) -> RunResult:
-    """Decide the run's outcome and merge when it may."""
-    run = get_run(ws, run_id)
-    spec = spec_for_run(run)
-    counts = ws.ledger.counts(run_id)
-    failed = failed_tasks(ws, run_id)
-    result = RunResult(run_id, "succeeded", counts, 0.0, resumed=resumed, failed=failed)
-    if failed and not spec.run.allow_failures:
-        result.status = "failed"
-        result.message = f"{len(failed)} of {sum(counts.values())} tasks failed; nothing merged"
-        ws.ledger.set_run_status(run_id, "failed", result.message)
-    else:
-        result.merged_output = merge_run(run_id, ws=ws)
-        ws.ledger.set_run_status(run_id, "succeeded",
-                                 f"{len(failed)} failed tasks left out" if failed else None)
-    result.wall_time = time.monotonic() - started
-    return result
-
-
-def failed_tasks(ws: Workspace, run_id: str, tail_lines: int = 5) -> list[FailedTask]:
-    run = get_run(ws, run_id)
-    store = run_store(ws, run)
-    out = []
-    for t in ws.ledger.tasks(run_id, "failed"):
-        last = ws.ledger.last_attempt(run_id, t.task_id) or {}
-        attempt = int(last.get("attempt") or t.attempts)
-        try:
-            stderr = store.get_bytes(layout.log_key(run_id, t.task_id, attempt, "stderr"))
-        except FileNotFoundError:
-            stderr = b""
-        out.append(FailedTask(t.task_id, t.attempts, str(last.get("reason") or "unknown"),
-                              tail(stderr, tail_lines) if stderr.strip() else ""))
-    return out
-
-
-def merge_run(run_id: str, *, ws: Workspace | None = None, home: Path | str | None = None) -> Path:
-    """Merge the stored outputs of a run's succeeded tasks, in task order, into [merge] output."""
-    own = ws is None
-    ws = ws or Workspace(home)
-    try:
-        run = get_run(ws, run_id)
-        spec = spec_for_run(run)
-        store = ws.store(run.storage, spec=spec)
-        folder = ws.scratch(run_id) / "merge-in"
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir(parents=True)
-        outputs = []
-        fetch = []
-        # A merge command reads a folder, so it gets one; the others take the stored files as they
-        # are, which saves a link per task.
-        needs_folder = spec.merge.kind == "command"
-        for t in ws.ledger.tasks(run_id, "succeeded"):
-            dest = folder / f"{t.task_id}{Path(t.output_key).suffix}"
-            local = store.local_path(t.output_key)
-            if local is not None and not needs_folder:
-                dest = local
-            elif local is not None:
-                dest.symlink_to(local)
-            else:
-                fetch.append((t.output_key, dest))
-            outputs.append(dest)
-        store.get_files(fetch)
-        if not outputs:
-            raise UsageError(f"run {run_id} has no finished outputs to merge")
-        merged = merge_outputs(spec, outputs, folder)
-        ws.ledger.set_merged_output(run_id, str(merged))
-        shutil.rmtree(folder, ignore_errors=True)
-        return merged
-    finally:
-        if own:
-            ws.close()
 
 
 @contextlib.contextmanager

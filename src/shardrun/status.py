@@ -10,8 +10,8 @@ from typing import Any
 from . import layout
 from .errors import UsageError
 from .ledger import RunRow
-from .runner import failed_tasks, get_run, run_store
-from .workspace import Workspace
+from .outcome import failed_tasks
+from .workspace import Workspace, get_run, run_store
 
 
 def run_status(run_id: str, *, home: Path | str | None = None) -> dict[str, Any]:

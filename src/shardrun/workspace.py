@@ -6,13 +6,15 @@ every run of the user, so `shardrun status RUN` works from any folder.
 
 from __future__ import annotations
 
+import json
 import os
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from .ledger import Ledger
-from .spec import JobSpec
+from .errors import UsageError
+from .ledger import Ledger, RunRow
+from .spec import JobSpec, parse_spec
 from .storage import Store, open_store
 
 
@@ -49,3 +51,21 @@ class Workspace:
     def close(self) -> None:
         if "ledger" in self.__dict__:
             self.ledger.close()
+
+
+def spec_for_run(run: RunRow) -> JobSpec:
+    """The job spec as it was when the run started (the job file may have changed since)."""
+    job_path = Path(run.job_path)
+    return parse_spec(json.loads(run.spec_json), job_path, job_path.parent)
+
+
+def run_store(ws: Workspace, run: RunRow) -> Store:
+    """The run's store, opened with the storage settings the run started with."""
+    return ws.store(run.storage, spec=spec_for_run(run))
+
+
+def get_run(ws: Workspace, run_id: str) -> RunRow:
+    run = ws.ledger.get_run(run_id)
+    if run is None:
+        raise UsageError(f"no run {run_id!r} in {ws.ledger.path} (see `shardrun runs`)")
+    return run
