@@ -90,11 +90,12 @@ def merge_run(run_id: str, *, ws: Workspace | None = None, home: Path | str | No
         # are, which saves a link per task.
         needs_folder = spec.merge.kind == "command"
         for t in ws.ledger.tasks(run_id, "succeeded"):
-            dest = folder / f"{t.task_id}{Path(t.output_key).suffix}"
             local = store.local_path(t.output_key)
             if local is not None and not needs_folder:
-                dest = local
-            elif local is not None:
+                outputs.append(local)
+                continue
+            dest = folder / f"{t.task_id}{Path(t.output_key).suffix}"
+            if local is not None:
                 dest.symlink_to(local)
             else:
                 fetch.append((t.output_key, dest))

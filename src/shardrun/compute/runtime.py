@@ -77,7 +77,7 @@ class ProcessRuntime:
     name = "process"
 
     def __init__(self) -> None:
-        self._found: dict[tuple[str, str], str | None] = {}
+        self._found: dict[tuple[str, str | None], str | None] = {}
 
     def launch(
         self,
@@ -104,13 +104,13 @@ class ProcessRuntime:
     def _program(self, name: str, env: dict[str, str]) -> str | None:
         """A bare program name looked up on the task's PATH once per run, not once per task: each
         PATH entry before the right one costs every launch a failed exec. argv[0] stays as given."""
-        dirs = os.get_exec_path(env)
-        if "/" in name or not all(os.path.isabs(d) for d in dirs):
-            return None  # relative to the task's working folder: the child resolves it there
-        path = os.pathsep.join(dirs)
-        key = (name, path)
+        key = (name, env.get("PATH"))
         if key not in self._found:
-            self._found[key] = shutil.which(name, path=path)
+            dirs = os.get_exec_path(env)
+            if "/" in name or not all(os.path.isabs(d) for d in dirs):
+                self._found[key] = None  # relative to the task's working folder: the child's job
+            else:
+                self._found[key] = shutil.which(name, path=os.pathsep.join(dirs))
         return self._found[key]
 
 

@@ -53,14 +53,19 @@ def parse_duration(text: str) -> float:
     return -total if text.startswith("-") else total
 
 
+_INTEGER_BOUNDS = {"int32": 2**31, "int64": 2**63}  # a format's values lie in [-bound, bound)
+
+
 def _is_int32(value: object) -> bool:
-    return not isinstance(value, int) or -(2**31) <= value < 2**31
+    bound = _INTEGER_BOUNDS["int32"]
+    return not isinstance(value, int) or -bound <= value < bound
 
 
 def _is_int64(value: object) -> bool:
     if isinstance(value, str):  # contentLength is a string holding an int64
         return re.fullmatch(r"-?\d+", value) is not None
-    return not isinstance(value, int) or -(2**63) <= value < 2**63
+    bound = _INTEGER_BOUNDS["int64"]
+    return not isinstance(value, int) or -bound <= value < bound
 
 
 def _is_date_time(value: object) -> bool:
@@ -88,7 +93,6 @@ def _is_uri(value: object) -> bool:
 # The formats the emulator checks; the spec's others (float, password, arm-id) are not checked.
 _FORMATS = {"int32": _is_int32, "int64": _is_int64, "date-time": _is_date_time,
             "duration": _is_duration, "uri": _is_uri}
-_INTEGER_BOUNDS = {"int32": 2**31, "int64": 2**63}
 
 
 def _format_checker() -> FormatChecker:
