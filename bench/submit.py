@@ -3,7 +3,7 @@
 N realistic shardrun tasks (10,000 by default) are added to a fresh job two ways, with the same
 azure-batch 15.x SDK against the same Batch emulator:
 
-    bulk   shardrun.compute.batch_submit.submit_tasks: task collections of at most 100 tasks and
+    bulk   shardrun.providers.azure.batch_submit.submit_tasks: task collections of at most 100 tasks and
            1 MB, 8 requests in flight, bounded retries
     loop   what the classic getting-started guide does: one `create_task` call per task, in a loop
 
@@ -67,8 +67,8 @@ from azure.core.pipeline import PipelineRequest
 from azure.core.pipeline.policies import SansIOHTTPPolicy
 from latency_proxy import start_in_subprocess
 
-from shardrun.compute.batch_submit import MAX_TASKS_PER_REQUEST, make_chunks, submit_tasks, task_size
 from shardrun.emulator import DEV_ACCOUNT_KEY, DEV_ACCOUNT_NAME, Emulator, EmulatorConfig
+from shardrun.providers.azure.batch_submit import MAX_TASKS_PER_REQUEST, make_chunks, submit_tasks, task_size
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = 20.0  # bulk must be at least this many times faster than the loop
@@ -394,9 +394,9 @@ def main(argv: list[str] | None = None) -> int:
 def poll_requests(url: str, n: int) -> tuple[int, int, int]:
     """Requests of three polls of a job with `n` active tasks: the first, one after 50 tasks
     completed (terminated), and one with nothing new."""
-    from shardrun.compute import TaskSpec
-    from shardrun.compute.batch import AzureBatchBackend
-    from shardrun.spec import parse_spec
+    from shardrun.core.compute import TaskSpec
+    from shardrun.core.spec import parse_spec
+    from shardrun.providers.azure.batch import AzureBatchBackend
 
     admin = batch_client(url)
     tasks = [make_task(i, n) for i in range(1, n + 1)]

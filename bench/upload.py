@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 from latency_proxy import start_in_subprocess  # noqa: E402  (bench/ is on sys.path)
 from tests.fixtures.azurite import DEV_KEY, Azurite  # noqa: E402
 
-from shardrun.storage.blob import open_blob_store  # noqa: E402
+from shardrun.providers.azure.blob import open_blob_store  # noqa: E402
 
 MIB = 1024 * 1024
 THREADS = 16

@@ -7,6 +7,7 @@ bash scripts/install-test-deps.sh
 
 echo "== ruff";  .venv/bin/ruff check src tests bench examples
 echo "== mypy";  .venv/bin/mypy
+echo "== import-linter"; .venv/bin/lint-imports --no-cache
 echo "== pytest"
 set +e
 .venv/bin/python -m pytest "$@"

@@ -19,10 +19,10 @@ from azure.core.credentials import AzureNamedKeyCredential
 from azure.storage.blob import BlobServiceClient
 
 from shardrun.cli import main
+from shardrun.core.ledger import Ledger
 from shardrun.emulator import Emulator
 from shardrun.emulator.faults import FaultConfig
-from shardrun.image import Engine
-from shardrun.ledger import Ledger
+from shardrun.images.engine import Engine
 
 from .fixtures.azurite import DEV_KEY, Azurite
 from .fixtures.containers import LocalRegistry, busybox_context

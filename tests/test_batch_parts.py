@@ -11,15 +11,15 @@ from typing import Any
 
 import pytest
 
-from shardrun.compute.batch_monitor import PoolHealth, explain, task_events, task_reason
-from shardrun.compute.batch_tasks import (
+from shardrun.providers.azure.batch_monitor import PoolHealth, explain, task_events, task_reason
+from shardrun.providers.azure.batch_tasks import (
     NO_OUTPUT_EXIT,
     TaskFiles,
     autoscale_formula,
     command_line,
     container_run_options,
 )
-from shardrun.spec_batch import BatchSection
+from shardrun.providers.azure.settings import BatchSection
 
 HOSTILE = ["it's a \"file\" with $(touch PWNED) and `touch PWNED2`; rm -rf x", "-n", "* ?"]
 

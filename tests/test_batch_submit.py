@@ -12,8 +12,8 @@ pytest.importorskip("azure.batch")
 from azure.batch import models
 from azure.core.exceptions import HttpResponseError
 
-from shardrun.compute.batch_submit import make_chunks, submit_tasks, task_size
-from shardrun.errors import ShardrunError
+from shardrun.core.errors import ShardrunError
+from shardrun.providers.azure.batch_submit import make_chunks, submit_tasks, task_size
 
 
 class Code:

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from shardrun.cli import main
-from shardrun.errors import ShardrunError
-from shardrun.storage.blob import open_blob_store
+from shardrun.core.errors import ShardrunError
+from shardrun.providers.azure.blob import open_blob_store
 
 from .fixtures.azurite import DEV_KEY, Azurite, free_port
 from .helpers import lines_job
@@ -67,7 +67,7 @@ def test_sas_signature_is_scrubbed_from_errors(azurite: Azurite) -> None:
     good.put_bytes(f"{ns}/inputs/t/x", b"x")
     url = good.read_url(f"{ns}/inputs/t/x", 600)
     signature = url.split("sig=")[1].split("&")[0]
-    from shardrun.storage.sas import upload_url
+    from shardrun.providers.azure.sas import upload_url
 
     src = Path(__file__)  # any file: the upload must be refused by the read-only SAS
     with pytest.raises(ShardrunError, match="refused the credentials") as info:

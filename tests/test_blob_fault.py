@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from azure.storage.blob import BlobServiceClient
 
-from shardrun.errors import ShardrunError
-from shardrun.storage import blob_transfer
-from shardrun.storage.blob import BlobStore, open_blob_store
-from shardrun.storage.blob_transfer import MIB, block_ids, file_md5
+from shardrun.core.errors import ShardrunError
+from shardrun.providers.azure import blob_transfer
+from shardrun.providers.azure.blob import BlobStore, open_blob_store
+from shardrun.providers.azure.blob_transfer import MIB, block_ids, file_md5
 
 from .fixtures.azurite import Azurite
 

@@ -10,9 +10,11 @@ import pytest
 from azure.storage.blob import BlobServiceClient
 
 from shardrun.cli import main
-from shardrun.gc import collect, parse_age
-from shardrun.ledger import Ledger, RunRow
-from shardrun.storage.blob import container_metadata, open_blob_store
+from shardrun.core.ledger import Ledger, RunRow
+from shardrun.core.provider import GcRequest
+from shardrun.core.spec import parse_age
+from shardrun.providers.azure.blob import container_metadata, open_blob_store
+from shardrun.providers.azure.gc import collect
 
 from .fixtures.azurite import DEV_KEY, Azurite
 from .helpers import APPS, PY, write_job
@@ -106,8 +108,10 @@ def test_gc_lists_then_deletes_only_orphaned_shardrun_containers(
     ledger.close()
 
     store = open_blob_store(connection_string=azurite.connection_string)
-    listed = collect(older_than=parse_age("7d"), delete=False, store=store)
-    assert {(item.container, item.why, deleted) for item, deleted in listed} == {
+    ledger = Ledger(shardrun_home / "ledger.sqlite")
+    listed = collect(GcRequest(parse_age("7d"), False, ledger), store=store)
+    ledger.close()
+    assert {(item.resource_id, item.why, deleted) for item, deleted in listed} == {
         (orphan, "not in this ledger", False), (finished, "run succeeded", False)}
 
     monkeypatch.setenv("AZURE_STORAGE_KEY", DEV_KEY)
@@ -115,12 +119,14 @@ def test_gc_lists_then_deletes_only_orphaned_shardrun_containers(
     capsys.readouterr()
     assert main(["gc", "--older-than", "7d", "--account-url", azurite.account_url]) == 0
     out = capsys.readouterr().out
-    assert f"would delete {orphan}" in out and f"would delete {finished}" in out
+    assert f"would delete blob container {orphan}" in out
+    assert f"would delete blob container {finished}" in out
     assert {c.name for c in raw.list_containers()} >= {orphan, finished}  # listing deletes nothing
 
     assert main(["gc", "--older-than", "7d", "--delete", "--account-url", azurite.account_url]) == 0
     out = capsys.readouterr().out
-    assert f"deleted {orphan}" in out and f"deleted {finished}" in out
+    assert f"deleted blob container {orphan}" in out
+    assert f"deleted blob container {finished}" in out
     existing = {c.name for c in raw.list_containers()}
     assert orphan not in existing and finished not in existing
     assert {live, recent, no_meta, mismatched} <= existing

@@ -6,11 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from shardrun.errors import JobFileError, UsageError
-from shardrun.secrets import EnvSecrets, FileSecrets, Secret, SecretError, open_source, register_source
-from shardrun.spec import load_spec
-from shardrun.storage.blob import open_blob_store
-from shardrun.storage.blob_auth import account_name_from_url, scrub
+from shardrun.core.errors import JobFileError, UsageError
+from shardrun.core.secrets import EnvSecrets, FileSecrets, Secret, SecretError, open_source, register_source
+from shardrun.core.spec import load_spec
+from shardrun.providers.azure.blob import open_blob_store
+from shardrun.providers.azure.blob_auth import account_name_from_url, scrub
+from shardrun.providers.azure.settings import storage_settings
 
 from .fixtures.azurite import DEV_KEY, Azurite
 from .helpers import lines_job
@@ -84,12 +85,12 @@ def _job_with(tmp_path: Path, extra: str) -> Path:
 def test_storage_section_defaults_and_validation(tmp_path: Path) -> None:
     spec = load_spec(lines_job(tmp_path))
     assert spec.run.storage == "local"  # the default is unchanged
-    assert spec.storage.connection_string_secret == "AZURE_STORAGE_CONNECTION_STRING"
+    assert storage_settings(spec).connection_string_secret == "AZURE_STORAGE_CONNECTION_STRING"
     assert spec.secrets.source == "env"
     spec = load_spec(_job_with(tmp_path, '[storage]\naccount_url = "https://a.blob.core.windows.net/"\n'
                                          'sas_expiry = "2h"\n'))
-    assert spec.storage.account_url == "https://a.blob.core.windows.net"
-    assert spec.storage.sas_expiry == 7200
+    assert storage_settings(spec).account_url == "https://a.blob.core.windows.net"
+    assert storage_settings(spec).sas_expiry == 7200
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -110,7 +111,7 @@ def test_explicit_auth_names_the_missing_secret(tmp_path: Path, monkeypatch: pyt
     spec = load_spec(_job_with(tmp_path, '[storage]\naccount_url = "http://127.0.0.1:1/devstoreaccount1"\n'
                                          'auth = "key"\naccount_key_secret = "MY_KEY"\n'))
     with pytest.raises(UsageError, match="secret 'MY_KEY' not found in the env secret source"):
-        open_blob_store(settings=spec.storage, secrets=spec.secrets, base_dir=spec.base_dir)
+        open_blob_store(settings=storage_settings(spec), secrets=spec.secrets, base_dir=spec.base_dir)
 
 
 def test_sas_token_auth(azurite: Azurite, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -125,7 +126,7 @@ def test_sas_token_auth(azurite: Azurite, tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setenv("MY_SAS", token)
     spec = load_spec(_job_with(tmp_path, f'[storage]\naccount_url = "{azurite.account_url}"\n'
                                          'auth = "sas"\nsas_secret = "MY_SAS"\n'))
-    store = open_blob_store(settings=spec.storage, secrets=spec.secrets, base_dir=spec.base_dir)
+    store = open_blob_store(settings=storage_settings(spec), secrets=spec.secrets, base_dir=spec.base_dir)
     store.put_bytes("sas-auth-test/config/c", b"via sas")
     assert store.get_bytes("sas-auth-test/config/c") == b"via sas"
     assert token not in repr(store) and token not in repr(store.conn)

@@ -11,10 +11,10 @@ import pytest
 from azure.core.exceptions import HttpResponseError
 from azure.storage.blob import BlobClient, BlobServiceClient, ContentSettings
 
-from shardrun.errors import ShardrunError
-from shardrun.storage.blob import META_RUN, META_TOOL, BlobStore, open_blob_store
-from shardrun.storage.blob_transfer import block_ids, file_md5
-from shardrun.storage.sas import CREATE_WRITE, READ, TaskTransfer, blob_sas, sas_lifetime
+from shardrun.core.errors import ShardrunError
+from shardrun.providers.azure.blob import META_RUN, META_TOOL, BlobStore, open_blob_store
+from shardrun.providers.azure.blob_transfer import block_ids, file_md5
+from shardrun.providers.azure.sas import CREATE_WRITE, READ, TaskTransfer, blob_sas, sas_lifetime
 
 from .fixtures.azurite import ACCOUNT, DEV_KEY, Azurite
 
@@ -186,7 +186,7 @@ def test_progress_bar_shows_bytes_per_second() -> None:
 
     from rich.console import Console
 
-    from shardrun.storage.blob_transfer import TransferProgress
+    from shardrun.providers.azure.blob_transfer import TransferProgress
 
     screen = io.StringIO()
     bar = TransferProgress("upload", 10 * 1024 * 1024, True,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from shardrun.cli import main
-from shardrun.ledger import Ledger
+from shardrun.core.ledger import Ledger
 
 from .helpers import PY, lines_job, write_job
 

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from shardrun import layout
-from shardrun.compute import AttemptEvent, ComputeBackend, RunContext, TaskSpec
-from shardrun.compute.local import LocalBackend
-from shardrun.storage import Store
-from shardrun.storage.local import LocalStore
-from shardrun.storage.memory import MemoryStore
+from shardrun.core import layout
+from shardrun.core.compute import AttemptEvent, ComputeBackend, RunContext, TaskSpec
+from shardrun.core.store import Store
+from shardrun.providers.local.memory import MemoryStore
+from shardrun.providers.local.processes import LocalBackend
+from shardrun.providers.local.store import LocalStore
 
 from .helpers import PY
 

@@ -6,12 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from shardrun.compute.container import job_runtime, parse_container_options, run_options
-from shardrun.compute.runtime import resolve_runtime
-from shardrun.errors import JobFileError
-from shardrun.image import ImageError, is_loopback, registry_for, registry_host, repository
-from shardrun.secrets import SecretError
-from shardrun.spec import load_spec
+from shardrun.core.containers import job_runtime, parse_container_options, resolve_runtime
+from shardrun.core.errors import JobFileError
+from shardrun.core.secrets import SecretError
+from shardrun.core.spec import load_spec
+from shardrun.images.engine import ImageError, is_loopback, registry_for, registry_host, repository
+from shardrun.providers.local.container import container_settings
+from shardrun.providers.local.runtime import ContainerSettings
 
 from .helpers import write_job
 
@@ -79,7 +80,7 @@ def test_runtime_auto_picks_process_without_an_image_and_a_container_runtime_wit
     no_image = load_spec(job(tmp_path, app={"command": ["true"]}))
     assert no_image.run.runtime == "auto"
     assert job_runtime(no_image) == "process"
-    assert run_options(no_image) == {}
+    assert container_settings(no_image) is None
     with_image = load_spec(job(tmp_path, run={"container_options": ["--network", "none"]}))
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -88,8 +89,7 @@ def test_runtime_auto_picks_process_without_an_image_and_a_container_runtime_wit
         (bin_dir / cli).chmod(0o755)
     monkeypatch.setenv("PATH", str(bin_dir))
     assert job_runtime(with_image) == "podman"
-    assert run_options(with_image) == {"image": "localhost/app:1",
-                                       "container_options": ["--network", "none"]}
+    assert container_settings(with_image) == ContainerSettings("localhost/app:1", ("--network", "none"))
     (bin_dir / "podman").unlink()
     assert job_runtime(with_image) == "docker"
     assert resolve_runtime("process", "localhost/app:1") == "process"
@@ -150,7 +150,7 @@ def test_credentials_are_only_for_their_own_registry_and_plain_http_only_on_loop
 
 
 def test_container_options_need_a_container_runtime(tmp_path: Path) -> None:
-    from shardrun.preflight import check_job
+    from shardrun.core.preflight import check_job
 
     spec = load_spec(job(tmp_path, app={"command": ["true"]},
                          run={"runtime": "process", "container_options": ["--network", "none"]}))

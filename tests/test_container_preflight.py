@@ -11,8 +11,8 @@ import pytest
 
 import shardrun
 from shardrun.cli import main
-from shardrun.errors import JobFileError
-from shardrun.image import Engine, ImageError, Registry, RuntimeMissing
+from shardrun.core.errors import JobFileError
+from shardrun.images.engine import Engine, ImageError, Registry, RuntimeMissing
 
 from .helpers import write_job
 

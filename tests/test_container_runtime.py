@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 import shardrun
-from shardrun.image import Engine
-from shardrun.ledger import Ledger
+from shardrun.core.ledger import Ledger
+from shardrun.images.engine import Engine
 
 from .fixtures.containers import run_containers
 from .helpers import write_job

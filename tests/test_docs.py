@@ -8,7 +8,8 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from shardrun.spec import JobSpec
+from shardrun.core import provider
+from shardrun.core.spec import JobSpec
 
 DOCS = Path(__file__).parents[1] / "docs"
 
@@ -21,12 +22,18 @@ def sections_of(markdown: str) -> dict[str, str]:
 def test_every_job_file_key_is_documented() -> None:
     documented = sections_of((DOCS / "job-file.md").read_text(encoding="utf-8"))
     missing = []
+    models: dict[str, type[BaseModel]] = {}
     for section, field in JobSpec.model_fields.items():
-        if field.exclude:
+        if field.exclude or section == "sections":
             continue
         # a section may be optional (`ImageSection | None`): document the model inside
         candidates = [field.annotation, *typing.get_args(field.annotation)]
-        model = next(m for m in candidates if isinstance(m, type) and issubclass(m, BaseModel))
+        models[section] = next(m for m in candidates if isinstance(m, type) and issubclass(m, BaseModel))
+    for name in provider.section_names():  # the providers' own sections: [batch], [storage]
+        owner = provider.for_section(name)
+        assert owner is not None
+        models[name] = owner.sections[name]
+    for section, model in models.items():
         text = documented.get(section)
         if text is None:
             missing.append(f"[{section}]")
@@ -36,7 +43,7 @@ def test_every_job_file_key_is_documented() -> None:
 
 
 def test_task_contract_lists_every_variable() -> None:
-    from shardrun.compute.contract import task_environment
+    from shardrun.core.contract import task_environment
 
     env = task_environment(run_id="r", task_id="t", attempt=1, input_path=Path("i"),
                            output_path=Path("o"), config_path=None, task_dir=Path("d"),

@@ -22,7 +22,7 @@ import pytest
 
 import shardrun
 from shardrun.cli import main
-from shardrun.image import Engine
+from shardrun.images.engine import Engine
 
 from .fixtures.containers import LocalRegistry, busybox_context, free_port
 from .helpers import write_job

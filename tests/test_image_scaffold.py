@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from shardrun.cli import main
-from shardrun.image import Engine
-from shardrun.scaffold import shell_word
+from shardrun.images.engine import Engine
+from shardrun.images.scaffold import shell_word
 
 from .fixtures.containers import need
 

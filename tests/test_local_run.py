@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 import shardrun
-from shardrun.compute import AttemptEvent
-from shardrun.compute.local import LocalBackend
-from shardrun.compute.runtime import ProcessRuntime
-from shardrun.ledger import Ledger
+from shardrun.core.compute import AttemptEvent
+from shardrun.core.ledger import Ledger
+from shardrun.providers.local.processes import LocalBackend
+from shardrun.providers.local.runtime import ProcessRuntime
 
 from .helpers import APPS, PY, lines_job, write_job
 
@@ -279,7 +279,7 @@ def test_run_ids_are_safe_for_azure(tmp_path: Path) -> None:
     })
     ids = {shardrun.run_job(job, new=True).run_id for _ in range(3)}
     assert len(ids) == 3
-    from shardrun.layout import is_run_id
+    from shardrun.core.layout import is_run_id
     assert all(is_run_id(i) and len(i) <= 40 and "--" not in i for i in ids)
 
 

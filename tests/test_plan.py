@@ -14,24 +14,20 @@ from typing import TYPE_CHECKING
 import pytest
 
 from shardrun.cli import main
-from shardrun.errors import ShardrunError, UsageError
-from shardrun.measure import count_units, measure_workload
-from shardrun.plan import (
-    PRICES_AS_OF,
+from shardrun.core.errors import ShardrunError, UsageError
+from shardrun.core.spec import load_spec
+from shardrun.planning.measure import count_units, measure_workload
+from shardrun.planning.plan import (
     Plan,
     Pool,
-    Sample,
-    VmPrice,
-    Workload,
-    choose_vm,
     estimate,
-    load_prices,
     pareto,
     plan_grid,
     recommend,
     same_time,
 )
-from shardrun.spec import load_spec
+from shardrun.planning.workload import Sample, Workload
+from shardrun.providers.azure.prices import PRICES_AS_OF, VmPrice, choose_vm, load_prices
 
 if TYPE_CHECKING:
     from azure.batch import BatchClient
@@ -166,7 +162,7 @@ def test_price_table_override(tmp_path: Path) -> None:
 
 # -- measurement through the job's own splitter and app -------------------------------------------
 def test_fit_separates_start_from_per_unit() -> None:
-    from shardrun.measure import fit
+    from shardrun.planning.measure import fit
 
     exact = [Sample("a", u, 0.25 + 0.02 * u) for u in (1, 10, 10, 10)]
     per_unit, start = fit(exact)
@@ -374,7 +370,7 @@ def test_model_matches_the_batch_emulator_within_20_percent() -> None:
 
 
 def test_formats() -> None:
-    from shardrun.plan import fmt_duration, fmt_money
+    from shardrun.planning.plan import fmt_duration, fmt_money
 
     assert [fmt_duration(s) for s in (0.0032, 0.15, 5, 59.6, 61, 3600, 90000)] == \
         ["3.2ms", "150ms", "5.0s", "1m00s", "1m01s", "1h00m", "1d01h"]
@@ -385,7 +381,7 @@ def test_plan_takes_the_pool_from_the_jobs_batch_section(tmp_path: Path) -> None
     """A job file for Azure Batch is planned on the pool it asks for, unless options override it."""
     from click.testing import CliRunner
 
-    from shardrun.cli import cli
+    from shardrun.cli.commands import cli
 
     job = Path(__file__).resolve().parent.parent / "examples" / "wordcount" / "job-batch.toml"
     runner = CliRunner()

@@ -18,13 +18,13 @@ from typing import Any
 
 import pytest
 
-from shardrun import layout
 from shardrun.cli import main
-from shardrun.ledger import RunRow
-from shardrun.report import write_report
-from shardrun.runner import run_job
-from shardrun.spec import parse_spec
-from shardrun.workspace import Workspace
+from shardrun.core import layout
+from shardrun.core.ledger import RunRow
+from shardrun.core.pipeline import run_job
+from shardrun.core.spec import parse_spec
+from shardrun.core.workspace import Workspace
+from shardrun.planning.report import write_report
 
 ARTIFACTS = Path(os.environ.get("SHARDRUN_ARTIFACTS") or Path(__file__).parent / "artifacts")
 

@@ -25,13 +25,14 @@ from azure.core.pipeline.transport import HttpTransport
 from azure.core.rest import HttpRequest, HttpResponse
 from azure.core.utils import CaseInsensitiveDict
 
-from shardrun import secrets as secrets_module
-from shardrun.errors import JobFileError, UsageError
-from shardrun.secrets import FileSecrets, SecretError, open_secret_source, require
-from shardrun.secrets_keyvault import KeyVaultSecrets, clear_cache, vault_secret_name
-from shardrun.spec import load_spec
-from shardrun.storage.blob import open_blob_store
-from shardrun.storage.blob_auth import connect
+from shardrun.core.errors import JobFileError, UsageError
+from shardrun.core.secrets import FileSecrets, SecretError, open_secret_source, require
+from shardrun.core.spec import load_spec
+from shardrun.providers.azure import AzureProvider
+from shardrun.providers.azure.blob import open_blob_store
+from shardrun.providers.azure.blob_auth import connect
+from shardrun.providers.azure.keyvault import KeyVaultSecrets, clear_cache, vault_secret_name
+from shardrun.providers.azure.settings import storage_settings
 
 from .fixtures.azurite import DEV_KEY, Azurite
 from .helpers import lines_job
@@ -364,7 +365,7 @@ def test_env_and_file_sources_are_unchanged(tmp_path: Path) -> None:
 
 
 def test_importing_shardrun_does_not_import_the_key_vault_sdk() -> None:
-    code = ("import sys, shardrun, shardrun.secrets, shardrun.spec, shardrun.cli; "
+    code = ("import sys, shardrun, shardrun.core.secrets, shardrun.core.spec, shardrun.cli.commands; "
             "assert not [m for m in sys.modules if m.startswith('azure.keyvault')]")
     subprocess.run([sys.executable, "-c", code], check=True)
 
@@ -374,10 +375,11 @@ def fake_vault_source(monkeypatch: pytest.MonkeyPatch) -> FakeVault:
     """Make `[secrets] source = "keyvault"` read from a fake vault holding Azurite's key."""
     vault = FakeVault({"azure-storage-key": DEV_KEY})
 
-    def factory(**options: Any) -> KeyVaultSecrets:
-        return KeyVaultSecrets(**options, credential=FakeCredential(), transport=vault, retry_total=0)
+    def fake_open(self: AzureProvider, name: str, section: Any, base_dir: Path) -> KeyVaultSecrets:
+        return KeyVaultSecrets(vault_url=section.vault_url, names=dict(section.names),
+                               credential=FakeCredential(), transport=vault, retry_total=0)
 
-    monkeypatch.setitem(secrets_module._SOURCES, "keyvault", factory)
+    monkeypatch.setattr(AzureProvider, "open_secrets", fake_open)
     return vault
 
 
@@ -385,7 +387,7 @@ def test_blob_connection_takes_its_key_from_key_vault(tmp_path: Path, fake_vault
     spec = load_spec(_job_with(tmp_path, '[storage]\naccount_url = "http://127.0.0.1:1/devstoreaccount1"\n'
                                          'auth = "key"\n'
                                          f'[secrets]\nsource = "keyvault"\nvault_url = "{vault_url()}"\n'))
-    conn = connect(settings=spec.storage, secrets=spec.secrets, base_dir=spec.base_dir)
+    conn = connect(settings=storage_settings(spec), secrets=spec.secrets, base_dir=spec.base_dir)
     assert conn.auth == "key" and conn.account_key is not None and conn.account_key.reveal() == DEV_KEY
     assert DEV_KEY not in repr(conn) and fake_vault_source.gets("azure-storage-key") == 1
 
@@ -396,7 +398,7 @@ def test_blob_store_end_to_end_with_key_vault(azurite: Azurite, tmp_path: Path,
                                          'auth = "key"\n'
                                          f'[secrets]\nsource = "keyvault"\nvault_url = "{vault_url()}"\n'
                                          'names = { AZURE_STORAGE_KEY = "azure-storage-key" }\n'))
-    store = open_blob_store(settings=spec.storage, secrets=spec.secrets, base_dir=spec.base_dir)
+    store = open_blob_store(settings=storage_settings(spec), secrets=spec.secrets, base_dir=spec.base_dir)
     store.put_bytes("keyvault-auth-test/config/c", b"via key vault")
     assert store.get_bytes("keyvault-auth-test/config/c") == b"via key vault"
     assert DEV_KEY not in repr(store)

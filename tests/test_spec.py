@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from shardrun.errors import JobFileError
-from shardrun.spec import load_spec, parse_duration
+from shardrun.core.errors import JobFileError
+from shardrun.core.spec import load_spec, parse_duration
 
 from .helpers import write_job
 

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from shardrun.errors import MergeError, SplitError
-from shardrun.merge import merge_concat, merge_csv, merge_json, merge_jsonl, merge_outputs
-from shardrun.spec import load_spec
-from shardrun.split import split_csv, split_files, split_job, split_json, split_lines
+from shardrun.core.errors import MergeError, SplitError
+from shardrun.core.merge import merge_concat, merge_csv, merge_json, merge_jsonl, merge_outputs
+from shardrun.core.spec import load_spec
+from shardrun.core.split import split_csv, split_files, split_job, split_json, split_lines
 
 from .helpers import PY, write_job
 

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from shardrun.storage import Store, open_store
+from shardrun.core.store import Store
+from shardrun.providers.local.memory import MemoryStore
+from shardrun.providers.local.store import LocalStore
 
 from .fixtures.azurite import Azurite
 
@@ -21,13 +23,15 @@ BLOCK = 256 * 1024  # small blocks for the blob store, so a 1 MiB file goes in s
 @pytest.fixture(params=STORES)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     if request.param == "memory":
-        yield open_store("memory")
+        yield MemoryStore()
     elif request.param == "local":
-        yield open_store("local", root=tmp_path / "store")
+        yield LocalStore(tmp_path / "store")
     else:
         server: Azurite = request.getfixturevalue("azurite")
-        yield open_store("blob", connection_string=server.connection_string, block_size=BLOCK,
-                         max_concurrency=4, progress=False)
+        from shardrun.providers.azure.blob import open_blob_store
+
+        yield open_blob_store(connection_string=server.connection_string, block_size=BLOCK,
+                              max_concurrency=4, progress=False)
 
 
 @pytest.fixture

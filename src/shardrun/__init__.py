@@ -5,14 +5,14 @@ The public API is exactly `__all__`; everything else may change.
 
 from __future__ import annotations
 
-from .cleanup import cleanup_run
-from .errors import JobFileError, RunInterrupted, ShardrunError, UsageError
-from .outcome import FailedTask, RunResult, merge_run
-from .preflight import validate_job
-from .runner import retry_run, run_job
-from .spec import JobSpec, load_spec
-from .split import split_job
-from .status import list_runs, run_status, task_log
+from shardrun.core.cleanup import cleanup_run
+from shardrun.core.errors import JobFileError, RunInterrupted, ShardrunError, UsageError
+from shardrun.core.outcome import FailedTask, RunResult, merge_run
+from shardrun.core.pipeline import retry_run, run_job
+from shardrun.core.preflight import validate_job
+from shardrun.core.spec import JobSpec, load_spec
+from shardrun.core.split import split_job
+from shardrun.core.status import list_runs, run_status, task_log
 
 __version__ = "0.1.0"
 

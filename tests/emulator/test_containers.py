@@ -7,7 +7,7 @@ from pathlib import Path
 
 from azure.batch import models as bm
 
-from shardrun.image import Engine
+from shardrun.images.engine import Engine
 
 from .conftest import client_for, make_job, make_pool, start_emulator, wait_task_done
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..compute.contract import base_environment
-from ..compute.runtime import Launched, ProcessRuntime
+from ..core.contract import base_environment
+from ..providers.local.runtime import Launched, ProcessRuntime
 from .files import TransferError, download_resource_files, upload_output_files
 
 STOP_GRACE_SECONDS = 3.0

@@ -1,0 +1,252 @@
+"""The run commands: init, validate, split, run, retry, status, logs, merge, cleanup, gc, runs."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.table import Table
+
+from shardrun.cli.app import _home, cli, out
+from shardrun.core.cleanup import cleanup_run
+from shardrun.core.outcome import RunResult, merge_run
+from shardrun.core.pipeline import retry_run, run_job
+from shardrun.core.preflight import validate_job
+from shardrun.core.progress import progress_for
+from shardrun.core.spec import load_spec
+from shardrun.core.split import split_job
+from shardrun.core.status import list_runs, run_status, task_log
+
+
+@cli.command()
+@click.argument("path", type=click.Path(path_type=Path), default="job.toml")
+@click.option("--force", is_flag=True, help="Overwrite existing files.")
+@click.option("--app", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              help="Scaffold around this program: a wrapper script, a Dockerfile and a container job.")
+@click.option("--input", "input_", default="input.txt", show_default=True,
+              help="With --app: the job's input (a file, a glob or a folder).")
+@click.option("--split", "method", type=click.Choice(["lines", "files", "json", "csv"]),
+              default="lines", show_default=True, help="With --app: how to split the input.")
+@click.option("--per-task", type=click.IntRange(1), default=100, show_default=True,
+              help="With --app: lines, files, items or rows per task.")
+@click.option("--args", "app_args", help="With --app: the app's arguments, with {input} {output} "
+              "{config} [default: -i {input} -o {output}, plus -c {config} with --config].")
+@click.option("--config", help="With --app: a config file every task reads.")
+@click.option("--base", default="scratch", show_default=True,
+              help="With --app: base image; 'scratch' adds this machine's static busybox.")
+def init(path: Path, force: bool, app: Path | None, input_: str, method: str, per_task: int,
+         app_args: str | None, config: str | None, base: str) -> None:
+    """Write a commented example job file, or with --app a container setup around an app."""
+    if app is not None:
+        from shardrun.images.scaffold import AppScaffold, scaffold_app
+
+        files = scaffold_app(AppScaffold(app, path, input=input_, args=app_args, config=config,
+                                         base=base, method=method, per_task=per_task), force=force)
+        out.print(f"wrote {', '.join(f.name for f in files)} in {path.resolve().parent}",
+                  markup=False)
+        out.print(f"next: shardrun image build -j {path}, then: shardrun run {path}", markup=False)
+        return
+    if path.exists() and not force:
+        raise click.UsageError(f"{path} exists; use --force to overwrite it")
+    text = resources.files("shardrun").joinpath("templates/job.toml").read_text(encoding="utf-8")
+    path.write_text(text, encoding="utf-8")
+    out.print(f"wrote {path}; edit it, then: shardrun validate {path}")
+
+
+@cli.command()
+@click.argument("job", type=click.Path(path_type=Path))
+def validate(job: Path) -> None:
+    """Check a job file and what it names, without running anything."""
+    spec, inputs = validate_job(job)
+    out.print(f"{job}: ok ({len(inputs)} input file(s), split by {spec.split.kind}, "
+              f"merge by {spec.merge.kind}, backend {spec.run.backend})")
+
+
+@cli.command()
+@click.argument("job", type=click.Path(path_type=Path))
+@click.option("-o", "--outdir", type=click.Path(path_type=Path), required=True,
+              help="Empty or new folder for the pieces.")
+def split(job: Path, outdir: Path) -> None:
+    """Split only, so the pieces can be inspected."""
+    spec = load_spec(job)
+    if outdir.exists() and any(outdir.iterdir()):
+        raise click.UsageError(f"{outdir} is not empty")
+    outdir.mkdir(parents=True, exist_ok=True)
+    pieces = split_job(spec, outdir)
+    out.print(f"{len(pieces)} pieces in {outdir}")
+
+
+@cli.command()
+@click.argument("job", type=click.Path(path_type=Path))
+@click.option("--new", is_flag=True, help="Start a new run even if an unfinished one exists.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@click.pass_context
+def run(ctx: click.Context, job: Path, new: bool, quiet: bool) -> None:
+    """Run a job (or resume its unfinished run)."""
+    result = run_job(job, home=_home(ctx), new=new, progress=progress_for(quiet=quiet))
+    _print_result(result)
+    ctx.exit(0 if result.ok else 1)
+
+
+@cli.command()
+@click.argument("run_id")
+@click.option("--failed", is_flag=True, help="Rerun every failed task.")
+@click.option("--task", "tasks", multiple=True, help="Rerun this task (repeatable).")
+@click.option("--quiet", "-q", is_flag=True)
+@click.pass_context
+def retry(ctx: click.Context, run_id: str, failed: bool, tasks: tuple[str, ...],
+          quiet: bool) -> None:
+    """Rerun the failed tasks of a run, then merge."""
+    if not failed and not tasks:
+        raise click.UsageError("say which tasks: --failed, or --task ID")
+    result = retry_run(run_id, home=_home(ctx), task_ids=list(tasks) or None,
+                       progress=progress_for(quiet=quiet))
+    _print_result(result)
+    ctx.exit(0 if result.ok else 1)
+
+
+@cli.command()
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def status(ctx: click.Context, run_id: str, as_json: bool) -> None:
+    """Show a run's state, counts and failures."""
+    info = run_status(run_id, home=_home(ctx))
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    t = info["tasks"]
+    out.print(f"run {info['run_id']} ({info['job']}): {info['status']}")
+    out.print(f"  tasks: {t['total']} total, {t['succeeded']} succeeded, {t['failed']} failed, "
+              f"{t['running']} running, {t['pending']} waiting; {info['retries']} retries")
+    cost = info.get("cost")
+    if cost and cost.get("usd") is not None:
+        out.print(f"  cost so far: about ${cost['usd']:.2f} ({cost['node_hours']:.2f} node-hours of "
+                  f"{cost['vm_size']} at ${cost['usd_per_node_hour']}/h, prices as of "
+                  f"{cost['prices_as_of']}; busy time only)")
+    elif cost:
+        out.print(f"  cost so far: unknown ({cost['note']})")
+    if info["merged_output"]:
+        out.print(f"  merged output: {info['merged_output']}")
+    if info["message"]:
+        out.print(f"  note: {info['message']}")
+    _print_failures(info["run_id"], info["failed"])
+
+
+@cli.command()
+@click.argument("run_id")
+@click.argument("task_id")
+@click.option("--attempt", type=int, help="Attempt number [default: the last].")
+@click.option("--stdout", "stream", flag_value="stdout", help="Show stdout.")
+@click.option("--stderr", "stream", flag_value="stderr", default=True, help="Show stderr.")
+@click.pass_context
+def logs(ctx: click.Context, run_id: str, task_id: str, attempt: int | None, stream: str) -> None:
+    """Print a task attempt's stored stderr (or stdout)."""
+    data = task_log(run_id, task_id, attempt=attempt, stream=stream, home=_home(ctx))
+    sys.stdout.buffer.write(data)
+    sys.stdout.flush()
+
+
+@cli.command()
+@click.argument("run_id")
+@click.pass_context
+def merge(ctx: click.Context, run_id: str) -> None:
+    """Merge a run's outputs again (for example after changing the merger)."""
+    out.print(f"merged result: {merge_run(run_id, home=_home(ctx))}")
+
+
+@cli.command()
+@click.argument("run_id")
+@click.option("--force", is_flag=True, help="Also clean a run marked running (its client died).")
+@click.pass_context
+def cleanup(ctx: click.Context, run_id: str, force: bool) -> None:
+    """Delete a run's stored data and scratch folders (the merged output is kept)."""
+    removed = cleanup_run(run_id, home=_home(ctx), force=force)
+    for item in removed:
+        out.print(f"removed {item}")
+    if not removed:
+        out.print(f"nothing left to remove for {run_id}")
+
+
+@cli.command()
+@click.option("--older-than", "older_than", default="7d", show_default=True,
+              help="Only containers created longer ago than this ('7d', '36h').")
+@click.option("--delete", is_flag=True, help="Delete what is found (default: only list it).")
+@click.option("--job", type=click.Path(path_type=Path),
+              help="Take the account from this job file's [storage] and [secrets].")
+@click.option("--account-url", help="Blob account URL [default: from the job file or the environment].")
+@click.pass_context
+def gc(ctx: click.Context, older_than: str, delete: bool, job: Path | None,
+       account_url: str | None) -> None:
+    """Find what shardrun left in the cloud (Blob containers, and with --job Batch pools and jobs)
+    that no live run owns, by its metadata, never by its name."""
+    from shardrun.core import provider
+    from shardrun.core.spec import parse_age
+    from shardrun.core.workspace import Workspace
+
+    try:
+        age = parse_age(older_than)
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint="--older-than") from None
+    spec = load_spec(job) if job is not None else None
+    options = {"account_url": account_url} if account_url else {}
+    with Workspace(_home(ctx)) as ws:
+        request = provider.GcRequest(age, delete, ws.ledger, spec, options)
+        found = [pair for p in provider.installed() for pair in p.collect_leftovers(request)]
+    for item, deleted in found:
+        verb = "deleted" if deleted else ("already gone" if delete else "would delete")
+        out.print(f"{verb} {item.kind} {item.resource_id} (run {item.run_id}, {item.why}, created "
+                  f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(item.created))})", markup=False)
+    if not found:
+        out.print(f"nothing of shardrun's older than {older_than} without a live run")
+    elif not delete:
+        out.print(f"{len(found)} item(s); delete them with: "
+                  f"shardrun gc --older-than {older_than} --delete" + (f" --job {job}" if job else ""),
+                  markup=False)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.option("-n", "--limit", type=int, default=20, show_default=True)
+@click.pass_context
+def runs(ctx: click.Context, as_json: bool, limit: int) -> None:
+    """List recent runs."""
+    rows = list_runs(home=_home(ctx), limit=limit)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = Table("run", "job", "status", "tasks", "failed", "created")
+    for r in rows:
+        table.add_row(r["run_id"], r["job"], r["status"], str(r["tasks"]), str(r["failed"]),
+                      r["created_at"])
+    out.print(table)
+
+
+
+def _print_result(result: RunResult) -> None:
+    c = result.counts
+    verb = "resumed run" if result.resumed else "run"
+    out.print(f"{verb} {result.run_id}: {result.status} — {c['succeeded']} succeeded, "
+              f"{c['failed']} failed in {result.wall_time:.1f}s")
+    if result.merged_output:
+        out.print(f"merged result: {result.merged_output}")
+    if result.message:
+        out.print(result.message)
+    _print_failures(result.run_id, [f.__dict__ for f in result.failed])
+    if result.failed:
+        out.print(f"rerun only these: shardrun retry {result.run_id} --failed")
+
+
+def _print_failures(run_id: str, failed: list[dict[str, Any]], limit: int = 20) -> None:
+    for f in failed[:limit]:
+        out.print(f"  {f['task_id']} failed after {f['attempts']} attempt(s): {f['reason']}")
+        if f["stderr_tail"]:
+            out.print(f"    stderr: {f['stderr_tail']}")
+        out.print(f"    full log: shardrun logs {run_id} {f['task_id']}")
+    if len(failed) > limit:
+        out.print(f"  ... and {len(failed) - limit} more (shardrun status {run_id} --json)")

@@ -1,0 +1,294 @@
+"""The run ledger: every run, its tasks and their attempts, in SQLite.
+
+It is what lets a run resume after the client dies, retry only failed tasks, report, and clean up
+exactly what a run created. Only the client's main thread writes to it. No secret is ever stored here.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from shardrun.core.states import FINAL, UNFINISHED, RunState, check_transition
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    job_name TEXT NOT NULL,
+    job_path TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    spec_json TEXT NOT NULL,
+    backend TEXT NOT NULL,
+    storage TEXT NOT NULL,
+    status TEXT NOT NULL,          -- a RunState (core/states.py)
+    created_at REAL NOT NULL,
+    finished_at REAL,
+    merged_output TEXT,
+    message TEXT
+);
+CREATE TABLE IF NOT EXISTS tasks (
+    run_id TEXT NOT NULL REFERENCES runs(run_id),
+    task_id TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    input_key TEXT NOT NULL,
+    input_size INTEGER NOT NULL,
+    output_key TEXT NOT NULL,
+    output_size INTEGER,
+    state TEXT NOT NULL,           -- a TaskState
+    attempts INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (run_id, task_id)
+);
+CREATE INDEX IF NOT EXISTS tasks_state ON tasks(run_id, state);
+CREATE TABLE IF NOT EXISTS attempts (
+    run_id TEXT NOT NULL,
+    task_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    worker TEXT,
+    pid INTEGER,
+    started_at REAL NOT NULL,
+    ended_at REAL,
+    exit_code INTEGER,
+    result TEXT NOT NULL,          -- an AttemptResult
+    reason TEXT,
+    PRIMARY KEY (run_id, task_id, attempt)
+);
+CREATE TABLE IF NOT EXISTS resources (
+    run_id TEXT NOT NULL,
+    kind TEXT NOT NULL,            -- e.g. namespace, pool, job, container
+    resource_id TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    deleted_at REAL,
+    PRIMARY KEY (run_id, kind, resource_id)
+);
+"""
+
+
+
+@dataclass(frozen=True)
+class TaskRow:
+    run_id: str
+    task_id: str
+    idx: int
+    input_key: str
+    input_size: int
+    output_key: str
+    output_size: int | None
+    state: str
+    attempts: int
+
+
+@dataclass(frozen=True)
+class RunRow:
+    run_id: str
+    job_name: str
+    job_path: str
+    fingerprint: str
+    spec_json: str
+    backend: str
+    storage: str
+    status: str
+    created_at: float
+    finished_at: float | None
+    merged_output: str | None
+    message: str | None
+
+
+class Ledger:
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        self.db.row_factory = sqlite3.Row
+        # WAL lets `shardrun status` read while a run writes; NORMAL is durable enough for WAL.
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def transaction(self) -> _Txn:
+        return _Txn(self.db)
+
+    # runs -------------------------------------------------------------------------------------
+    def create_run(
+        self,
+        run: RunRow,
+        tasks: Iterable[tuple[str, int, str, int, str]],
+    ) -> None:
+        """Insert a run and its tasks (task_id, idx, input_key, input_size, output_key) at once."""
+        with self.transaction():
+            self.db.execute(
+                "INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    run.run_id, run.job_name, run.job_path, run.fingerprint, run.spec_json,
+                    run.backend, run.storage, run.status, run.created_at, run.finished_at,
+                    run.merged_output, run.message,
+                ),
+            )
+            self.add_tasks(run.run_id, tasks)
+
+    def get_run(self, run_id: str) -> RunRow | None:
+        row = self.db.execute("SELECT * FROM runs WHERE run_id=?", (run_id,)).fetchone()
+        return RunRow(**dict(row)) if row else None
+
+    def runs(self, limit: int | None = None) -> list[RunRow]:
+        sql = "SELECT * FROM runs ORDER BY created_at DESC"
+        rows = self.db.execute(sql + (f" LIMIT {int(limit)}" if limit else "")).fetchall()
+        return [RunRow(**dict(r)) for r in rows]
+
+    def latest_unfinished(self, job_path: str) -> RunRow | None:
+        marks = ",".join("?" * len(UNFINISHED))
+        row = self.db.execute(
+            f"SELECT * FROM runs WHERE job_path=? AND status IN ({marks})"  # noqa: S608 (only '?')
+            " ORDER BY created_at DESC LIMIT 1",
+            (job_path, *sorted(UNFINISHED)),
+        ).fetchone()
+        return RunRow(**dict(row)) if row else None
+
+    def set_run_status(self, run_id: str, status: RunState, message: str | None = None) -> None:
+        """Move a run to `status`; the state machine (core/states.py) says which moves are allowed."""
+        row = self.db.execute("SELECT status FROM runs WHERE run_id=?", (run_id,)).fetchone()
+        if row is not None:
+            check_transition(row[0], status)
+        finished = time.time() if status in FINAL else None
+        self.db.execute(
+            "UPDATE runs SET status=?, message=?, finished_at=COALESCE(?, finished_at)"
+            " WHERE run_id=?",
+            (status, message, finished, run_id),
+        )
+
+    def set_merged_output(self, run_id: str, path: str) -> None:
+        self.db.execute("UPDATE runs SET merged_output=? WHERE run_id=?", (path, run_id))
+
+    # tasks ------------------------------------------------------------------------------------
+    def tasks(self, run_id: str, state: str | None = None) -> list[TaskRow]:
+        sql = "SELECT * FROM tasks WHERE run_id=?"
+        args: tuple[Any, ...] = (run_id,)
+        if state:
+            sql += " AND state=?"
+            args += (state,)
+        rows = self.db.execute(sql + " ORDER BY idx", args).fetchall()
+        return [TaskRow(**dict(r)) for r in rows]
+
+    def task(self, run_id: str, task_id: str) -> TaskRow | None:
+        row = self.db.execute(
+            "SELECT * FROM tasks WHERE run_id=? AND task_id=?", (run_id, task_id)
+        ).fetchone()
+        return TaskRow(**dict(row)) if row else None
+
+    def add_tasks(self, run_id: str, tasks: Iterable[tuple[str, int, str, int, str]]) -> None:
+        """Record tasks (task_id, idx, input_key, input_size, output_key), all pending."""
+        self.db.executemany(
+            "INSERT INTO tasks (run_id, task_id, idx, input_key, input_size, output_key, state)"
+            " VALUES (?,?,?,?,?,?,'pending')",
+            ((run_id, *t) for t in tasks),
+        )
+
+    def requeue_running(self, run_id: str) -> None:
+        """Tasks marked running whose attempts are gone (the client died) wait again."""
+        self.db.execute(
+            "UPDATE tasks SET state='pending' WHERE run_id=? AND state='running'", (run_id,)
+        )
+
+    def counts(self, run_id: str) -> dict[str, int]:
+        rows = self.db.execute(
+            "SELECT state, COUNT(*) FROM tasks WHERE run_id=? GROUP BY state", (run_id,)
+        ).fetchall()
+        counts = {"pending": 0, "running": 0, "succeeded": 0, "failed": 0}
+        counts.update({r[0]: r[1] for r in rows})
+        return counts
+
+    def set_task_state(
+        self, run_id: str, task_ids: Iterable[str], state: str, output_size: int | None = None
+    ) -> None:
+        self.db.executemany(
+            "UPDATE tasks SET state=?, output_size=COALESCE(?, output_size)"
+            " WHERE run_id=? AND task_id=?",
+            ((state, output_size, run_id, t) for t in task_ids),
+        )
+
+    # attempts ---------------------------------------------------------------------------------
+    def attempt_started(
+        self, run_id: str, task_id: str, attempt: int, worker: str, pid: int | None,
+        started_at: float,
+    ) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO attempts (run_id, task_id, attempt, worker, pid,"
+            " started_at, result) VALUES (?,?,?,?,?,?,'running')",
+            (run_id, task_id, attempt, worker, pid, started_at),
+        )
+        self.db.execute(
+            "UPDATE tasks SET state='running', attempts=MAX(attempts, ?)"
+            " WHERE run_id=? AND task_id=?",
+            (attempt, run_id, task_id),
+        )
+
+    def attempt_finished(
+        self, run_id: str, task_id: str, attempt: int, ended_at: float, exit_code: int | None,
+        result: str, reason: str | None,
+    ) -> None:
+        self.db.execute(
+            "UPDATE attempts SET ended_at=?, exit_code=?, result=?, reason=?"
+            " WHERE run_id=? AND task_id=? AND attempt=?",
+            (ended_at, exit_code, result, reason, run_id, task_id, attempt),
+        )
+
+    def attempts(self, run_id: str, task_id: str | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT * FROM attempts WHERE run_id=?"
+        args: tuple[Any, ...] = (run_id,)
+        if task_id:
+            sql += " AND task_id=?"
+            args += (task_id,)
+        rows = self.db.execute(sql + " ORDER BY task_id, attempt", args).fetchall()
+        return [dict(r) for r in rows]
+
+    def open_attempts(self, run_id: str) -> list[dict[str, Any]]:
+        rows = self.db.execute(
+            "SELECT * FROM attempts WHERE run_id=? AND result='running'", (run_id,)
+        ).fetchall()
+        return [dict(r) for r in rows]
+
+    def last_attempt(self, run_id: str, task_id: str) -> dict[str, Any] | None:
+        row = self.db.execute(
+            "SELECT * FROM attempts WHERE run_id=? AND task_id=? ORDER BY attempt DESC LIMIT 1",
+            (run_id, task_id),
+        ).fetchone()
+        return dict(row) if row else None
+
+    # resources --------------------------------------------------------------------------------
+    def add_resource(self, run_id: str, kind: str, resource_id: str) -> None:
+        self.db.execute(
+            "INSERT OR IGNORE INTO resources VALUES (?,?,?,?,NULL)",
+            (run_id, kind, resource_id, time.time()),
+        )
+
+    def resources(self, run_id: str, live_only: bool = True) -> list[tuple[str, str]]:
+        sql = "SELECT kind, resource_id FROM resources WHERE run_id=?"
+        if live_only:
+            sql += " AND deleted_at IS NULL"
+        sql += " ORDER BY rowid"  # creation order: the latest job is the one to re-attach to
+        return [(r[0], r[1]) for r in self.db.execute(sql, (run_id,)).fetchall()]
+
+    def resource_deleted(self, run_id: str, kind: str, resource_id: str) -> None:
+        self.db.execute(
+            "UPDATE resources SET deleted_at=? WHERE run_id=? AND kind=? AND resource_id=?",
+            (time.time(), run_id, kind, resource_id),
+        )
+
+
+class _Txn:
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on error: one batch of events, one fsync."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")

@@ -1,0 +1,136 @@
+"""How a run ends: its outcome, the tasks that failed, and the merge of its outputs in task order."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shardrun.core import layout
+from shardrun.core.errors import MergeError, ShardrunError, UsageError
+from shardrun.core.merge import merge_outputs
+from shardrun.core.plugins import tail
+from shardrun.core.run import Run, open_run
+from shardrun.core.states import RunState, TaskState
+from shardrun.core.workspace import Workspace
+
+
+@dataclass(frozen=True)
+class FailedTask:
+    task_id: str
+    attempts: int
+    reason: str
+    stderr_tail: str
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    status: str
+    counts: dict[str, int]
+    wall_time: float
+    merged_output: Path | None = None
+    resumed: bool = False
+    failed: list[FailedTask] = field(default_factory=list)
+    message: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "succeeded"
+
+
+def finish(run: Run, *, started: float, resumed: bool = False) -> RunResult:
+    """Decide the run's outcome and merge when it may."""
+    ledger, run_id = run.ledger, run.run_id
+    counts = ledger.counts(run_id)
+    failed = failed_tasks(run)
+    result = RunResult(run_id, RunState.SUCCEEDED, counts, 0.0, resumed=resumed, failed=failed)
+    if failed and not run.spec.run.allow_failures:
+        result.status = RunState.FAILED
+        result.message = f"{len(failed)} of {sum(counts.values())} tasks failed; nothing merged"
+        run.set_state(RunState.FAILED, result.message)
+    else:
+        result.merged_output = merge(run)
+        run.set_state(RunState.SUCCEEDED, f"{len(failed)} failed tasks left out" if failed else None)
+    result.wall_time = time.monotonic() - started
+    return result
+
+
+def merge(run: Run) -> Path:
+    """Merge as a state of its own: merging, then succeeded, or merge-failed with the reason.
+
+    A merge that fails keeps every task output; `shardrun merge RUN` (or `run`) tries it again.
+    """
+    run.set_state(RunState.MERGING)
+    try:
+        return _merge(run)
+    except KeyboardInterrupt:
+        run.set_state(RunState.INTERRUPTED, "stopped while merging")
+        raise
+    except (ShardrunError, OSError) as err:
+        reason = str(err) or type(err).__name__
+        run.set_state(RunState.MERGE_FAILED, f"merge failed: {reason}"[:500])
+        raise MergeError(f"run {run.run_id}: the merge failed ({reason}); the task outputs are "
+                         f"kept: fix the cause, then `shardrun merge {run.run_id}`") from err
+
+
+def failed_tasks(run: Run, tail_lines: int = 5) -> list[FailedTask]:
+    ledger, run_id = run.ledger, run.run_id
+    out = []
+    for t in ledger.tasks(run_id, TaskState.FAILED):
+        last = ledger.last_attempt(run_id, t.task_id) or {}
+        attempt = int(last.get("attempt") or t.attempts)
+        try:
+            stderr = run.store.get_bytes(layout.log_key(run_id, t.task_id, attempt, "stderr"))
+        except FileNotFoundError:
+            stderr = b""
+        out.append(FailedTask(t.task_id, t.attempts, str(last.get("reason") or "unknown"),
+                              tail(stderr, tail_lines) if stderr.strip() else ""))
+    return out
+
+
+def merge_run(run_id: str, *, home: Path | str | None = None) -> Path:
+    """Merge the stored outputs of a run's succeeded tasks, in task order, into [merge] output."""
+    with Workspace(home) as ws:
+        run = open_run(ws, run_id)
+        if run.state == RunState.CLEANED:
+            raise UsageError(f"run {run_id} was cleaned up; its outputs are gone")
+        before, message = run.state, run.row.message
+        merged = merge(run)
+        if before in (RunState.SUCCEEDED, RunState.FAILED):  # merging again changes no outcome
+            run.set_state(before, message)
+        else:
+            run.set_state(RunState.SUCCEEDED)
+        return merged
+
+
+def _merge(run: Run) -> Path:
+    """Merge the run's outputs (task order) into [merge] output and record where it went."""
+    ledger, run_id, spec, store = run.ledger, run.run_id, run.spec, run.store
+    folder = run.scratch / "merge-in"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    outputs = []
+    fetch = []
+    # A merge command reads a folder, so it gets one; the others take the stored files as they
+    # are, which saves a link per task.
+    needs_folder = spec.merge.kind == "command"
+    for t in ledger.tasks(run_id, TaskState.SUCCEEDED):
+        local = store.local_path(t.output_key)
+        if local is not None and not needs_folder:
+            outputs.append(local)
+            continue
+        dest = folder / f"{t.task_id}{Path(t.output_key).suffix}"
+        if local is not None:
+            dest.symlink_to(local)
+        else:
+            fetch.append((t.output_key, dest))
+        outputs.append(dest)
+    store.get_files(fetch)
+    if not outputs:
+        raise UsageError(f"run {run_id} has no finished outputs to merge")
+    merged = merge_outputs(spec, outputs, folder)
+    ledger.set_merged_output(run_id, str(merged))
+    shutil.rmtree(folder, ignore_errors=True)
+    return merged

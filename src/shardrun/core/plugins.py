@@ -1,0 +1,41 @@
+"""User-supplied pieces: `module:function` callables and argv templates with {placeholders}."""
+
+from __future__ import annotations
+
+import importlib
+import re
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from shardrun.core.errors import JobFileError
+
+
+def render_argv(template: Sequence[str], values: Mapping[str, str]) -> list[str]:
+    """Replace the known {name}s in each argument, in one pass, leaving other braces alone
+    (they may be code, as in `python3 -c`). Each argument stays one argv item: no shell."""
+    pattern = re.compile("|".join(re.escape("{" + k + "}") for k in values))
+    return [pattern.sub(lambda m: values[m.group(0)[1:-1]], arg) for arg in template]
+
+
+def load_callable(ref: str, base_dir: Path, where: str) -> Callable[..., Any]:
+    """Import 'module:function', looking in the job file's folder first."""
+    module_name, _, attr = ref.partition(":")
+    if str(base_dir) not in sys.path:
+        sys.path.insert(0, str(base_dir))
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise JobFileError(f"{where}: cannot import {module_name!r} ({err})") from None
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise JobFileError(f"{where}: {module_name!r} has no function {attr!r}")
+    return fn  # type: ignore[no-any-return]
+
+
+def tail(data: bytes | str, lines: int) -> str:
+    """The last `lines` lines of some output, as one line for an error message."""
+    text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+    last = [ln.strip() for ln in text.strip().splitlines()[-lines:] if ln.strip()]
+    return " | ".join(last) if last else "(no output)"

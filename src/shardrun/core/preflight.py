@@ -1,0 +1,96 @@
+"""Checks made before a run exists, so a mistake costs nothing and leaves nothing behind."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from shardrun.core import provider
+from shardrun.core.containers import job_runtime
+from shardrun.core.errors import JobFileError
+from shardrun.core.spec import JobSpec
+
+
+def resolved_command(spec: JobSpec) -> list[str] | None:
+    """The app's argv with arguments that name a file beside the job file made absolute.
+
+    Tasks run in their own working folders, so `python3 count.py` must point at the job's count.py.
+    """
+    if spec.app.command is None:
+        return None
+    if job_runtime(spec) != "process":
+        return list(spec.app.command)  # runs inside the image: host paths mean nothing there
+    out = []
+    for arg in spec.app.command:
+        if arg and "{" not in arg and not arg.startswith("-") and not os.path.isabs(arg):
+            candidate = spec.path(arg)
+            if candidate.is_file():
+                out.append(str(candidate))
+                continue
+        out.append(arg)
+    return out
+
+
+def validate_job(path: Path | str) -> tuple[JobSpec, list[Path]]:
+    """Load a job file and check it and everything it names; return the spec and its input files."""
+    from shardrun.core.spec import load_spec
+    from shardrun.core.split import resolve_inputs
+
+    spec = load_spec(path)
+    check_job(spec, fetch_image=False)  # a missing image is looked up, not pulled
+    return spec, resolve_inputs(spec)
+
+
+def check_job(spec: JobSpec, *, fetch_image: bool = True) -> None:
+    """Raise JobFileError naming the file and key for anything that would fail later.
+
+    The generic checks are here; the providers of the job's compute and store add their own (for a
+    local container job that includes the runtime and the image, pulled when `fetch_image`).
+    """
+    src = spec.source
+    try:
+        compute_provider = provider.for_compute(spec.run.backend)
+    except JobFileError:
+        raise JobFileError(f"{src}: [run] backend {spec.run.backend!r} is unknown; known: "
+                           f"{', '.join(provider.compute_names())}") from None
+    try:
+        store_provider = provider.for_store(spec.run.storage)
+    except JobFileError:
+        raise JobFileError(f"{src}: [run] storage {spec.run.storage!r} is unknown; known: "
+                           f"{', '.join(provider.store_names())}") from None
+    runtime = job_runtime(spec)
+    command = resolved_command(spec)
+    if command is None:
+        if runtime == "process":
+            raise JobFileError(
+                f"{src}: [app] command is required with the process runtime "
+                "(leave it out only when a container image has an ENTRYPOINT)"
+            )
+    elif spec.app.config is None and any("{config}" in a for a in command):
+        raise JobFileError(f"{src}: [app] command uses {{config}} but [app] config is not set")
+    if spec.app.config is not None:
+        _check_file(spec, spec.app.config, "[app] config")
+    names: set[str] = set()
+    for i, f in enumerate(spec.app.files):
+        _check_file(spec, f, f"[app] files[{i}]")
+        if f.name in names:
+            raise JobFileError(f"{src}: [app] files has two files named {f.name!r}")
+        names.add(f.name)
+    merge_dir = spec.path(spec.merge.output).parent
+    if merge_dir.exists() and not merge_dir.is_dir():
+        raise JobFileError(f"{src}: [merge] output: {merge_dir} is not a folder")
+    if runtime == "process":
+        if spec.run.container_options:
+            raise JobFileError(f"{src}: [run] container_options need a container runtime and an image")
+    elif spec.app.image is None and spec.image is None:
+        raise JobFileError(f"{src}: [run] runtime {runtime!r} needs an image: set [app] image "
+                           "or add an [image] section")
+    compute_provider.check_job(spec, fetch_image=fetch_image)
+    if store_provider is not compute_provider:
+        store_provider.check_job(spec, fetch_image=fetch_image)
+
+
+def _check_file(spec: JobSpec, path: Path, key: str) -> None:
+    full = spec.path(path)
+    if not full.is_file():
+        raise JobFileError(f"{spec.source}: {key}: {str(path)!r} does not exist")

@@ -1,0 +1,77 @@
+"""The Run handle: one run, opened once and passed through the pipeline.
+
+It holds the ledger row, the spec the run started with (the job file may have changed since), and
+opens the run's store and providers once, on first use.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from shardrun.core import provider
+from shardrun.core.errors import UsageError
+from shardrun.core.ledger import Ledger, RunRow
+from shardrun.core.spec import JobSpec, parse_spec
+from shardrun.core.states import RunState
+from shardrun.core.store import Store
+from shardrun.core.workspace import Workspace
+
+
+@dataclass
+class Run:
+    ws: Workspace
+    row: RunRow
+    spec: JobSpec
+
+    @property
+    def run_id(self) -> str:
+        return self.row.run_id
+
+    @property
+    def ledger(self) -> Ledger:
+        return self.ws.ledger
+
+    @property
+    def state(self) -> RunState:
+        return RunState(self.row.status)
+
+    @property
+    def scratch(self) -> Path:
+        return self.ws.scratch(self.run_id)
+
+    @cached_property
+    def store(self) -> Store:
+        return self.ws.store(self.row.storage, self.spec)
+
+    @cached_property
+    def compute_provider(self) -> provider.Provider:
+        return provider.for_compute(self.row.backend)
+
+    @cached_property
+    def store_provider(self) -> provider.Provider:
+        return provider.for_store(self.row.storage)
+
+    def set_state(self, state: RunState, message: str | None = None) -> None:
+        self.ledger.set_run_status(self.run_id, state, message)
+        self.refresh()
+
+    def refresh(self) -> None:
+        row = self.ledger.get_run(self.run_id)
+        assert row is not None
+        self.row = row
+
+
+def spec_of(row: RunRow) -> JobSpec:
+    """The job spec as it was when the run started."""
+    job_path = Path(row.job_path)
+    return parse_spec(json.loads(row.spec_json), job_path, job_path.parent)
+
+
+def open_run(ws: Workspace, run_id: str) -> Run:
+    row = ws.ledger.get_run(run_id)
+    if row is None:
+        raise UsageError(f"no run {run_id!r} in {ws.ledger.path} (see `shardrun runs`)")
+    return Run(ws, row, spec_of(row))

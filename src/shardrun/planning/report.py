@@ -1,0 +1,254 @@
+"""`shardrun report RUN`: one self-contained HTML file showing what a run did.
+
+It reads the ledger (runs, tasks, attempts) and the stored stderr of failed tasks, and renders
+templates/report.html.j2: a summary with an estimated cost, a timeline with one bar per attempt
+(drawn by inline JavaScript from compact column arrays, so 10,000 attempts stay small and fast), a
+histogram of attempt durations, the slowest tasks and the failed tasks with the tail of their stderr.
+Nothing is fetched from the network when the file is opened.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, PackageLoader
+from markupsafe import Markup
+
+from shardrun.core import layout
+from shardrun.core.ledger import RunRow
+from shardrun.core.run import open_run
+from shardrun.core.workspace import Workspace
+from shardrun.planning.plan import fmt_duration, fmt_money
+from shardrun.providers.azure.prices import DEFAULT_VM, PRICES_AS_OF, VmPrice, choose_vm
+
+RESULTS = ("succeeded", "failed", "timeout", "lost", "interrupted", "running")
+FAILED_SHOWN = 100  # failed tasks listed with their stderr; the rest are counted
+SLOWEST_SHOWN = 15
+STDERR_LINES = 30
+STDERR_CHARS = 4000
+HIST_BINS = 30
+
+
+@dataclass(frozen=True)
+class Cost:
+    vm: VmPrice
+    nodes: int
+    hours: float
+    usd: float
+    estimated: bool  # True: a local run priced as if on the VM; False: the run's own VM
+
+
+def _natural(text: str) -> list[object]:
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", text)]
+
+
+def node_of(worker: str) -> str:
+    """Azure workers are `node-id` or `node-id/slot`; every local worker is on this one machine."""
+    return worker.split("/", 1)[0]
+
+
+def _vm_in_spec(run: RunRow) -> str | None:
+    """The VM size the run's job file asked for, in whichever section the backend keeps it."""
+    try:
+        spec = json.loads(run.spec_json)
+    except ValueError:
+        return None
+    if not isinstance(spec, dict):
+        return None
+    for section in [*spec.values(), *(spec.get("sections") or {}).values()]:
+        if isinstance(section, dict) and isinstance(section.get("vm_size"), str):
+            return str(section["vm_size"])
+    return None
+
+
+def run_cost(run: RunRow, workers: list[str], wall: float, *, vm_size: str | None = None,
+             price: float | None = None) -> Cost:
+    """Nodes x wall time x hourly price. A local run is priced as one node of the given VM size."""
+    own = _vm_in_spec(run)
+    local = run.backend == "local"
+    vm = choose_vm(vm_size or own or DEFAULT_VM, price=price)
+    nodes = 1 if local else max(1, len({node_of(w) for w in workers}))
+    hours = wall / 3600
+    return Cost(vm, nodes, hours, nodes * hours * vm.dedicated, estimated=local or own is None)
+
+
+def _tail(data: bytes) -> str:
+    text = data.decode("utf-8", "replace")
+    lines = text.rstrip().splitlines()[-STDERR_LINES:]
+    out = "\n".join(lines)
+    return out[-STDERR_CHARS:]
+
+
+def _axis_time(seconds: float, top: float) -> str:
+    """Tick labels precise enough to differ from their neighbours (ticks are top/5 apart)."""
+    if top < 0.05:
+        return f"{seconds * 1000:.1f}ms"
+    if top < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if top < 20:
+        return f"{seconds:.1f}s"
+    return fmt_duration(seconds)
+
+
+def _histogram(durations: list[tuple[float, bool]], width: float = 520,
+               height: float = 160) -> dict[str, Any]:
+    """Stacked bins of attempt durations (succeeded below, the rest above), as SVG geometry."""
+    if not durations:
+        return {"bars": [], "ticks": [], "width": width, "height": height, "max": 0}
+    top = max(d for d, _ in durations) or 1.0
+    size = top / HIST_BINS
+    ok = [0] * HIST_BINS
+    bad = [0] * HIST_BINS
+    for d, good in durations:
+        i = min(HIST_BINS - 1, int(d / size))
+        (ok if good else bad)[i] += 1
+    peak = max(o + b for o, b in zip(ok, bad, strict=True)) or 1
+    bw = width / HIST_BINS
+    bars = []
+    for i in range(HIST_BINS):
+        h_ok = ok[i] / peak * height
+        h_bad = bad[i] / peak * height
+        bars.append({
+            "x": round(i * bw, 1), "w": round(bw - 1, 1),
+            "y_ok": round(height - h_ok, 1), "h_ok": round(h_ok, 1),
+            "y_bad": round(height - h_ok - h_bad, 1), "h_bad": round(h_bad, 1),
+            "title": f"{fmt_duration(i * size)}-{fmt_duration((i + 1) * size)}: "
+                     f"{ok[i]} succeeded, {bad[i]} other",
+        })
+    ticks = [(round(i * width / 5, 1), _axis_time(top * i / 5, top)) for i in range(6)]
+    return {"bars": bars, "ticks": ticks, "width": width, "height": height, "max": peak}
+
+
+def _script_json(data: Any) -> Markup:
+    """JSON that is safe inside <script>: no '<', '>' or '&' can end the element early."""
+    text = json.dumps(data, separators=(",", ":"))
+    text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    return Markup(text)  # noqa: S704 - escaped above for the script context
+
+
+def collect(ws: Workspace, run_id: str, *, vm_size: str | None = None, price: float | None = None,
+            now: float | None = None) -> dict[str, Any]:
+    """Everything the template shows, from the ledger and the stored logs."""
+    now = now or time.time()
+    handle = open_run(ws, run_id)
+    run = handle.row
+    tasks = ws.ledger.tasks(run_id)
+    attempts = ws.ledger.attempts(run_id)
+    counts = ws.ledger.counts(run_id)
+    task_index = {t.task_id: i for i, t in enumerate(tasks)}
+    workers = sorted({a["worker"] or "?" for a in attempts}, key=_natural)
+    worker_index = {w: i for i, w in enumerate(workers)}
+    t0 = min((a["started_at"] for a in attempts), default=run.created_at)
+
+    cols: dict[str, list[Any]] = {k: [] for k in ("w", "s", "d", "r", "t", "a", "x", "m")}
+    reasons: list[str] = []
+    reason_index: dict[str, int] = {}
+    durations: list[tuple[float, bool]] = []
+    longest: dict[str, tuple[float, dict[str, Any]]] = {}
+    for a in attempts:
+        end = a["ended_at"] if a["ended_at"] is not None else now
+        dur = max(0.0, end - a["started_at"])
+        result = a["result"] if a["result"] in RESULTS else "lost"
+        reason = a["reason"] or ""
+        if reason not in reason_index:
+            reason_index[reason] = len(reasons)
+            reasons.append(reason)
+        cols["w"].append(worker_index[a["worker"] or "?"])
+        cols["s"].append(round(a["started_at"] - t0, 3))
+        cols["d"].append(round(dur, 3))
+        cols["r"].append(RESULTS.index(result))
+        cols["t"].append(task_index.get(a["task_id"], -1))
+        cols["a"].append(a["attempt"])
+        cols["x"].append(a["exit_code"])
+        cols["m"].append(reason_index[reason])
+        if a["ended_at"] is not None:
+            durations.append((dur, result == "succeeded"))
+        if a["task_id"] not in longest or dur > longest[a["task_id"]][0]:
+            longest[a["task_id"]] = (dur, a)
+    span = max((s + d for s, d in zip(cols["s"], cols["d"], strict=True)), default=0.0)
+    task_time = sum(cols["d"])
+    wall = (run.finished_at or now) - run.created_at
+    cost = run_cost(run, workers, wall, vm_size=vm_size, price=price)
+    by_task = {t.task_id: t for t in tasks}
+    per_task_attempts = Counter(a["task_id"] for a in attempts)
+
+    slowest = []
+    for task_id, (dur, a) in sorted(longest.items(), key=lambda kv: -kv[1][0])[:SLOWEST_SHOWN]:
+        t = by_task.get(task_id)
+        slowest.append({"task_id": task_id, "duration": fmt_duration(dur), "seconds": dur,
+                        "attempt": a["attempt"], "attempts": per_task_attempts[task_id],
+                        "worker": a["worker"] or "?", "result": a["result"],
+                        "state": t.state if t else "?", "input_size": t.input_size if t else None})
+
+    failed_rows = [t for t in tasks if t.state == "failed"]
+    store, store_error = None, ""
+    if failed_rows:
+        try:
+            store = handle.store
+        except Exception as err:  # the report still shows everything else without the logs
+            store_error = f"(stderr not available: cannot open storage {run.storage!r}: {err})"
+    failed = []
+    last_attempt = {a["task_id"]: a for a in attempts}  # attempts are ordered by task, attempt
+    for t in failed_rows[:FAILED_SHOWN]:
+        last = last_attempt.get(t.task_id, {})
+        number = int(last.get("attempt") or t.attempts or 1)
+        stderr = store_error
+        if store is not None:
+            try:
+                stderr = _tail(store.get_bytes(layout.log_key(run_id, t.task_id, number, "stderr")))
+            except FileNotFoundError:
+                stderr = ""
+            except Exception as err:
+                stderr = f"(stderr not available: {err})"
+        failed.append({"task_id": t.task_id, "attempts": t.attempts,
+                       "reason": last.get("reason") or "unknown", "exit_code": last.get("exit_code"),
+                       "worker": last.get("worker") or "?", "stderr": stderr})
+
+    retries = sum(1 for a in attempts if a["attempt"] > 1)
+    busy = (f"{task_time / (span * len(workers)):.0%} of {len(workers)} workers busy"
+            if span and workers else "")
+    summary = [
+        ("tasks", f"{len(tasks):,}", f"{counts['succeeded']:,} succeeded"),
+        ("failed", f"{counts['failed']:,}", f"{counts['pending'] + counts['running']:,} not finished"),
+        ("retries", f"{retries:,}", f"{len(attempts):,} attempts in all"),
+        ("wall time", fmt_duration(wall), f"tasks ran for {fmt_duration(span)}"),
+        ("total task time", fmt_duration(task_time), busy),
+        ("cost" + (" (estimated)" if cost.estimated else ""), fmt_money(cost.usd),
+         f"{cost.nodes} x {cost.vm.size} at {fmt_money(cost.vm.dedicated)}/h"),
+    ]
+    return {
+        "run": run, "generated": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now)),
+        "created": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.created_at)),
+        "summary": summary, "cost": cost, "prices_as_of": PRICES_AS_OF,
+        "hist": _histogram(durations), "slowest": slowest, "failed": failed,
+        "failed_total": len(failed_rows), "attempt_count": len(attempts), "worker_count": len(workers),
+        "timeline": _script_json({
+            "workers": workers, "tasks": [t.task_id for t in tasks], "results": list(RESULTS),
+            "reasons": reasons, "span": round(span, 3), **cols,
+        }),
+    }
+
+
+def render_report(context: dict[str, Any]) -> str:
+    env = Environment(loader=PackageLoader("shardrun", "templates"), autoescape=True)
+    env.filters["duration"] = fmt_duration
+    return env.get_template("report.html.j2").render(**context)
+
+
+def write_report(run_id: str, output: Path | str | None = None, *, home: Path | str | None = None,
+                 vm_size: str | None = None, price: float | None = None) -> Path:
+    """Write the run's report and return its path (default: RUN.report.html in this folder)."""
+    ws = Workspace(home)
+    try:
+        html = render_report(collect(ws, run_id, vm_size=vm_size, price=price))
+    finally:
+        ws.close()
+    path = Path(output) if output else Path(f"{run_id}.report.html")
+    path.write_text(html, encoding="utf-8")
+    return path

@@ -1,0 +1,423 @@
+"""The Azure Batch backend: a run's tasks on a Batch pool, with inputs and outputs in Blob Storage.
+
+Flow (docs/azure.md): preflight, then (only when tasks need it) pool and job, tasks in bulk, the job
+switched to terminatejob, polls that never list every task, and at the end the job and pool deleted
+by exact id. Batch retries failed attempts on its own (maxTaskRetryCount), so a run goes on while the
+client is away: Ctrl-C detaches, and the next `shardrun run` re-attaches to the recorded job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from shardrun.core.compute import AttemptEvent, RunContext, TaskSpec
+from shardrun.core.errors import ShardrunError, UsageError
+from shardrun.core.layout import app_key, log_key, split_key
+from shardrun.core.spec import JobSpec
+from shardrun.providers.azure.batch_account import (
+    JOB,
+    POOL,
+    delete_job,
+    delete_pool,
+    open_batch_client,
+    preflight,
+)
+from shardrun.providers.azure.batch_monitor import (
+    COMPLETED_SELECT,
+    OVERLAP,
+    BatchError,
+    PoolHealth,
+    error_code,
+    explain,
+    submitted_attempt,
+    task_events,
+)
+from shardrun.providers.azure.batch_submit import submit_tasks
+from shardrun.providers.azure.batch_tasks import (
+    APP_DIR,
+    CONFIG_DIR,
+    INPUT_DIR,
+    MOUNT_POINT,
+    OUTPUT_DIR,
+    JobTemplate,
+    TaskFiles,
+    blob_name,
+    build_job,
+    build_pool,
+    build_task,
+    container_run_options,
+    mount_configuration,
+)
+from shardrun.providers.azure.blob import BlobStore
+from shardrun.providers.azure.settings import batch_settings
+
+SAS_MARGIN = 3600.0  # task URLs outlive the job's kill switch by this much
+
+
+class AzureBatchBackend:
+    name = "azure-batch"
+    detaches = True  # Ctrl-C leaves the tasks running on Batch
+
+    def __init__(self, spec: JobSpec, client: Any = None, image: str | None = None,
+                 registry: Any = None) -> None:
+        settings = batch_settings(spec)
+        if settings is None:
+            raise UsageError(f"{spec.source}: backend 'azure-batch' needs a [batch] section")
+        self.spec = spec
+        self.settings = settings
+        self.client = client
+        self.image = image
+        self.registry = registry
+        self.ctx: RunContext | None = None
+        self.job_id: str | None = None
+        self.job_active = False
+        self.pool_id = self.settings.pool_id
+        self.template: JobTemplate | None = None
+        self.watch: dict[str, TaskSpec] = {}
+        self.reported: set[str] = set()
+        self.queue: list[AttemptEvent] = []
+        self.notes: list[str] = []
+        # Every node unusable this long (20 polls: 100 s at the default interval): give up the pool.
+        self.health = PoolHealth(dead_after=20 * self.settings.poll_interval)
+        self.watermark: Any = None
+        self.last_completed = -1
+        self.next_poll = 0.0
+        self.requests_last_poll = 0
+        self.done = False
+
+    # -- ComputeBackend -------------------------------------------------------------------------
+    def start(self, ctx: RunContext) -> None:
+        self.ctx = ctx
+        if self.client is None:
+            self.client = open_batch_client(self.spec)
+        if not isinstance(ctx.store, BlobStore):
+            raise UsageError(f"{self.spec.source}: the azure-batch backend needs [run] storage = 'blob' "
+                             "(Batch nodes read and write the run's files in Blob Storage)")
+        self._preflight()
+        jobs = [rid for kind, rid in ctx.resources if kind == JOB]
+        pools = [rid for kind, rid in ctx.resources if kind == POOL]
+        if pools and self.settings.pool_id is None:
+            self.pool_id = pools[-1]
+        if jobs:
+            self._attach(jobs[-1])
+        self.template = self._template(ctx)
+
+    def submit(self, tasks: Sequence[TaskSpec]) -> None:
+        assert self.ctx is not None
+        self.watch = {t.task_id: t for t in tasks}
+        todo = list(tasks)
+        if self.job_id is not None:
+            todo = self._harvest(todo)
+        if not todo:
+            return
+        known = self._existing_ids() if self.job_id is not None and self.job_active else set()
+        if self.job_id is None or not self.job_active or known & {t.task_id for t in todo}:
+            self._new_job()
+        self._add(todo)
+
+    def events(self, timeout: float) -> list[AttemptEvent]:
+        if not self.queue and not self.done:
+            wait = self.next_poll - time.monotonic()
+            if wait > 0:
+                time.sleep(min(wait, timeout))
+            if time.monotonic() >= self.next_poll:
+                self.next_poll = time.monotonic() + self.settings.poll_interval
+                self.poll()
+        out, self.queue = self.queue, []
+        return out
+
+    def notices(self) -> list[str]:
+        out, self.notes = self.notes, []
+        return out
+
+    def stop(self) -> None:
+        """Detach: the job goes on in the cloud (its kill switch is max_wall_clock)."""
+
+    def close(self) -> None:
+        if not (self.done and self.ctx is not None):
+            return
+        try:
+            self.release()
+        except ShardrunError as err:  # the results are safe; say what is left to delete
+            self.notes.append(f"{err}; delete it with: shardrun cleanup {self.ctx.run_id}")
+
+    # -- steps ----------------------------------------------------------------------------------
+    def _preflight(self) -> None:
+        assert self.ctx is not None
+        preflight(self.client, self.settings.account_url, self.image, self.registry, self.ctx.store,
+                  f"{self.ctx.run_id}/config/")
+
+    def _record(self, kind: str, rid: str, deleted: bool = False) -> None:
+        assert self.ctx is not None
+        if self.ctx.on_resource is not None:
+            self.ctx.on_resource(kind, rid, deleted)
+
+    def _attach(self, job_id: str) -> None:
+        try:
+            job = self.client.get_job(job_id, select=["id", "state"])
+        except Exception as err:
+            if error_code(err) == "JobNotFound":
+                self._record(JOB, job_id, deleted=True)
+                return
+            raise explain(err, f"read job {job_id}") from err
+        self.job_id = job_id
+        self.job_active = str(job.state).lower().endswith("active")
+        self.notes.append(f"re-attached to Batch job {job_id} ({str(job.state).split('.')[-1].lower()})")
+
+    def _existing_ids(self) -> set[str]:
+        assert self.job_id is not None
+        return {t.id for t in self.client.list_tasks(self.job_id, select=["id"])}
+
+    def _harvest(self, todo: list[TaskSpec]) -> list[TaskSpec]:
+        """On re-attach, once: results the job got while the client was away. Returns what is left
+        to submit (tasks the job never got, or whose result the ledger already has)."""
+        assert self.job_id is not None
+        left = []
+        seen = {}
+        try:
+            for t in self.client.list_tasks(self.job_id, select=["id", "state", *COMPLETED_SELECT]):
+                seen[t.id] = t
+        except Exception as err:
+            raise explain(err, f"list the tasks of job {self.job_id}") from err
+        now = time.time()
+        for spec in todo:
+            task = seen.get(spec.task_id)
+            first = submitted_attempt(getattr(task, "display_name", None)) if task else None
+            if task is None or first is None:
+                left.append(spec)
+            elif str(task.state).lower().endswith("completed"):
+                last = first + int(getattr(task.execution_info, "retry_count", 0) or 0)
+                if last < spec.first_attempt:
+                    left.append(spec)  # a result already recorded: this is a retry
+                else:
+                    self._report(task, first, now)
+            # active or running: the polls will see it finish
+        return left
+
+    def _template(self, ctx: RunContext) -> JobTemplate:
+        store: Any = ctx.store
+        lifetime = self.settings.max_wall_clock + SAS_MARGIN
+        shared = []
+        config_path = ""
+        if ctx.config_key:
+            config_path = f"{CONFIG_DIR}/{ctx.config_key.rsplit('/', 1)[-1]}"
+            shared.append((config_path, store.read_url(ctx.config_key, lifetime)))
+        shared += [(k.rsplit("/", 1)[-1], store.read_url(k, lifetime)) for k in ctx.file_keys]
+        command = self._ship_programs(ctx, shared, lifetime)
+        options = container_run_options(list(self.spec.run.container_options),
+                                        self.settings.storage_mode, ctx.run_id)
+        return JobTemplate(
+            command=command, shared_files=tuple(shared), config_path=config_path,
+            output_container_url=store.container_write_url(ctx.run_id, lifetime),
+            env=dict(ctx.env), retries=ctx.retries, timeout=ctx.timeout, image=self.image,
+            container_options=options,
+        )
+
+    def _ship_programs(self, ctx: RunContext, shared: list[tuple[str, str]],
+                       lifetime: float) -> list[str] | None:
+        """A command naming a file beside the job file (`python3 count.py`) gets that file on the
+        node too, as on the local backend; in an image, the image has it."""
+        if ctx.command is None:
+            return None
+        command = list(ctx.command)
+        if self.image is not None:
+            return command
+        store: Any = ctx.store
+        for i, arg in enumerate(command):
+            path = self.spec.path(arg) if arg and "{" not in arg and not arg.startswith("-") else None
+            if i == 0 or path is None or not path.is_file():
+                continue
+            key = app_key(ctx.run_id, path.name)
+            if store.size(key) is None:
+                store.put_file(key, path)
+            rel = f"{APP_DIR}/{path.name}"
+            shared.append((rel, store.read_url(key, lifetime)))
+            command[i] = rel
+        return command
+
+    def _task_files(self, spec: TaskSpec) -> TaskFiles:
+        assert self.ctx is not None
+        store: Any = self.ctx.store
+        lifetime = self.settings.max_wall_clock + SAS_MARGIN
+        name = spec.input_key.rstrip("/").rsplit("/", 1)[-1]
+        out_name = spec.output_key.rsplit("/", 1)[-1]
+        logs = {s: blob_name(log_key(self.ctx.run_id, spec.task_id, spec.first_attempt, s))
+                for s in ("stdout", "stderr")}
+        if self.settings.storage_mode == "mount":
+            return TaskFiles(inputs=(), input_path=f"{MOUNT_POINT}/{split_key(spec.input_key)[1]}",
+                             output_path=f"{OUTPUT_DIR}/{out_name}", output_blob=blob_name(spec.output_key),
+                             log_blobs=logs, output_copy=f"{MOUNT_POINT}/{blob_name(spec.output_key)}")
+        # Without the task script (an image's ENTRYPOINT runs) nothing makes out/: use the wd.
+        out_path = f"{OUTPUT_DIR}/{out_name}" if self.template and self.template.command else out_name
+        if spec.input_key.endswith("/"):
+            inputs = tuple((f"{INPUT_DIR}/{name}/{o.key[len(spec.input_key):]}",
+                            store.read_url(o.key, lifetime)) for o in store.list(spec.input_key))
+        else:
+            inputs = ((f"{INPUT_DIR}/{name}", store.read_url(spec.input_key, lifetime)),)
+        return TaskFiles(inputs=inputs, input_path=f"{INPUT_DIR}/{name}",
+                         output_path=out_path, output_blob=blob_name(spec.output_key),
+                         log_blobs=logs)
+
+    def _new_job(self) -> None:
+        """A pool if the run has none, then a new job: the run id, or run-retryN for later ones."""
+        assert self.ctx is not None
+        run_id = self.ctx.run_id
+        if self.pool_id is None:
+            self.pool_id = f"{run_id}-pool"
+        if not self._pool_exists(self.pool_id):
+            mounts = None
+            if self.settings.storage_mode == "mount":
+                store: Any = self.ctx.store
+                sas = store.container_write_url(run_id, self.settings.max_wall_clock + SAS_MARGIN)
+                mounts = mount_configuration(store.conn.account_name, run_id, sas.split("?", 1)[1])
+            pool = build_pool(self.settings, self.pool_id, run_id, self.image, self.registry, mounts)
+            self._call(lambda: self.client.create_pool(pool), f"create pool {self.pool_id}",
+                       ok_codes=("PoolExists",))
+            if self.settings.pool_id is None:
+                self._record(POOL, self.pool_id)
+        earlier = {rid for kind, rid in self.ctx.resources_ever if kind == JOB}
+        if self.job_id:
+            earlier.add(self.job_id)
+        job_id = f"{run_id}-retry{len(earlier)}" if earlier else run_id
+        job = build_job(job_id, self.pool_id, run_id, self.settings, self.ctx.retries)
+        self._call(lambda: self.client.create_job(job), f"create job {job_id}", ok_codes=("JobExists",))
+        self._record(JOB, job_id)
+        self.job_id, self.job_active = job_id, True
+        self.watermark, self.last_completed = None, -1
+
+    def _pool_exists(self, pool_id: str) -> bool:
+        try:
+            self.client.get_pool(pool_id, select=["id"])
+            return True
+        except Exception as err:
+            if error_code(err) == "PoolNotFound":
+                return False
+            raise explain(err, f"read pool {pool_id}") from err
+
+    def _add(self, todo: list[TaskSpec]) -> None:
+        from azure.batch import models as bm
+
+        assert self.template is not None and self.ctx is not None and self.job_id is not None
+        tasks = []
+        for spec in todo:
+            task = build_task(self.template, self.ctx.run_id, spec.task_id, spec.first_attempt,
+                              self._task_files(spec))
+            task.display_name = f"{spec.task_id} attempt {spec.first_attempt}"
+            tasks.append(task)
+        report = submit_tasks(self.client, self.job_id, tasks,
+                              group=lambda chunk: bm.BatchTaskGroup(task_values=chunk),
+                              concurrency=self.settings.submit_concurrency)
+        if not report.ok:
+            first = next(iter(report.failed.items()))
+            raise BatchError(f"Azure Batch did not take {len(report.failed)} task(s) of job "
+                             f"{self.job_id}, e.g. {first[0]}: {first[1]}")
+        update = bm.BatchJobUpdateOptions(all_tasks_complete_mode=bm.BatchAllTasksCompleteMode.TERMINATE_JOB)
+        self._call(lambda: self.client.update_job(self.job_id, update), f"update job {self.job_id}")
+        self.notes.append(f"{len(tasks)} tasks submitted to Batch job {self.job_id} on pool "
+                          f"{self.pool_id} in {report.requests} request(s)")
+
+    def _call(self, fn: Callable[[], Any], action: str, ok_codes: tuple[str, ...] = ()) -> Any:
+        try:
+            return fn()
+        except Exception as err:
+            if error_code(err) in ok_codes:
+                return None
+            raise explain(err, action) from err
+
+    # -- monitoring -----------------------------------------------------------------------------
+    def poll(self) -> int:
+        """One monitoring round; returns the HTTP requests it made (bench/submit.py prints them)."""
+        if not set(self.watch) - self.reported:
+            self.done = True
+            return 0
+        requests = 1
+        counts = self._call(lambda: self.client.get_job_task_counts(self.job_id),
+                            f"read the task counts of job {self.job_id}").task_counts
+        if counts.completed != self.last_completed:
+            requests += self._read_completed()
+            self.last_completed = counts.completed
+        if self.pool_id is not None:
+            requests += self._check_pool()
+        self.requests_last_poll = requests
+        self.done = not (set(self.watch) - self.reported)
+        return requests
+
+    def _read_completed(self) -> int:
+        """Tasks that completed since the last look, newest window only; returns pages read."""
+        from azure.core.exceptions import HttpResponseError
+
+        query = "state eq 'completed'"
+        if self.watermark is not None:
+            since = (self.watermark - OVERLAP).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            query += f" and stateTransitionTime ge DateTime'{since}'"
+        now = time.time()
+        pages = 0
+        try:
+            for page in self.client.list_tasks(self.job_id, filter=query, select=COMPLETED_SELECT).by_page():
+                pages += 1
+                for task in page:
+                    if self.watermark is None or task.state_transition_time > self.watermark:
+                        self.watermark = task.state_transition_time
+                    spec = self.watch.get(task.id)
+                    if spec is not None and task.id not in self.reported:
+                        self._report(task, submitted_attempt(task.display_name) or spec.first_attempt, now)
+        except HttpResponseError as err:
+            raise explain(err, f"list the completed tasks of job {self.job_id}") from err
+        return max(pages, 1)
+
+    def _report(self, task: Any, first: int, now: float) -> None:
+        requeues = int(getattr(task.execution_info, "requeue_count", 0) or 0)
+        if requeues:
+            self.notes.append(f"{task.id} was requeued {requeues} time(s): its node was preempted or "
+                              "left the pool (a requeue uses no retry)")
+        events = task_events(task, first, now, self.image)
+        final = events[-1]
+        if final.result != "succeeded" and final.attempt != first:
+            self._move_logs(task.id, first, final.attempt)
+        self.queue += events
+        self.reported.add(task.id)
+
+    def _move_logs(self, task_id: str, first: int, final: int) -> None:
+        """Batch keeps one log upload per submission (under the first attempt's key); file it
+        under the attempt that wrote it."""
+        assert self.ctx is not None
+        store = self.ctx.store
+        for stream in ("stdout", "stderr"):
+            with contextlib.suppress(FileNotFoundError):
+                data = store.get_bytes(log_key(self.ctx.run_id, task_id, first, stream))
+                store.put_bytes(log_key(self.ctx.run_id, task_id, final, stream), data)
+
+    def _check_pool(self) -> int:
+        assert self.pool_id is not None
+        pool = self._call(lambda: self.client.get_pool(self.pool_id, select=[
+            "id", "resizeErrors", "currentDedicatedNodes", "currentLowPriorityNodes"]),
+            f"read pool {self.pool_id}")
+        counts = None
+        with contextlib.suppress(Exception):  # node counts are advice only
+            for item in self.client.list_pool_node_counts(filter=f"poolId eq '{self.pool_id}'"):
+                counts = [item.dedicated, item.low_priority]
+        notes, fatal = self.health.review(pool, counts)
+        self.notes += notes
+        if fatal is not None:
+            self.done = True  # nothing can run: release the pool and job now
+            raise fatal
+        return 2
+
+    # -- cleanup --------------------------------------------------------------------------------
+    def release(self) -> list[str]:
+        """Delete this run's job(s) and, unless kept, its pool, by exact id."""
+        assert self.ctx is not None
+        gone = []
+        for kind, rid in list(self.ctx.resources) + ([(JOB, self.job_id)] if self.job_id else []):
+            if kind == JOB and rid and rid not in gone:
+                delete_job(self.client, rid)
+                self._record(JOB, rid, deleted=True)
+                gone.append(rid)
+        if self.pool_id and self.settings.pool_id is None and not self.settings.keep_pool:
+            delete_pool(self.client, self.pool_id)
+            self._record(POOL, self.pool_id, deleted=True)
+            gone.append(self.pool_id)
+        return gone

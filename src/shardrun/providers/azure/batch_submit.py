@@ -1,0 +1,157 @@
+"""Bulk task submission to Azure Batch: chunks of at most 100 tasks and 1 MB, sent concurrently.
+
+Why not the SDK's `create_tasks`: it retries a whole-request 5xx forever, loses its results on a 429
+without Retry-After, and submits in reverse order. Here every retry is bounded:
+- whole-request throttling and 5xx are retried by azure-core's RetryPolicy (bounded, honours
+  Retry-After), configured on the client;
+- tasks the service answers with `servererror`, or whose request still failed after that, are sent
+  again in a later round, at most `max_rounds` rounds, with backoff;
+- `TaskExists` means an earlier request already added the task: success;
+- a request rejected as too large (413 RequestBodyTooLarge) is split in half and both halves sent.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from shardrun.core.errors import ShardrunError
+
+MAX_TASKS_PER_REQUEST = 100
+MAX_BODY_BYTES = 1_000_000 - 16_384  # the service's limit is 1 MB; leave room for the envelope
+RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+
+
+class TaskCollectionClient(Protocol):
+    """The one method of azure.batch.BatchClient this module needs (a fake can stand in)."""
+
+    def create_task_collection(self, job_id: str, task_collection: Any, **kwargs: Any) -> Any: ...
+
+
+@dataclass
+class SubmitReport:
+    added: int = 0
+    already_existed: int = 0
+    failed: dict[str, str] = field(default_factory=dict)  # task id -> "Code: message"
+    requests: int = 0
+    rounds: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def task_size(task: Any) -> int:
+    """Bytes the task adds to a request body (as the SDK serializes it)."""
+    return len(json.dumps(task.as_dict(), separators=(",", ":"), default=str))
+
+
+def make_chunks(tasks: Sequence[Any], max_tasks: int = MAX_TASKS_PER_REQUEST,
+                max_bytes: int = MAX_BODY_BYTES) -> list[list[Any]]:
+    """Greedy chunks in submission order, each within both limits."""
+    chunks: list[list[Any]] = []
+    current: list[Any] = []
+    size = 0
+    for task in tasks:
+        n = task_size(task)
+        if current and (len(current) >= max_tasks or size + n > max_bytes):
+            chunks.append(current)
+            current, size = [], 0
+        current.append(task)
+        size += n
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+def _error_code(err: Exception) -> str | None:
+    error = getattr(err, "error", None)
+    return getattr(error, "code", None)
+
+
+def submit_tasks(
+    client: TaskCollectionClient,
+    job_id: str,
+    tasks: Sequence[Any],
+    *,
+    group: Callable[[list[Any]], Any],
+    concurrency: int = 8,
+    max_rounds: int = 5,
+    backoff: float = 1.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> SubmitReport:
+    """Add `tasks` to the job. `group` wraps a chunk in the SDK's BatchTaskGroup."""
+    from azure.core.exceptions import HttpResponseError, ServiceRequestError
+
+    report = SubmitReport()
+    by_id = {t.id: t for t in tasks}
+    lock = threading.Lock()
+
+    def send(chunk: list[Any]) -> list[tuple[str, str, str]]:
+        """-> (task id, outcome, detail) with outcome in added | exists | retry | failed."""
+        with lock:
+            report.requests += 1
+        try:
+            result = client.create_task_collection(job_id, group(chunk))
+        except HttpResponseError as err:
+            code = _error_code(err)
+            if err.status_code == 413 or code == "RequestBodyTooLarge":
+                if len(chunk) == 1:
+                    return [(chunk[0].id, "failed", "RequestBodyTooLarge: this one task is over 1 MB")]
+                half = len(chunk) // 2
+                return send(chunk[:half]) + send(chunk[half:])
+            if err.status_code in RETRYABLE_STATUS:
+                return [(t.id, "retry", f"{code or err.status_code}") for t in chunk]
+            raise ShardrunError(
+                f"adding tasks to job {job_id} failed: {code or err.status_code}: {err.reason}"
+            ) from err
+        except ServiceRequestError:
+            return [(t.id, "retry", "connection failed") for t in chunk]
+        out = []
+        answered = set()
+        for r in result.result_values or []:
+            answered.add(r.task_id)
+            code = r.error.code if r.error else None
+            if r.status == "success":
+                out.append((r.task_id, "added", ""))
+            elif code == "TaskExists":
+                out.append((r.task_id, "exists", ""))
+            elif r.status == "servererror":
+                out.append((r.task_id, "retry", code or "servererror"))
+            else:
+                message = r.error.message.value if r.error and r.error.message else ""
+                out.append((r.task_id, "failed", f"{code}: {message}".strip(": ")))
+        # A task the service did not answer for is sent again (same id, so never added twice).
+        out += [(t.id, "retry", "no result") for t in chunk if t.id not in answered]
+        return out
+
+    pending = list(tasks)
+    last_reason: dict[str, str] = {}
+    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+        for round_no in range(max_rounds):
+            report.rounds = round_no + 1
+            retry: list[Any] = []
+            for outcomes in pool.map(send, make_chunks(pending)):
+                for task_id, outcome, detail in outcomes:
+                    if outcome == "added":
+                        report.added += 1
+                    elif outcome == "exists":
+                        report.already_existed += 1
+                    elif outcome == "retry":
+                        retry.append(by_id[task_id])
+                        last_reason[task_id] = detail
+                    else:
+                        report.failed[task_id] = detail
+            if not retry:
+                return report
+            pending = retry
+            if round_no + 1 < max_rounds:
+                sleep(min(backoff * 2**round_no, 30.0))
+    for t in pending:
+        report.failed[t.id] = f"gave up after {max_rounds} rounds: {last_reason.get(t.id, '')}"
+    return report

@@ -1,0 +1,229 @@
+"""What shardrun asks Azure Batch for: the pool, the job and each task, as SDK models.
+
+Plain functions over plain data, so they are tested without a service. The task contract on a node
+(docs/task-contract.md) comes from TASK_SCRIPT, a constant shell script; the job's values reach it
+as positional arguments, quoted with shlex.join, never pasted into the script.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from shardrun.core.layout import split_key
+from shardrun.core.plugins import render_argv
+from shardrun.providers.azure.settings import BatchSection
+
+# Exit code of TASK_SCRIPT when the app exited 0 but wrote no output.
+NO_OUTPUT_EXIT = 86
+INPUT_DIR, OUTPUT_DIR, CONFIG_DIR, APP_DIR = "in", "out", "cfg", "app"
+
+# Runs in the task's working directory: makes the contract's paths absolute, runs the app (its argv
+# follows the four paths), and fails the attempt when the app exits 0 without an output. With a
+# mount, the output is copied to the mount only after success, so a stored output always means done.
+TASK_SCRIPT = (
+    'wd="${AZ_BATCH_TASK_WORKING_DIR:-$PWD}"; mkdir -p "$wd/' + OUTPUT_DIR + '" || exit 1; '
+    'case "$1" in /*) in="$1";; *) in="$wd/$1";; esac; '
+    'export INPUT_PATH="$in" OUTPUT_PATH="$wd/$2" CONFIG_PATH="${3:+$wd/$3}"; keep="$4"; shift 4; '
+    '"$@"; rc=$?; [ "$rc" -eq 0 ] || exit "$rc"; '
+    'if [ ! -e "$OUTPUT_PATH" ]; then '
+    'echo "shardrun: the app exited 0 but wrote nothing at OUTPUT_PATH ($OUTPUT_PATH)" >&2; '
+    f"exit {NO_OUTPUT_EXIT}; fi; "
+    '[ -z "$keep" ] || { mkdir -p "$(dirname "$keep")" && cp "$OUTPUT_PATH" "$keep.part" '
+    '&& mv "$keep.part" "$keep"; }'
+)
+
+# storage_mode = "mount" (the classic guide's way): the pool mounts the run's container with
+# blobfuse under $AZ_BATCH_NODE_MOUNTS_DIR, and each container gets it at MOUNT_POINT. Batch expands
+# the variable in the run options; the flags are a list, joined by shlex.join, never pasted.
+MOUNT_POINT = "/mnt/shardrun"
+
+
+@dataclass(frozen=True)
+class TaskFiles:
+    """Where one task's files are: (relative path in the working dir, read URL) pairs, and the
+    blob names its output and logs go to, in the run's container."""
+
+    inputs: tuple[tuple[str, str], ...]
+    input_path: str
+    output_path: str
+    output_blob: str
+    log_blobs: dict[str, str]
+    output_copy: str = ""  # with a mount: where the script copies the output after success
+
+
+@dataclass(frozen=True)
+class JobTemplate:
+    """What every task of a run shares."""
+
+    command: list[str] | None  # app argv, placeholders already rendered; None: image ENTRYPOINT
+    shared_files: tuple[tuple[str, str], ...]  # (relative path, read URL): config, [app] files
+    config_path: str  # relative, '' when there is none
+    output_container_url: str  # create/write-only SAS of the run's container
+    env: dict[str, str] = field(default_factory=dict)
+    retries: int = 3
+    timeout: float | None = None
+    image: str | None = None
+    container_options: tuple[str, ...] = ()
+    registry_server: str | None = None
+
+
+def command_line(command: Sequence[str] | None, files: TaskFiles, config_path: str) -> str:
+    """The task's command line. Batch splits it like a shell but runs no shell, hence /bin/sh -c.
+    Placeholders become paths relative to the working directory, where the app starts."""
+    if command is None:
+        return ""  # an empty command line runs the image's ENTRYPOINT
+    argv = render_argv(command, {"input": files.input_path, "output": files.output_path,
+                                 "config": config_path})
+    return shlex.join(["/bin/sh", "-c", TASK_SCRIPT, "shardrun", files.input_path,
+                       files.output_path, config_path, files.output_copy, *argv])
+
+
+def task_environment(template: JobTemplate, task_id: str, run_id: str, attempt: int,
+                     files: TaskFiles) -> dict[str, str]:
+    env = dict(template.env)
+    env.update({"SHARDRUN_RUN_ID": run_id, "SHARDRUN_TASK_ID": task_id,
+                "SHARDRUN_ATTEMPT": str(attempt)})
+    if template.command is None:
+        # No script runs before an ENTRYPOINT, so the paths stay relative to the working directory.
+        env.update({"INPUT_PATH": files.input_path, "OUTPUT_PATH": files.output_path,
+                    "CONFIG_PATH": template.config_path})
+    return env
+
+
+def build_task(template: JobTemplate, run_id: str, task_id: str, attempt: int, files: TaskFiles) -> Any:
+    from azure.batch import models as bm
+
+    def output(pattern: str, blob: str, condition: Any) -> Any:
+        return bm.OutputFile(
+            file_pattern=pattern,
+            destination=bm.OutputFileDestination(container=bm.OutputFileBlobContainerDestination(
+                container_url=template.output_container_url, path=blob)),
+            upload_options=bm.OutputFileUploadConfiguration(upload_condition=condition),
+        )
+
+    resource_files = [bm.ResourceFile(http_url=url, file_path=path)
+                      for path, url in (*files.inputs, *template.shared_files)]
+    outputs = []
+    if not files.output_copy:
+        outputs.append(output(files.output_path, files.output_blob,
+                              bm.OutputFileUploadCondition.TASK_SUCCESS))
+    outputs += [output(f"../{stream}.txt", blob, bm.OutputFileUploadCondition.TASK_COMPLETION)
+                for stream, blob in files.log_blobs.items()]
+    env = task_environment(template, task_id, run_id, attempt, files)
+    container = None
+    if template.image is not None:
+        container = bm.BatchTaskContainerSettings(
+            image_name=template.image,
+            container_run_options=shlex.join(template.container_options) or None,
+            working_directory=bm.ContainerWorkingDirectory.TASK_WORKING_DIRECTORY,
+        )
+    constraints = bm.BatchTaskConstraints(
+        max_task_retry_count=template.retries,
+        max_wall_clock_time=dt.timedelta(seconds=template.timeout) if template.timeout else None,
+    )
+    return bm.BatchTaskCreateOptions(
+        id=task_id,
+        command_line=command_line(template.command, files, template.config_path),
+        resource_files=resource_files,
+        output_files=outputs,
+        environment_settings=[bm.EnvironmentSetting(name=k, value=v) for k, v in sorted(env.items())],
+        constraints=constraints,
+        container_settings=container,
+    )
+
+
+def blob_name(key: str) -> str:
+    """A store key's name inside the run's container."""
+    return split_key(key)[1]
+
+
+def mount_name(run_id: str) -> str:
+    return f"shardrun-{run_id}"
+
+
+def container_run_options(options: Sequence[str], storage_mode: str, run_id: str) -> tuple[str, ...]:
+    """The container flags: the job's (already allow-listed) options, plus the mount's volume."""
+    out = list(options)
+    if storage_mode == "mount":
+        out += ["--volume", f"$AZ_BATCH_NODE_MOUNTS_DIR/{mount_name(run_id)}:{MOUNT_POINT}"]
+    return tuple(out)
+
+
+def mount_configuration(account_name: str, run_id: str, sas: str) -> list[Any]:
+    """The pool's blobfuse mount of the run's container (storage_mode = "mount")."""
+    from azure.batch import models as bm
+
+    return [bm.MountConfiguration(azure_blob_file_system_configuration=bm.AzureBlobFileSystemConfiguration(
+        account_name=account_name, container_name=run_id, sas_key=sas,
+        relative_mount_path=mount_name(run_id)))]
+
+
+def autoscale_formula(settings: BatchSection) -> str:
+    """Nodes follow the pending tasks (as in the classic guide), up to max_nodes; a node leaves only
+    when its tasks are done (taskcompletion), so a scale-down never kills work."""
+    target = "$TargetLowPriorityNodes" if settings.autoscale_spot else "$TargetDedicatedNodes"
+    other = "$TargetDedicatedNodes" if settings.autoscale_spot else "$TargetLowPriorityNodes"
+    slots = settings.task_slots_per_node
+    pending = "max(0, $PendingTasks.GetSample(1))"
+    return (
+        f"{target} = min({settings.max_nodes}, ({pending} + {slots - 1}) / {slots});\n"
+        f"{other} = 0;\n"
+        "$NodeDeallocationOption = taskcompletion;\n"
+    )
+
+
+def build_pool(settings: BatchSection, pool_id: str, run_id: str, image: str | None,
+               registry: Any | None, mounts: list[Any] | None = None) -> Any:
+    """The run's pool: container-enabled when the job has an image, autoscaled or fixed."""
+    from azure.batch import models as bm
+
+    container = None
+    if image is not None:
+        registries = None
+        if registry is not None and registry.username and registry.password is not None:
+            registries = [bm.ContainerRegistryReference(
+                registry_server=registry.host, username=registry.username,
+                password=registry.password.reveal())]
+        container = bm.BatchContainerConfiguration(
+            type=bm.ContainerType.DOCKER_COMPATIBLE, container_image_names=[image],
+            container_registries=registries)
+    vm = bm.VirtualMachineConfiguration(
+        image_reference=bm.BatchVmImageReference(
+            publisher=settings.image_publisher, offer=settings.image_offer, sku=settings.image_sku,
+            version=settings.image_version),
+        node_agent_sku_id=settings.node_agent_sku,
+        container_configuration=container,
+    )
+    scale: dict[str, Any]
+    if settings.autoscale:
+        scale = {"enable_auto_scale": True, "auto_scale_formula": autoscale_formula(settings),
+                 "auto_scale_evaluation_interval": dt.timedelta(seconds=settings.autoscale_interval)}
+    else:
+        scale = {"target_dedicated_nodes": settings.dedicated_nodes,
+                 "target_low_priority_nodes": settings.spot_nodes}
+    return bm.BatchPoolCreateOptions(
+        id=pool_id, vm_size=settings.vm_size, virtual_machine_configuration=vm,
+        task_slots_per_node=settings.task_slots_per_node,
+        mount_configuration=mounts,
+        metadata=[bm.BatchMetadataItem(name="shardrun.run", value=run_id)],
+        **scale,
+    )
+
+
+def build_job(job_id: str, pool_id: str, run_id: str, settings: BatchSection, retries: int) -> Any:
+    """Created with noaction: a terminatejob job with no tasks yet would complete at once."""
+    from azure.batch import models as bm
+
+    return bm.BatchJobCreateOptions(
+        id=job_id,
+        pool_info=bm.BatchPoolInfo(pool_id=pool_id),
+        all_tasks_complete_mode=bm.BatchAllTasksCompleteMode.NO_ACTION,
+        constraints=bm.BatchJobConstraints(
+            max_wall_clock_time=dt.timedelta(seconds=settings.max_wall_clock),
+            max_task_retry_count=retries),
+        metadata=[bm.BatchMetadataItem(name="shardrun.run", value=run_id)],
+    )

@@ -1,0 +1,122 @@
+"""Garbage collection: find shardrun's containers that no live run owns, and delete them on request.
+
+Containers are recognised by their metadata (tool and run, see shardrun.providers.azure.blob), never by
+their name: a container whose name merely looks like or contains a run id is never touched. A run is
+live while it is splitting, running or interrupted (it can be resumed); its containers are kept
+whatever their age.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from shardrun.core.ledger import Ledger
+from shardrun.core.provider import GcRequest, Leftover
+from shardrun.core.spec import JobSpec, SecretsSection
+from shardrun.core.states import LIVE, RunState
+from shardrun.providers.azure.settings import StorageSection, batch_settings, storage_settings
+
+CONTAINER, POOL, JOB = "blob container", "Batch pool", "Batch job"
+
+
+def _owner(ledger: Ledger, run_id: str) -> tuple[bool, str]:
+    """(live, why): a run that is splitting, running or interrupted is live and never collected."""
+    run = ledger.get_run(run_id)
+    if run is None:
+        return False, "not in this ledger"
+    return run.status in LIVE, f"run {run.status}"
+
+
+def find_leftovers(store: Any, ledger: Ledger, older_than: float,
+                   now: float | None = None) -> list[Leftover]:
+    """shardrun containers created more than `older_than` seconds ago that no live run owns."""
+    now = time.time() if now is None else now
+    found = []
+    for name, meta, created in store.shardrun_containers():
+        run_id = meta.get("shardrun_run", "")
+        if run_id != name or now - created < older_than:
+            continue
+        live, why = _owner(ledger, run_id)
+        if not live:
+            found.append(Leftover(CONTAINER, name, run_id, created, why))
+    return sorted(found, key=lambda x: x.created)
+
+
+def open_gc_store(spec: JobSpec | None = None, account_url: str | None = None) -> Any:
+    """The blob store gc looks at: a job file's [storage] and [secrets], or the defaults."""
+    from shardrun.providers.azure.blob import open_blob_store
+
+    if spec is not None:
+        settings, secrets, base_dir = storage_settings(spec), spec.secrets, spec.base_dir
+    else:
+        settings, secrets, base_dir = StorageSection(), SecretsSection(), Path.cwd()
+    if account_url:
+        settings = settings.model_copy(update={"account_url": account_url.rstrip("/")})
+    return open_blob_store(settings=settings, secrets=secrets, base_dir=base_dir, progress=False)
+
+
+def collect(request: GcRequest, store: Any = None) -> list[tuple[Leftover, bool]]:
+    """Blob containers: list leftovers, and delete them when asked. (leftover, deleted) pairs."""
+    options = request.options or {}
+    if store is None:
+        store = open_gc_store(request.spec, options.get("account_url"))
+    ledger = request.ledger
+    out = []
+    for item in find_leftovers(store, ledger, request.older_than):
+        deleted = False
+        if request.delete:
+            deleted = store.delete_namespace(item.resource_id)
+            if ledger.get_run(item.run_id) is not None:
+                ledger.resource_deleted(item.run_id, "namespace", item.resource_id)
+                ledger.set_run_status(item.run_id, RunState.CLEANED, "storage removed by shardrun gc")
+        out.append((item, deleted))
+    return out
+
+
+def find_batch_leftovers(client: Any, ledger: Ledger, older_than: float,
+                         now: float | None = None) -> list[Leftover]:
+    """Pools and jobs whose metadata names a shardrun run that is not live, older than
+    `older_than`. Found by metadata, never by name; a pool given as [batch] pool_id has none."""
+    now = time.time() if now is None else now
+    found = []
+    listings = ((POOL, client.list_pools(select=["id", "metadata", "creationTime"])),
+                (JOB, client.list_jobs(select=["id", "metadata", "creationTime"])))
+    for kind, items in listings:
+        for item in items:
+            meta = {m.name: m.value for m in (item.metadata or [])}
+            run_id = meta.get("shardrun.run")
+            created = item.creation_time.timestamp() if item.creation_time else now
+            if not run_id or now - created < older_than:
+                continue
+            live, why = _owner(ledger, run_id)
+            if not live:
+                found.append(Leftover(kind, item.id, run_id, created, why))
+    return sorted(found, key=lambda x: (x.kind != JOB, x.created))  # jobs before pools
+
+
+def collect_batch(request: GcRequest, client: Any = None) -> list[tuple[Leftover, bool]]:
+    """The Batch side of gc, for the account in the job file's [batch] (none without a job file)."""
+    from shardrun.providers.azure.batch_account import (
+        JOB as JOB_KIND,
+    )
+    from shardrun.providers.azure.batch_account import (
+        POOL as POOL_KIND,
+    )
+    from shardrun.providers.azure.batch_account import delete_job, delete_pool, open_batch_client
+
+    spec = request.spec
+    if spec is None or batch_settings(spec) is None:
+        return []
+    client = client if client is not None else open_batch_client(spec)
+    ledger = request.ledger
+    out = []
+    for item in find_batch_leftovers(client, ledger, request.older_than):
+        if request.delete:
+            (delete_job if item.kind == JOB else delete_pool)(client, item.resource_id, wait=True)
+            if ledger.get_run(item.run_id) is not None:
+                ledger.resource_deleted(item.run_id, JOB_KIND if item.kind == JOB else POOL_KIND,
+                                        item.resource_id)
+        out.append((item, request.delete))
+    return out

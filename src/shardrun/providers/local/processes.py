@@ -1,0 +1,354 @@
+"""The local backend: task attempts on this machine, `concurrency` at a time.
+
+Each worker thread takes a task, runs its attempts one after another until one succeeds or the
+retries are spent, and reports AttemptEvents. Timeouts are enforced from `events()`, which the
+client calls several times a second, so no thread per attempt is needed.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from shardrun.core.compute import AttemptEvent, RunContext, TaskSpec
+from shardrun.core.contract import base_environment, task_environment
+from shardrun.core.errors import ShardrunError
+from shardrun.core.layout import log_key
+from shardrun.core.plugins import render_argv
+from shardrun.core.store import GrantsTaskAccess, TaskAccess
+from shardrun.providers.local.container import open_runtime
+from shardrun.providers.local.runtime import ContainerSettings, Launched, Runtime
+
+KILL_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
+GATHER = 0.02  # seconds events() keeps collecting after the first event
+NODE_ID = "local-node"
+
+
+@dataclass
+class _Running:
+    handle: Launched
+    deadline: float | None
+    timed_out: bool = False
+    term_sent_at: float | None = None
+
+
+class LocalBackend:
+    name = "local"
+
+    detaches = False  # Ctrl-C stops the attempts: they run in this client's process group
+
+    def __init__(self, runtime: str | Runtime = "process", kill_grace: float = KILL_GRACE, *,
+                 containers: ContainerSettings | None = None) -> None:
+        self.runtime = open_runtime(runtime) if isinstance(runtime, str) else runtime
+        self.containers = containers
+        self.kill_grace = kill_grace
+        self._todo: queue.SimpleQueue[TaskSpec | None] = queue.SimpleQueue()
+        self._out: queue.SimpleQueue[AttemptEvent] = queue.SimpleQueue()
+        self._carry: list[AttemptEvent] = []
+        self._running: dict[str, _Running] = {}
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._workers: list[threading.Thread] = []
+        self._ctx: RunContext | None = None
+        self._config_path: Path | None = None
+        self._file_paths: list[Path] = []
+        self._base_env: dict[str, str] = {}
+        self._tasks_dir = Path()
+        self._access: GrantsTaskAccess | None = None
+
+    # -- ComputeBackend -------------------------------------------------------------------------
+    def start(self, ctx: RunContext) -> None:
+        self._ctx = ctx
+        # once, not per attempt: isinstance against a runtime Protocol is slow
+        self._access = ctx.store if isinstance(ctx.store, GrantsTaskAccess) else None
+        shared = ctx.scratch / "shared"
+        shared.mkdir(parents=True, exist_ok=True)
+        self._tasks_dir = ctx.scratch / "tasks"
+        self._tasks_dir.mkdir(exist_ok=True)
+        if ctx.config_key:
+            self._config_path = self._materialize(ctx.config_key, shared / "config")
+        self._file_paths = [self._materialize(k, shared / "files") for k in ctx.file_keys]
+        # A container gets the contract variables only: its image has its own PATH, HOME, ...
+        self._base_env = {} if self.runtime.isolated else base_environment()
+        kill_strays(ctx.run_id)  # a resumed run must not race attempts of the dead client
+        # container runtimes: check the image, remove a dead client's containers
+        self.runtime.prepare(ctx.run_id, self.containers)
+        for i in range(ctx.concurrency):
+            worker = threading.Thread(
+                target=self._work, args=(f"local-{i + 1}",), name=f"shardrun-w{i + 1}", daemon=True
+            )
+            worker.start()
+            self._workers.append(worker)
+
+    def submit(self, tasks: Sequence[TaskSpec]) -> None:
+        for task in tasks:
+            self._todo.put(task)
+
+    def events(self, timeout: float) -> list[AttemptEvent]:
+        self._enforce_deadlines()
+        out, self._carry = self._carry, []
+        try:
+            if not out:
+                out.append(self._out.get(timeout=timeout))
+            # Gather what else arrives shortly: the client records a batch in one ledger
+            # transaction, and short tasks would otherwise cost a commit each.
+            until = time.monotonic() + GATHER
+            while (left := until - time.monotonic()) > 0:
+                out.append(self._out.get(timeout=left))
+        except queue.Empty:
+            pass
+        except KeyboardInterrupt:
+            self._carry = out  # taken off the queue: hand them over on the next call
+            raise
+        return out
+
+    def stop(self) -> None:
+        self._stopping.set()
+        try:
+            while True:
+                self._todo.get_nowait()
+        except queue.Empty:
+            pass
+        with self._lock:
+            handles = [r.handle for r in self._running.values()]
+        for h in handles:
+            h.terminate()
+        deadline = time.monotonic() + self.kill_grace
+        while time.monotonic() < deadline and any(w.is_alive() for w in self._workers):
+            with self._lock:
+                if not self._running:
+                    break
+            time.sleep(0.05)
+        with self._lock:
+            handles = [r.handle for r in self._running.values()]
+        for h in handles:
+            h.kill()
+
+    def notices(self) -> list[str]:
+        return []
+
+    def close(self) -> None:
+        for _ in self._workers:
+            self._todo.put(None)
+        for w in self._workers:
+            w.join(timeout=self.kill_grace + 5)
+        self._workers.clear()
+
+    # -- internals ------------------------------------------------------------------------------
+    def _enforce_deadlines(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            running = list(self._running.values())
+        for r in running:
+            if r.deadline is not None and now >= r.deadline and r.term_sent_at is None:
+                r.timed_out = True
+                r.term_sent_at = now
+                r.handle.terminate()
+            elif r.term_sent_at is not None and now - r.term_sent_at >= self.kill_grace:
+                r.handle.kill()
+
+    def _materialize(self, key: str, folder: Path) -> Path:
+        ctx = self._ctx
+        assert ctx is not None
+        local = self._local_path(key)
+        if local is not None:
+            return local
+        dest = folder / key.rsplit("/", 1)[-1]
+        if self._access is not None:  # like a Batch node: a read-only URL, never the key
+            self._access.fetch_shared(key, dest, ctx.timeout)
+            return dest
+        ctx.store.get_file(key, dest)
+        return dest
+
+    def _work(self, worker: str) -> None:
+        ctx = self._ctx
+        assert ctx is not None
+        while True:
+            task = self._todo.get()
+            if task is None or self._stopping.is_set():
+                return
+            last = task.first_attempt + ctx.retries
+            for attempt in range(task.first_attempt, last + 1):
+                try:
+                    event = self._attempt(ctx, task, attempt, worker, final_try=attempt == last)
+                except Exception as e:  # trouble fails the attempt, never the worker
+                    # (a dead worker would leave its task open forever and hang the run)
+                    reason = str(e) if isinstance(e, ShardrunError) else f"{type(e).__name__}: {e}"
+                    event = AttemptEvent(task.task_id, attempt, "finished", time.time(), worker,
+                                         result="failed", reason=reason, final=attempt == last)
+                self._out.put(event)
+                if event.final or self._stopping.is_set():
+                    break
+
+    def _attempt(
+        self, ctx: RunContext, task: TaskSpec, attempt: int, worker: str, final_try: bool
+    ) -> AttemptEvent:
+        task_dir = self._tasks_dir / f"{task.task_id}.{attempt}"
+        wd = task_dir / "wd"
+        try:
+            task_dir.mkdir()
+        except FileExistsError:
+            shutil.rmtree(task_dir)  # left by a client that died before recording this attempt
+            task_dir.mkdir()
+        wd.mkdir()
+        transfer = self._transfer(ctx, task, attempt)
+        input_path = transfer.fetch_input(wd) if transfer else self._input(ctx, task, wd)
+        output_path = wd / task.output_key.rsplit("/", 1)[-1]
+        for f in self._file_paths:
+            (wd / f.name).symlink_to(f)
+        token = f"{task.task_id}/{attempt}"
+        env = self._base_env | task_environment(
+            run_id=ctx.run_id, task_id=task.task_id, attempt=attempt, input_path=input_path,
+            output_path=output_path, config_path=self._config_path, task_dir=task_dir,
+            working_dir=wd, shared_dir=ctx.scratch / "shared", node_root=ctx.scratch,
+            node_id=NODE_ID, extra=ctx.env,
+        )
+        argv = render_argv(ctx.command or [], {
+            "input": str(input_path), "output": str(output_path),
+            "config": str(self._config_path or ""),
+        })
+
+        def finished(result: str, code: int | None, reason: str | None, final: bool,
+                     size: int | None = None) -> AttemptEvent:
+            return AttemptEvent(task.task_id, attempt, "finished", time.time(), worker,
+                                result=result, exit_code=code, reason=reason, final=final,
+                                output_size=size)
+
+        with (task_dir / "stdout.txt").open("wb") as out, (task_dir / "stderr.txt").open("wb") as err:
+            try:
+                handle = self.runtime.launch(argv, env=env, cwd=wd, stdout=out, stderr=err)
+            except OSError as e:
+                program = argv[0] if argv else self.runtime.name  # no argv: the image's ENTRYPOINT
+                err.write(f"shardrun: cannot start {program!r}: {e.strerror}\n".encode())
+                err.flush()
+                self._keep_logs(ctx, task, attempt, task_dir, transfer)
+                return finished("failed", None, f"cannot start {program!r}: {e.strerror}", True)
+            deadline = time.monotonic() + ctx.timeout if ctx.timeout else None
+            running = _Running(handle, deadline)
+            with self._lock:
+                self._running[token] = running
+            self._out.put(AttemptEvent(task.task_id, attempt, "started", time.time(), worker,
+                                       pid=handle.pid))
+            try:
+                code = handle.wait()
+            finally:
+                with self._lock:
+                    del self._running[token]
+        self._keep_logs(ctx, task, attempt, task_dir, transfer)
+
+        if self._stopping.is_set() and code != 0:
+            return finished("interrupted", code, "stopped by the user", True)
+        if running.timed_out:
+            reason = f"timed out after {ctx.timeout:g}s"
+            return finished("timeout", code, reason, final_try)
+        if code != 0:
+            return finished("failed", code, _exit_reason(code), final_try)
+        if not output_path.is_file():
+            what = "a folder" if output_path.is_dir() else "nothing"
+            reason = f"exited 0 but wrote {what} at OUTPUT_PATH ({output_path.name})"
+            return finished("failed", code, reason, final_try)
+        if transfer:
+            size = transfer.put_output(output_path)
+        else:
+            size = ctx.store.put_file(task.output_key, output_path, move=True)
+        _remove_task_dir(task_dir)
+        return finished("succeeded", code, None, True, size)
+
+    def _local_path(self, key: str) -> Path | None:
+        """The store's own file for `key`, if the attempt can see it (a container sees the node root
+        only, so it gets a copy)."""
+        assert self._ctx is not None
+        if self.runtime.isolated:
+            return None
+        return self._ctx.store.local_path(key)
+
+    def _input(self, ctx: RunContext, task: TaskSpec, wd: Path) -> Path:
+        if not task.input_key.endswith("/"):
+            local = self._local_path(task.input_key)
+            if local is not None:
+                return local  # read-only by contract; no copy needed
+            dest = wd / task.input_key.rsplit("/", 1)[-1]
+            ctx.store.get_file(task.input_key, dest)
+            return dest
+        folder = wd / task.input_key.rstrip("/").rsplit("/", 1)[-1]
+        for obj in ctx.store.list(task.input_key):
+            dest = folder / obj.key[len(task.input_key):]
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            local = self._local_path(obj.key)
+            if local is not None:
+                dest.symlink_to(local)
+            else:
+                ctx.store.get_file(obj.key, dest)
+        folder.mkdir(exist_ok=True)
+        return folder
+
+    def _transfer(self, ctx: RunContext, task: TaskSpec, attempt: int) -> TaskAccess | None:
+        """Per-attempt access of its own when the store grants it (blob), so the task holds no key."""
+        if self._access is None:
+            return None
+        logs = {s: log_key(ctx.run_id, task.task_id, attempt, s) for s in ("stdout", "stderr")}
+        return self._access.task_access(input_key=task.input_key, output_key=task.output_key,
+                                        log_keys=logs, timeout=ctx.timeout)
+
+    def _keep_logs(self, ctx: RunContext, task: TaskSpec, attempt: int, task_dir: Path,
+                   transfer: TaskAccess | None = None) -> None:
+        for stream in ("stdout", "stderr"):
+            path = task_dir / f"{stream}.txt"
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:
+                continue
+            if size == 0:
+                path.unlink()  # an empty log is not stored; `shardrun logs` shows it as empty
+            elif transfer:
+                transfer.put_log(stream, path)
+                path.unlink()
+            else:
+                ctx.store.put_file(log_key(ctx.run_id, task.task_id, attempt, stream), path,
+                                   move=True)
+
+
+def _remove_task_dir(task_dir: Path) -> None:
+    # After a success the folder is usually an empty wd: two rmdirs beat a tree walk.
+    try:
+        (task_dir / "wd").rmdir()
+        task_dir.rmdir()
+    except OSError:
+        shutil.rmtree(task_dir, ignore_errors=True)
+
+
+def _exit_reason(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+def kill_strays(run_id: str) -> int:
+    """Kill process groups left running by a client of this run that died (kill -9).
+
+    They are found by the SHARDRUN_RUN_ID in their environment, so nothing else is touched.
+    """
+    marker = f"SHARDRUN_RUN_ID={run_id}".encode()
+    killed = 0
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if marker not in (proc / "environ").read_bytes().split(b"\0"):
+                continue
+            pgid = os.getpgid(int(proc.name))
+            if pgid == os.getpgrp():
+                continue  # never our own group
+            os.killpg(pgid, signal.SIGKILL)
+            killed += 1
+        except (OSError, ValueError):
+            continue
+    return killed

@@ -1,0 +1,124 @@
+"""The default store: a folder on this machine. Writes are atomic (temp file, then rename)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from shardrun.core.layout import split_key
+from shardrun.core.store import ObjectInfo
+
+
+class LocalStore:
+    name = "local"
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        # A lexical check is enough (the store's folders are ours) and costs no system calls,
+        # which matters at thousands of tasks.
+        split_key(key)
+        if key.startswith("/") or any(part in ("", ".", "..") for part in key.split("/")):
+            raise ValueError(f"key {key!r} is not a plain relative path")
+        return self.root / key
+
+    def put_file(self, key: str, src: Path, *, move: bool = False) -> int:
+        dest = self._path(key)
+        if move:
+            try:
+                return _move(src, dest)
+            except OSError:
+                pass  # another filesystem: fall back to copy
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".part-")
+        os.close(fd)
+        try:
+            shutil.copyfile(src, tmp)
+            os.replace(tmp, dest)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        if move:
+            Path(src).unlink(missing_ok=True)
+        return dest.stat().st_size
+
+    def put_files(self, items: Sequence[tuple[str, Path]], *, move: bool = False) -> None:
+        for key, src in items:
+            self.put_file(key, src, move=move)
+
+    def get_files(self, items: Sequence[tuple[str, Path]]) -> None:
+        for key, dest in items:
+            self.get_file(key, dest)
+
+    def get_file(self, key: str, dest: Path) -> int:
+        src = self._path(key)
+        if not src.is_file():
+            raise FileNotFoundError(key)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dest)
+        return dest.stat().st_size
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        dest = self._path(key)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".part-")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, dest)
+
+    def get_bytes(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except (FileNotFoundError, IsADirectoryError):
+            raise FileNotFoundError(key) from None
+
+    def size(self, key: str) -> int | None:
+        path = self._path(key)
+        return path.stat().st_size if path.is_file() else None
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        namespace, _, _ = prefix.partition("/")
+        base = self.root / namespace
+        if not namespace or not base.is_dir():
+            return
+        found = []
+        for dirpath, _dirs, files in os.walk(base):
+            for fname in files:
+                if fname.startswith(".part-"):
+                    continue
+                full = Path(dirpath) / fname
+                key = full.relative_to(self.root).as_posix()
+                if key.startswith(prefix):
+                    found.append(ObjectInfo(key, full.stat().st_size))
+        yield from sorted(found, key=lambda o: o.key)
+
+    def delete_namespace(self, namespace: str) -> bool:
+        if not namespace or "/" in namespace or namespace in (".", ".."):
+            raise ValueError(f"bad namespace {namespace!r}")
+        path = self.root / namespace
+        if not path.exists():
+            return False
+        shutil.rmtree(path)
+        return True
+
+    def local_path(self, key: str) -> Path | None:
+        path = self._path(key)
+        return path if path.is_file() else None
+
+
+def _move(src: Path, dest: Path) -> int:
+    """Rename, creating the parent folder only when the first try says it is missing."""
+    size = os.stat(src).st_size
+    try:
+        os.replace(src, dest)
+    except FileNotFoundError:
+        if not os.path.exists(src):
+            raise
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(src, dest)
+    return size

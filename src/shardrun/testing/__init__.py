@@ -1,0 +1,1 @@
+"""Contract suites every provider runs, importable (like fsspec.tests.abstract)."""
