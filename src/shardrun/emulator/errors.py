@@ -17,6 +17,8 @@ MESSAGES: dict[str, str] = {
     "UnsupportedQueryParameter": "One of the query parameters specified in the request URI is not supported.",
     "InvalidQueryParameterValue": "Value for one of the query parameters specified in the request URI is "
     "invalid.",
+    "OutOfRangeQueryParameterValue": "A query parameter specified in the request URI is outside the "
+    "permissible range.",
     "UnsupportedRequestVersion": "The specified request version is not supported.",
     "InvalidHeaderValue": "The value provided for one of the HTTP headers was not in the correct format.",
     "InvalidUri": "The requested URI does not represent any resource on the server.",

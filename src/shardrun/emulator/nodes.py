@@ -67,7 +67,7 @@ class Scheduler:
         for tasks in self.emu.state.tasks.values():
             for task in tasks.values():
                 if task["state"] in ("running", "preparing"):
-                    self._requeue(task)
+                    self._requeue(task, by_user=False)
 
     def _loop(self) -> None:
         last = time.monotonic()
@@ -356,11 +356,16 @@ class Scheduler:
         info["retryCount"] = 0
         self.emu.state.touch(task)
 
-    def _requeue(self, task: Resource) -> None:
+    def _requeue(self, task: Resource, *, by_user: bool = True) -> None:
+        """Back to active to run again. Only a user's request (a pool shrunk or nodes removed with
+        `requeue`, a job disabled with `requeue`) counts in requeueCount, as the spec defines it; a
+        preemption or a restart of the emulator reschedules the task without counting, and is not
+        a retry either."""
         task_transition(task, "active")
-        info = task["executionInfo"]
-        info["requeueCount"] = info.get("requeueCount", 0) + 1
-        info["lastRequeueTime"] = iso(utcnow())
+        if by_user:
+            info = task["executionInfo"]
+            info["requeueCount"] = info.get("requeueCount", 0) + 1
+            info["lastRequeueTime"] = iso(utcnow())
         self.emu.state.touch(task)
 
     def _check_deadlines(self) -> None:

@@ -2,8 +2,8 @@
 
 The outcome rules are the service's: a non-zero exit is retried up to maxTaskRetryCount (-1: no
 limit); a task that could not start, or whose output files failed to upload, is not retried; a task
-stopped by a node leaving or a preemption is requeued; a terminated or timed-out task completes
-with a failure.
+stopped by a node leaving or a preemption runs again (only a user's requeue counts in
+requeueCount); a terminated or timed-out task completes with a failure.
 """
 
 from __future__ import annotations
@@ -167,7 +167,7 @@ def record_outcome(sched: Scheduler, attempt: Attempt, outcome: Outcome, node: R
     if task is None or reason == "delete":
         return
     if reason in ("requeue", "preempt", "shutdown"):
-        sched._requeue(task)
+        sched._requeue(task, by_user=reason == "requeue")
         return
     info = task["executionInfo"]
     if outcome.exit_code is not None:
