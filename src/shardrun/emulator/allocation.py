@@ -1,20 +1,25 @@
 """A pool's nodes: growing and shrinking towards the targets (with injected resize errors), each
-node's way through creating -> starting -> idle/running (or unusable, or preempted).
+node's way through creating -> starting -> idle/running (or unusable, or preempted), and a container
+pool's image prefetch at node start.
 
 `NodeAllocation` is a part of the `Scheduler` (nodes.py), which calls it under the state lock.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import shutil
+import threading
 import time
 import uuid
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .execution import Attempt
 from .faults import RESIZE_ERRORS, resize_error_stops
 from .placement import SCHEDULABLE
+from .prefetch import PrefetchError, needs_prefetch, prefetch
 from .state import Resource, iso, utcnow
 
 if TYPE_CHECKING:
@@ -186,14 +191,58 @@ class NodeAllocation:
                         }
                     ]
                     continue
-                self._node_state(node, "idle")
-                node["lastBootTime"] = iso(utcnow())
+                images = self._images(pool, node)
+                if images == "failed":
+                    self._node_state(node, "unusable")
+                    node["errors"] = node.pop("_prefetchErrors", [])
+                elif images == "ready":
+                    self._node_state(node, "idle")
+                    node["lastBootTime"] = iso(utcnow())
             elif state == "preempted" and now >= node["_due"]:
+                node.pop("_prefetch", None)  # a new VM: it pulls the pool's images again
                 self._node_state(node, "starting", delay=half)
             elif state == "running" and not node["isDedicated"] and self.emu.faults.should_preempt(seconds):
                 log.info("preempting Spot node %s", node["id"])
                 self._node_state(node, "preempted", delay=self.emu.faults.config.preempt_recover_seconds)
                 self._stop_node_tasks(node, "preempt")
+
+    def _images(self, pool: Resource, node: Resource) -> str:
+        """'ready', 'pulling' or 'failed': a container pool's images on a starting node (podman)."""
+        if self.emu.config.container_runtime != "podman" or not needs_prefetch(pool):
+            return "ready"
+        status = node.get("_prefetch")
+        if status is None:
+            node["_prefetch"] = "pulling"
+            config = copy.deepcopy(pool["virtualMachineConfiguration"]["containerConfiguration"])
+            thread = threading.Thread(
+                target=self._pull, args=(node, config), name=f"prefetch-{node['id'][-12:]}", daemon=True
+            )
+            thread.start()
+            return "pulling"
+        return str(status)
+
+    def _pull(self, node: Resource, config: dict[str, Any]) -> None:
+        """In its own thread, without the lock: log in, pull, then record how it went."""
+        errors: list[dict[str, Any]] = []
+        try:
+            prefetch(config, Path(node["_root"]), self.emu.config.podman_args)
+        except PrefetchError as exc:
+            errors = [exc.node_error()]
+        except Exception as exc:  # a bug here must not leave the node starting forever
+            log.exception("prefetch on node %s failed", node["id"])
+            errors = [
+                PrefetchError(
+                    "The node could not prepare its container images.", [("Message", type(exc).__name__)]
+                ).node_error()
+            ]
+        with self.emu.state.lock:
+            if node.get("_prefetch") != "pulling":
+                return  # the node was preempted or rebooted meanwhile
+            node["_prefetch"] = "failed" if errors else "ready"
+            if errors:
+                node["_prefetchErrors"] = errors
+                log.info("node %s is unusable: %s", node["id"], errors[0]["message"])
+            self.emu.state.changed()
 
     def _tear_down_pool(self, key: str, pool: Resource) -> None:
         nodes = self.emu.state.pool_nodes(pool["id"])

@@ -62,6 +62,7 @@ class Scheduler(NodeAllocation):
             for node in nodes.values():
                 if node["state"] in ("idle", "running", "creating", "starting", "preempted"):
                     self._node_state(node, "starting", delay=self.emu.config.node_start_seconds / 2)
+                    node.pop("_prefetch", None)  # a node that boots again pulls its images again
                 node.update(runningTasksCount=0, runningTaskSlotsCount=0, _slots=0)
         for tasks in self.emu.state.tasks.values():
             for task in tasks.values():

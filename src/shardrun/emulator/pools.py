@@ -59,6 +59,14 @@ def create_pool(emu: Emulator, req: Request) -> Response:
         raise BatchApiError(
             400, "MissingRequiredProperty", values=[("PropertyName", "virtualMachineConfiguration")]
         )
+    containers = body["virtualMachineConfiguration"].get("containerConfiguration") or {}
+    for registry in containers.get("containerRegistries", []):
+        if "identityReference" in registry or "password" not in registry:
+            raise bad_property(
+                "containerRegistries",
+                registry.get("registryServer", "docker.io"),
+                "the emulator logs in to a registry with username and password only",
+            )
     autoscale = bool(body.get("enableAutoScale"))
     if autoscale:
         if "autoScaleFormula" not in body:
