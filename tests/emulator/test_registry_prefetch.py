@@ -34,12 +34,16 @@ from .conftest import IMAGE, client_for, error_of, make_job, start_emulator, wai
 class FakePodman:
     """Records each podman call; `fail` makes the call whose subcommand it names fail."""
 
-    def __init__(self, fail: str | None = None) -> None:
+    def __init__(self, fail: str | None = None, present: tuple[str, ...] = ()) -> None:
+        self.present = present  # images already in the local store
         self.calls: list[tuple[list[str], bytes | None]] = []
         self.fail = fail
         self.auth_modes: list[tuple[int, int]] = []
 
     def __call__(self, argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[bytes]:
+        if "exists" in argv:
+            present = argv[-1] in self.present
+            return subprocess.CompletedProcess(argv, 0 if present else 1, b"", b"")
         self.calls.append((argv, kwargs.get("input")))
         auth = Path(argv[argv.index("--authfile") + 1])
         self.auth_modes.append((stat.S_IMODE(auth.stat().st_mode), stat.S_IMODE(auth.parent.stat().st_mode)))
@@ -67,6 +71,15 @@ def test_login_and_pull_commands(tmp_path: Path) -> None:
     assert "--tls-verify=false" not in pull_hub  # TLS is only ever turned off for loopback
     assert set(fake.auth_modes) == {(0o600, 0o700)}  # owner-only while it exists...
     assert not (tmp_path / ".batch-agent").exists()  # ...and gone after the pull
+
+
+def test_an_image_already_in_the_local_store_is_not_pulled_but_the_login_still_happens(
+    tmp_path: Path,
+) -> None:
+    fake = FakePodman(present=("localhost/app:1",))
+    prefetch(config("localhost/app:1", "127.0.0.1:5000/other:1"), tmp_path, (), fake)
+    assert [argv[1] for argv, _ in fake.calls] == ["login", "pull"]
+    assert fake.calls[1][0][-1] == "127.0.0.1:5000/other:1"
 
 
 def test_remote_registries_keep_tls_and_failures_are_node_errors(tmp_path: Path) -> None:

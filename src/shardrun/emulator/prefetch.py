@@ -3,7 +3,9 @@
 When a pool's `containerConfiguration` names `containerImageNames`, every node logs in to the
 pool's `containerRegistries` and pulls those images before it becomes idle (with
 `--container-runtime podman`). A failure leaves the node `unusable`, with the error in its
-`errors`, so no task is started there.
+`errors`, so no task is started there. The emulated nodes share this machine's image store, so an
+image already there (a locally built `localhost/app:1`, or one an earlier node pulled) is not
+pulled again; the login still happens, so bad credentials still fail.
 
 Secrets: a registry password goes to `podman login --password-stdin`, never onto a command line,
 and the credentials live in an auth file (0600, in a 0700 folder of the node's own directory) only
@@ -99,6 +101,20 @@ def _short(text: bytes, secrets: list[str]) -> str:
     return out[:_MESSAGE_LIMIT]
 
 
+def _present(run: Runner, podman_args: tuple[str, ...], image: str) -> bool:
+    try:
+        proc = run(
+            ["podman", *podman_args, "image", "exists", image],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=PULL_TIMEOUT,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return proc.returncode == 0
+
+
 def prefetch(
     container_config: dict[str, Any],
     node_root: Path,
@@ -141,6 +157,8 @@ def prefetch(
                     [("ContainerRegistry", host), ("Message", _short(proc.stderr, secrets))],
                 )
         for image in images:
+            if _present(run, podman_args, image):
+                continue  # the nodes share this machine's image store: already there is pulled
             host = image_registry(image)
             argv = ["podman", *podman_args, "pull", "--quiet", "--authfile", str(auth), *_tls(host), image]
             try:
