@@ -20,6 +20,7 @@ from .execution import Attempt
 from .faults import RESIZE_ERRORS, resize_error_stops
 from .placement import SCHEDULABLE
 from .prefetch import PrefetchError, needs_prefetch, prefetch
+from .preparation import forget_node
 from .state import Resource, iso, utcnow
 
 if TYPE_CHECKING:
@@ -200,6 +201,7 @@ class NodeAllocation:
                     node["lastBootTime"] = iso(utcnow())
             elif state == "preempted" and now >= node["_due"]:
                 node.pop("_prefetch", None)  # a new VM: it pulls the pool's images again
+                forget_node(self.emu, node["id"], rebooted=False)  # and runs job preparations again
                 self._node_state(node, "starting", delay=half)
             elif state == "running" and not node["isDedicated"] and self.emu.faults.should_preempt(seconds):
                 log.info("preempting Spot node %s", node["id"])

@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING, Any
 from .allocation import NodeAllocation
 from .autoscale import Formula, FormulaError, Samples, decide
 from .execution import Attempt, AttemptSpec, Outcome
+from .exits import after_completion
 from .jobs import set_state
 from .placement import place_tasks, record_outcome
+from .preparation import forget_node, is_prep_key, record_prep
 from .spec import parse_duration
 from .state import Resource, iso, parse_iso, utcnow
 from .tasks import task_transition
@@ -63,6 +65,7 @@ class Scheduler(NodeAllocation):
                 if node["state"] in ("idle", "running", "creating", "starting", "preempted"):
                     self._node_state(node, "starting", delay=self.emu.config.node_start_seconds / 2)
                     node.pop("_prefetch", None)  # a node that boots again pulls its images again
+                    forget_node(self.emu, node["id"], rebooted=True)
                 node.update(runningTasksCount=0, runningTaskSlotsCount=0, _slots=0)
         for tasks in self.emu.state.tasks.values():
             for task in tasks.values():
@@ -182,6 +185,7 @@ class Scheduler(NodeAllocation):
         job["executionInfo"]["terminateReason"] = reason
         for task in self.emu.state.job_tasks(job["id"]).values():
             self.stop_task(job, task, "terminate")
+        self._stop_preparations(job, "terminate")
         self.emu.state.touch(job)
 
     def disable_job(self, job: Resource, option: str) -> None:
@@ -206,9 +210,11 @@ class Scheduler(NodeAllocation):
                 },
             )
             self.emu.state.touch(task)
+            after_completion(self, job, task)
 
     def reactivate(self, task: Resource) -> None:
         task_transition(task, "active")
+        task.pop("_dependencyAction", None)
         info = task["executionInfo"]
         for key in ("endTime", "exitCode", "failureInfo", "result", "startTime"):
             info.pop(key, None)
@@ -245,6 +251,7 @@ class Scheduler(NodeAllocation):
             if job["state"] == "deleting":
                 for task in tasks.values():
                     self.stop_task(job, task, "delete")
+                self._stop_preparations(job, "delete")
                 if not running:
                     del state.jobs[key]
                     state.tasks.pop(key, None)
@@ -266,16 +273,26 @@ class Scheduler(NodeAllocation):
     def _place_tasks(self) -> None:
         place_tasks(self)
 
-    def launch(
-        self, job: Resource, task: Resource, pool: Resource, node: Resource, spec: AttemptSpec
-    ) -> None:
+    def launch(self, key: tuple[str, str], pool: Resource, node: Resource, spec: AttemptSpec) -> None:
+        """Run an attempt: a task's ((job key, task key)) or a job preparation's (preparation.py)."""
+        spec.extra["key"] = key
         attempt = Attempt(spec, self._finished)
-        self.attempts[(job["id"].lower(), task["id"].lower())] = (attempt, pool, node)
+        self.attempts[key] = (attempt, pool, node)
         attempt.start()
 
     def _finished(self, attempt: Attempt, outcome: Outcome) -> None:
         with self.emu.state.lock:
-            spec = attempt.spec
-            found = self.attempts.pop((spec.job_id.lower(), spec.task_id.lower()), None)
-            if found is not None:
+            key = attempt.spec.extra["key"]
+            found = self.attempts.pop(key, None)
+            if found is None:
+                return
+            if is_prep_key(key):
+                record_prep(self, attempt, outcome, found[1], found[2])
+            else:
                 record_outcome(self, attempt, outcome, found[2])
+
+    def _stop_preparations(self, job: Resource, reason: str) -> None:
+        job_key = job["id"].lower()
+        for key, (attempt, _, _) in list(self.attempts.items()):
+            if key[0] == job_key and is_prep_key(key):
+                attempt.stop(reason)

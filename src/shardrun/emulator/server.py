@@ -24,7 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from . import jobs, pools, tasks  # noqa: F401  (they register their handlers)
+from . import jobs, pools, preparation, tasks  # noqa: F401  (they register their handlers)
 from .api import HANDLERS, Request, Response
 from .auth import Credentials, verify
 from .config import EmulatorConfig
