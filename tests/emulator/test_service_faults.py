@@ -218,3 +218,54 @@ def test_faults_are_seeded_per_kind() -> None:
     assert faults.resize_error(first=True) == "AllocationFailed" and faults.resize_error(first=False) is None
     with pytest.raises(ValueError):
         FaultConfig(resize_error="NoSuchCode")
+
+
+def test_the_command_line_flags_reach_the_fault_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    import shardrun.emulator as package
+    from shardrun.emulator.command import emulator_command
+
+    handlers: dict[int, Any] = {}
+    seen: list[Any] = []
+    monkeypatch.setattr("signal.signal", lambda sig, handler: handlers.__setitem__(sig, handler))
+
+    class FakeEmulator:
+        url = "http://127.0.0.1:1"
+
+        def __init__(self, config: Any) -> None:
+            seen.append(config)
+
+        def __enter__(self) -> FakeEmulator:
+            handlers[15](15, None)  # as if SIGTERM came at once
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+    monkeypatch.setattr(package, "Emulator", FakeEmulator, raising=False)
+    flags = [
+        "--reset-rate",
+        "0.1",
+        "--drop-response-rate",
+        "0.2",
+        "--slow-rate",
+        "0.3",
+        "--slow-seconds",
+        "4",
+    ]
+    flags += ["--resize-error", "AccountLowPriorityCoreQuotaReached", "--resize-error-rate", "0.5"]
+    result = CliRunner().invoke(emulator_command, ["--port", "0", *flags])
+    assert result.exit_code == 0, result.output
+    faults = seen[0].faults
+    assert (faults.reset_rate, faults.drop_response_rate, faults.slow_rate, faults.slow_seconds) == (
+        0.1,
+        0.2,
+        0.3,
+        4,
+    )
+    assert (faults.resize_error, faults.resize_error_rate) == ("AccountLowPriorityCoreQuotaReached", 0.5)
+    result = CliRunner().invoke(emulator_command, ["--resize-error", "NoSuchCode"])
+    assert result.exit_code == 2
+    result = CliRunner().invoke(emulator_command, ["--resize-error-rate", "0.5"])
+    assert result.exit_code == 2 and "needs --resize-error" in result.output
