@@ -63,14 +63,16 @@ def make_pool(
     spot: int = 0,
     slots: int = 2,
     containers: bool = False,
+    images: tuple[str, ...] = ("localhost/app:1",),
     **extra: Any,
 ) -> None:
     config = bm.VirtualMachineConfiguration(
         image_reference=IMAGE, node_agent_sku_id="batch.node.ubuntu 22.04"
     )
     if containers:
+        # With --container-runtime podman, nodes pull these at start: name images that exist.
         config.container_configuration = bm.BatchContainerConfiguration(
-            type="dockerCompatible", container_image_names=["localhost/app:1"]
+            type="dockerCompatible", container_image_names=list(images)
         )
     options = bm.BatchPoolCreateOptions(
         id=pool_id,

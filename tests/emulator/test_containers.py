@@ -16,7 +16,7 @@ def test_container_tasks_run_in_podman(podman: Engine, test_image: str, tmp_path
     emu = start_emulator(container_runtime="podman")
     try:
         client = client_for(emu)
-        make_pool(client, containers=True)
+        make_pool(client, containers=True, images=(test_image,))
         make_job(client)
         shell = bm.BatchTaskContainerSettings(
             image_name=test_image, container_run_options="--entrypoint /bin/sh"
@@ -72,7 +72,7 @@ def test_stopping_a_container_task_removes_its_container(podman: Engine, test_im
     emu = start_emulator(container_runtime="podman")
     try:
         client = client_for(emu)
-        make_pool(client, containers=True)
+        make_pool(client, containers=True, images=(test_image,))
         make_job(client)
         settings = bm.BatchTaskContainerSettings(
             image_name=test_image, container_run_options="--entrypoint /bin/sh"

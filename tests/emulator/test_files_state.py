@@ -103,6 +103,8 @@ def test_resource_and_output_files(azurite: Azurite) -> None:
 def test_transfer_failures(azurite: Azurite) -> None:
     run = uuid.uuid4().hex[:8]
     _, read_only = container_url(azurite, f"ro-{run}", read=True, list=True)
+    service, gone = container_url(azurite, f"gone-{run}", write=True, create=True, add=True)
+    service.delete_container(f"gone-{run}")  # a valid SAS for a container that no longer exists
     emu = start_emulator()
     try:
         client = client_for(emu)
@@ -126,13 +128,26 @@ def test_transfer_failures(azurite: Azurite) -> None:
                 output_files=[output("r.txt", read_only, None, "tasksuccess")],
             ),
         )
+        client.create_task(
+            "job1",
+            bm.BatchTaskCreateOptions(
+                id="nocontainer",
+                command_line="/bin/sh -c 'echo x > r.txt'",
+                output_files=[output("r.txt", gone, None, "tasksuccess")],
+            ),
+        )
         info = wait_task_done(client, "job1", "nofile").execution_info
         assert info.result == "failure" and info.failure_info.code == "BlobNotFound" and info.retry_count == 0
         assert all("sig=" not in d.value for d in info.failure_info.details)  # SAS never shown
         info = wait_task_done(client, "job1", "noupload").execution_info
         assert (
-            info.result == "failure" and info.exit_code == 0 and info.failure_info.code == "FileUploadFailed"
+            info.result == "failure"
+            and info.exit_code == 0
+            and info.failure_info.code == "FileUploadAccessDenied"  # a read-only SAS: 403
         )
+        info = wait_task_done(client, "job1", "nocontainer").execution_info
+        assert info.result == "failure" and info.failure_info.code == "FileUploadContainerNotFound"
+        assert info.failure_info.category == "usererror" and info.retry_count == 0
     finally:
         emu.stop()
 
@@ -155,9 +170,9 @@ def test_state_survives_a_restart(tmp_path: Path) -> None:
         client = client_for(again)
         assert client.get_job("job1").etag == etag
         assert client.get_task("job1", "done").execution_info.result == "success"
-        # What was running when the emulator stopped is requeued and runs again.
+        # What was running when the emulator stopped runs again; no user asked, so it is not counted.
         task = client.get_task("job1", "running")
-        assert task.state in ("active", "running") and task.execution_info.requeue_count == 1
+        assert task.state in ("active", "running") and task.execution_info.requeue_count == 0
         assert wait_for(lambda: client.get_pool("pool1").current_dedicated_nodes == 1)
         client.terminate_task("job1", "running")
         assert b"".join(client.download_task_file("job1", "done", "stdout.txt")) == b""

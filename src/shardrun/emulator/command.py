@@ -100,10 +100,49 @@ def _loopback(ctx: click.Context, param: click.Parameter, value: str) -> str:
     help="Preemptions per second of each Spot node running tasks.",
 )
 @click.option("--node-start-failure-rate", type=click.FloatRange(0, 1), default=0.0)
+@click.option(
+    "--reset-rate",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    help="Share of connections reset before the request is handled (no side effect).",
+)
+@click.option(
+    "--drop-response-rate",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    help="Share of requests applied whose answer is lost (the connection closes without one).",
+)
+@click.option(
+    "--slow-rate",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    help="Share of requests applied whose answer comes --slow-seconds late.",
+)
+@click.option("--slow-seconds", type=click.FloatRange(0), default=10.0, show_default=True)
+@click.option(
+    "--resize-error",
+    type=click.Choice(
+        [
+            "AccountCoreQuotaReached",
+            "AccountLowPriorityCoreQuotaReached",
+            "AllocationFailed",
+            "AllocationTimedOut",
+        ]
+    ),
+    help="Growing a pool fails with this resize error: the first growth of each pool, or a share of all "
+    "growths with --resize-error-rate.",
+)
+@click.option(
+    "--resize-error-rate",
+    type=click.FloatRange(0, 1),
+    help="With --resize-error: the share of pool growths that fail, instead of the first of each pool.",
+)
 @click.option("--check-responses", is_flag=True, help="Check every response against the spec (slower).")
 @click.option("-v", "--verbose", is_flag=True, help="Log every request (never its credentials).")
 def emulator_command(**options: Any) -> None:
     """Run a local Azure Batch emulator (REST api-version 2025-06-01) on loopback."""
+    if options["resize_error_rate"] is not None and options["resize_error"] is None:
+        raise click.UsageError("--resize-error-rate needs --resize-error CODE")
     try:
         from . import DEV_ACCOUNT_KEY, DEV_ACCOUNT_NAME, Emulator, EmulatorConfig, FaultConfig
     except ImportError as exc:
@@ -122,6 +161,12 @@ def emulator_command(**options: Any) -> None:
         retry_after_share=options["retry_after_share"],
         preempt_rate=options["preempt_rate"],
         node_start_failure_rate=options["node_start_failure_rate"],
+        reset_rate=options["reset_rate"],
+        drop_response_rate=options["drop_response_rate"],
+        slow_rate=options["slow_rate"],
+        slow_seconds=options["slow_seconds"],
+        resize_error=options["resize_error"],
+        resize_error_rate=options["resize_error_rate"],
     )
     config = EmulatorConfig(
         host=options["host"],

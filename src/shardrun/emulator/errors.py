@@ -17,6 +17,8 @@ MESSAGES: dict[str, str] = {
     "UnsupportedQueryParameter": "One of the query parameters specified in the request URI is not supported.",
     "InvalidQueryParameterValue": "Value for one of the query parameters specified in the request URI is "
     "invalid.",
+    "OutOfRangeQueryParameterValue": "A query parameter specified in the request URI is outside the "
+    "permissible range.",
     "UnsupportedRequestVersion": "The specified request version is not supported.",
     "InvalidHeaderValue": "The value provided for one of the HTTP headers was not in the correct format.",
     "InvalidUri": "The requested URI does not represent any resource on the server.",
@@ -40,6 +42,11 @@ MESSAGES: dict[str, str] = {
     "JobBeingTerminated": "The specified job is being terminated.",
     "JobCompleted": "The specified job is already in a completed state.",
     "TaskCompleted": "The specified task is already in a completed state.",
+    "TaskIdSameAsJobPreparationTask": "The specified task has the same id as the job preparation task.",
+    "JobPreparationTaskNotSpecified": "The specified job does not have a Job Preparation task.",
+    "TaskDependenciesNotSpecifiedOnJob": "A task was specified as depending on other tasks, but the job did "
+    "not specify that it would use task dependencies.",
+    "TaskDependencyListTooLong": "The task dependency list is too long.",
     "OperationInvalidForCurrentState": "The specified operation is not valid for the current state of the "
     "resource.",
     "InvalidAutoScalingSettings": "The specified auto-scaling settings are not valid.",

@@ -118,6 +118,37 @@ def download_resource_files(resource_files: list[dict[str, Any]], wd: Path) -> N
                 raise _download_error(exc, url, file_path) from None
 
 
+# TaskFailureInformationCodes for output files, with the documented descriptions.
+_UPLOAD_FAILURES = {
+    404: (
+        "FileUploadContainerNotFound",
+        "The Azure Storage Container for uploading Output Files was not found.",
+    ),
+    403: (
+        "FileUploadAccessDenied",
+        "Access to the Azure Storage Container for uploading Output Files was denied.",
+    ),
+    409: ("FileUploadConflict", "There was a conflict encountered when uploading Output Files."),
+}
+_UPLOAD_MISC = (
+    "FileUploadMiscError",
+    "The compute node hit an unexpected error when uploading Output Files.",
+)
+
+
+def upload_failure(exc: BaseException) -> tuple[str, str]:
+    """The failureInfo code and message for a failed upload, by the storage service's answer:
+    404 (the container) -> FileUploadContainerNotFound, 401/403 -> FileUploadAccessDenied,
+    409 -> FileUploadConflict, anything else (other statuses, no answer, a local error) ->
+    FileUploadMiscError."""
+    status = getattr(exc, "status_code", None)
+    if isinstance(exc, ClientAuthenticationError) and status is None:
+        status = 403
+    if status == 401:
+        status = 403
+    return _UPLOAD_FAILURES.get(status, _UPLOAD_MISC) if isinstance(status, int) else _UPLOAD_MISC
+
+
 def _condition_holds(condition: str, succeeded: bool) -> bool:
     return condition == "taskcompletion" or (condition == "tasksuccess") == succeeded
 
@@ -182,10 +213,9 @@ def upload_output_files(
                     f"failed to upload {pattern} to {redact(dest['containerUrl'])}: {type(exc).__name__}"
                 )
                 _write_log(task_dir / "fileuploaderr.txt", log_lines[-1:])
+                code, message = upload_failure(exc)
                 raise TransferError(
-                    "FileUploadFailed",
-                    "Failed to upload one of the output files.",
-                    [("FilePattern", pattern), ("ContainerUrl", redact(dest["containerUrl"]))],
+                    code, message, [("FilePattern", pattern), ("ContainerUrl", redact(dest["containerUrl"]))]
                 ) from None
     finally:
         _write_log(task_dir / "fileuploadout.txt", log_lines)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .api import Request, Response, check_conditions, check_id, get_one, handles, list_page, resource_url
-from .errors import BatchApiError, exists, not_found
+from .errors import BatchApiError, bad_property, exists, not_found
 from .state import Resource, iso, utcnow
 
 if TYPE_CHECKING:
@@ -14,7 +14,8 @@ if TYPE_CHECKING:
 # TimeSpan.MaxValue, which the service reports for "no limit".
 UNLIMITED = "P10675199DT2H48M5.4775807S"
 # Features a job file can name that the emulator does not run; rejected rather than ignored.
-_UNSUPPORTED_JOB = ("jobManagerTask", "jobPreparationTask", "jobReleaseTask")
+_UNSUPPORTED_JOB = ("jobManagerTask", "jobReleaseTask")
+PREP_DEFAULT_ID = "jobpreparation"
 
 
 def find_job(emu: Emulator, job_id: str) -> Resource:
@@ -55,6 +56,8 @@ def create_job(emu: Emulator, req: Request) -> Response:
                 "InvalidPropertyValue",
                 values=[("PropertyName", key), ("Reason", "not supported by the shardrun Batch emulator")],
             )
+    if "jobPreparationTask" in body:
+        body = {**body, "jobPreparationTask": _preparation(body["jobPreparationTask"])}
     pool_info = body["poolInfo"]
     if "autoPoolSpecification" in pool_info or "poolId" not in pool_info:
         raise BatchApiError(
@@ -92,6 +95,30 @@ def create_job(emu: Emulator, req: Request) -> Response:
     emu.state.job_tasks(job["id"])
     emu.state.touch(job)
     return Response(201, resource=job, data_service_id=job["url"])
+
+
+def _preparation(prep: dict[str, Any]) -> dict[str, Any]:
+    """Check a jobPreparationTask and fill in what the service fills in: its ID and defaults."""
+    check_id("jobPreparationTask.id", prep.get("id", PREP_DEFAULT_ID))
+    for resource_file in prep.get("resourceFiles", []):
+        if "autoStorageContainerName" in resource_file or "identityReference" in resource_file:
+            raise bad_property(
+                "jobPreparationTask.resourceFiles", resource_file, "the emulator downloads from SAS URLs only"
+            )
+    out = {
+        "id": PREP_DEFAULT_ID,
+        "waitForSuccess": True,
+        "rerunOnNodeRebootAfterSuccess": True,
+        "userIdentity": {"autoUser": {"scope": "pool", "elevationLevel": "nonadmin"}},
+        **prep,
+    }
+    out["constraints"] = {
+        "maxWallClockTime": UNLIMITED,
+        "retentionTime": "P7D",
+        "maxTaskRetryCount": 0,
+        **prep.get("constraints", {}),
+    }
+    return out
 
 
 @handles("Jobs_GetJob")

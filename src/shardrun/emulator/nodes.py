@@ -9,16 +9,17 @@ active tasks are placed on free task slots, where an `Attempt` runs them.
 from __future__ import annotations
 
 import logging
-import shutil
 import threading
 import time
-import uuid
 from typing import TYPE_CHECKING, Any
 
+from .allocation import NodeAllocation
 from .autoscale import Formula, FormulaError, Samples, decide
 from .execution import Attempt, AttemptSpec, Outcome
+from .exits import after_completion
 from .jobs import set_state
-from .placement import SCHEDULABLE, place_tasks, record_outcome
+from .placement import place_tasks, record_outcome
+from .preparation import forget_node, is_prep_key, record_prep
 from .spec import parse_duration
 from .state import Resource, iso, parse_iso, utcnow
 from .tasks import task_transition
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("shardrun.emulator")
 
 
-class Scheduler:
+class Scheduler(NodeAllocation):
     def __init__(self, emu: Emulator) -> None:
         self.emu = emu
         self.attempts: dict[
@@ -58,16 +59,18 @@ class Scheduler:
             attempt.thread.join(timeout=10)
 
     def _recover(self) -> None:
-        """After a restart from a folder: work that was running is requeued; nodes boot again."""
+        """After a restart from a folder: work that was running runs again; nodes boot again."""
         for _pool_key, nodes in self.emu.state.nodes.items():
             for node in nodes.values():
                 if node["state"] in ("idle", "running", "creating", "starting", "preempted"):
                     self._node_state(node, "starting", delay=self.emu.config.node_start_seconds / 2)
+                    node.pop("_prefetch", None)  # a node that boots again pulls its images again
+                    forget_node(self.emu, node["id"], rebooted=True)
                 node.update(runningTasksCount=0, runningTaskSlotsCount=0, _slots=0)
         for tasks in self.emu.state.tasks.values():
             for task in tasks.values():
                 if task["state"] in ("running", "preparing"):
-                    self._requeue(task)
+                    self._requeue(task, by_user=False)
 
     def _loop(self) -> None:
         last = time.monotonic()
@@ -97,147 +100,6 @@ class Scheduler:
         self._check_deadlines()
         self._advance_jobs()
         self._place_tasks()
-
-    # -- pools and nodes -------------------------------------------------------------------------
-
-    def resize_requested(self, pool: Resource) -> None:
-        if pool["allocationState"] != "resizing":
-            pool["allocationState"] = "resizing"
-            pool["allocationStateTransitionTime"] = iso(utcnow())
-        self._reconcile(pool)
-
-    def stop_resize(self, pool: Resource) -> None:
-        nodes = [n for n in self.emu.state.pool_nodes(pool["id"]).values() if n["state"] != "leavingpool"]
-        pool["targetDedicatedNodes"] = sum(1 for n in nodes if n["isDedicated"])
-        pool["targetLowPriorityNodes"] = sum(1 for n in nodes if not n["isDedicated"])
-        self._reconcile(pool)
-
-    def remove_nodes(self, pool: Resource, node_ids: list[str], option: str) -> None:
-        nodes = self.emu.state.pool_nodes(pool["id"])
-        for node_id in node_ids:
-            node = nodes[node_id]
-            key = "targetDedicatedNodes" if node["isDedicated"] else "targetLowPriorityNodes"
-            pool[key] = max(0, pool[key] - 1)
-            self._leave(pool, node, option)
-        self.resize_requested(pool)
-
-    def _reconcile(self, pool: Resource) -> None:
-        nodes = self.emu.state.pool_nodes(pool["id"])
-        for dedicated, key in ((True, "targetDedicatedNodes"), (False, "targetLowPriorityNodes")):
-            members = [
-                n for n in nodes.values() if n["isDedicated"] == dedicated and n["state"] != "leavingpool"
-            ]
-            for _ in range(pool[key] - len(members)):
-                node = self._new_node(pool, dedicated)
-                nodes[node["id"]] = node
-            if len(members) > pool[key]:
-                # Shrink idle and unusable nodes first, then those running the fewest slots.
-                members.sort(key=lambda n: (n["state"] in SCHEDULABLE, n.get("_slots", 0)))
-                for node in members[: len(members) - pool[key]]:
-                    self._leave(pool, node, pool.get("_deallocation", "requeue"))
-        for node in list(nodes.values()):
-            if node["state"] == "leavingpool" and node.get("_slots", 0) == 0:
-                self._discard(nodes, node)
-        pool["currentDedicatedNodes"] = sum(1 for n in nodes.values() if n["isDedicated"])
-        pool["currentLowPriorityNodes"] = sum(1 for n in nodes.values() if not n["isDedicated"])
-        settled = not any(n["state"] == "leavingpool" for n in nodes.values())
-        if pool["allocationState"] != "steady" and settled:
-            pool["allocationState"] = "steady"
-            pool["allocationStateTransitionTime"] = iso(utcnow())
-            self.emu.state.touch(pool)
-
-    def _new_node(self, pool: Resource, dedicated: bool) -> Resource:
-        node_id = f"tvmps_{uuid.uuid4().hex}{uuid.uuid4().hex}_{'d' if dedicated else 'p'}"
-        now = iso(utcnow())
-        image = pool.get("virtualMachineConfiguration", {}).get("imageReference", {})
-        node: Resource = {
-            "id": node_id,
-            "url": f"{pool['url']}/nodes/{node_id}",
-            "state": "creating",
-            "schedulingState": "enabled",
-            "stateTransitionTime": now,
-            "lastBootTime": now,
-            "allocationTime": now,
-            "ipAddress": "127.0.0.1",
-            "ipv6Address": "::1",
-            "affinityId": f"TVM:{node_id}",
-            "vmSize": pool["vmSize"],
-            "totalTasksRun": 0,
-            "runningTasksCount": 0,
-            "runningTaskSlotsCount": 0,
-            "totalTasksSucceeded": 0,
-            "isDedicated": dedicated,
-            "nodeAgentInfo": {"version": "1.12.0-shardrun-emulator", "lastUpdateTime": now},
-            "virtualMachineInfo": {"imageReference": image},
-            "_slots": 0,
-            "_root": str(self.emu.disk_root / pool["id"] / node_id),
-            "_due": time.time() + self.emu.config.node_start_seconds / 2,
-            "_failsToStart": self.emu.faults.node_fails_to_start(),
-        }
-        self.emu.state.changed()
-        return node
-
-    @staticmethod
-    def _node_state(node: Resource, state: str, delay: float | None = None) -> None:
-        node["state"] = state
-        node["stateTransitionTime"] = iso(utcnow())
-        if delay is not None:
-            node["_due"] = time.time() + delay
-
-    def _leave(self, pool: Resource, node: Resource, option: str) -> None:
-        if node["state"] == "leavingpool":
-            return
-        self._node_state(node, "leavingpool")
-        if option in ("requeue", "terminate"):
-            self._stop_node_tasks(node, "requeue" if option == "requeue" else "terminate")
-
-    def _discard(self, nodes: dict[str, Resource], node: Resource) -> None:
-        del nodes[node["id"]]
-        shutil.rmtree(node["_root"], ignore_errors=True)  # task files vanish with the node
-        self.emu.state.changed()
-
-    def _stop_node_tasks(self, node: Resource, reason: str) -> None:
-        for attempt, _, where in list(self.attempts.values()):
-            if where is node:
-                attempt.stop(reason)
-
-    def _advance_nodes(self, pool: Resource, seconds: float) -> None:
-        now = time.time()
-        half = self.emu.config.node_start_seconds / 2
-        for node in self.emu.state.pool_nodes(pool["id"]).values():
-            state = node["state"]
-            if state == "creating" and now >= node["_due"]:
-                self._node_state(node, "starting", delay=half)
-            elif state == "starting" and now >= node["_due"]:
-                if node.get("_failsToStart"):
-                    self._node_state(node, "unusable")
-                    node["errors"] = [
-                        {
-                            "code": "NodeStartFailed",
-                            "message": "The node failed to start (injected fault).",
-                            "errorDetails": [],
-                        }
-                    ]
-                else:
-                    self._node_state(node, "idle")
-                    node["lastBootTime"] = iso(utcnow())
-            elif state == "preempted" and now >= node["_due"]:
-                self._node_state(node, "starting", delay=half)
-            elif state == "running" and not node["isDedicated"] and self.emu.faults.should_preempt(seconds):
-                log.info("preempting Spot node %s", node["id"])
-                self._node_state(node, "preempted", delay=self.emu.config.faults.preempt_recover_seconds)
-                self._stop_node_tasks(node, "preempt")
-
-    def _tear_down_pool(self, key: str, pool: Resource) -> None:
-        nodes = self.emu.state.pool_nodes(pool["id"])
-        for node in list(nodes.values()):
-            self._leave(pool, node, "requeue")
-            if node.get("_slots", 0) == 0:
-                self._discard(nodes, node)
-        if not nodes:
-            del self.emu.state.pools[key]
-            self.emu.state.nodes.pop(key, None)
-            self.emu.state.changed()
 
     # -- autoscale -------------------------------------------------------------------------------
 
@@ -323,6 +185,7 @@ class Scheduler:
         job["executionInfo"]["terminateReason"] = reason
         for task in self.emu.state.job_tasks(job["id"]).values():
             self.stop_task(job, task, "terminate")
+        self._stop_preparations(job, "terminate")
         self.emu.state.touch(job)
 
     def disable_job(self, job: Resource, option: str) -> None:
@@ -347,20 +210,27 @@ class Scheduler:
                 },
             )
             self.emu.state.touch(task)
+            after_completion(self, job, task)
 
     def reactivate(self, task: Resource) -> None:
         task_transition(task, "active")
+        task.pop("_dependencyAction", None)
         info = task["executionInfo"]
         for key in ("endTime", "exitCode", "failureInfo", "result", "startTime"):
             info.pop(key, None)
         info["retryCount"] = 0
         self.emu.state.touch(task)
 
-    def _requeue(self, task: Resource) -> None:
+    def _requeue(self, task: Resource, *, by_user: bool = True) -> None:
+        """Back to active to run again. Only a user's request (a pool shrunk or nodes removed with
+        `requeue`, a job disabled with `requeue`) counts in requeueCount, as the spec defines it; a
+        preemption or a restart of the emulator reschedules the task without counting, and is not
+        a retry either."""
         task_transition(task, "active")
-        info = task["executionInfo"]
-        info["requeueCount"] = info.get("requeueCount", 0) + 1
-        info["lastRequeueTime"] = iso(utcnow())
+        if by_user:
+            info = task["executionInfo"]
+            info["requeueCount"] = info.get("requeueCount", 0) + 1
+            info["lastRequeueTime"] = iso(utcnow())
         self.emu.state.touch(task)
 
     def _check_deadlines(self) -> None:
@@ -381,6 +251,7 @@ class Scheduler:
             if job["state"] == "deleting":
                 for task in tasks.values():
                     self.stop_task(job, task, "delete")
+                self._stop_preparations(job, "delete")
                 if not running:
                     del state.jobs[key]
                     state.tasks.pop(key, None)
@@ -402,16 +273,26 @@ class Scheduler:
     def _place_tasks(self) -> None:
         place_tasks(self)
 
-    def launch(
-        self, job: Resource, task: Resource, pool: Resource, node: Resource, spec: AttemptSpec
-    ) -> None:
+    def launch(self, key: tuple[str, str], pool: Resource, node: Resource, spec: AttemptSpec) -> None:
+        """Run an attempt: a task's ((job key, task key)) or a job preparation's (preparation.py)."""
+        spec.extra["key"] = key
         attempt = Attempt(spec, self._finished)
-        self.attempts[(job["id"].lower(), task["id"].lower())] = (attempt, pool, node)
+        self.attempts[key] = (attempt, pool, node)
         attempt.start()
 
     def _finished(self, attempt: Attempt, outcome: Outcome) -> None:
         with self.emu.state.lock:
-            spec = attempt.spec
-            found = self.attempts.pop((spec.job_id.lower(), spec.task_id.lower()), None)
-            if found is not None:
+            key = attempt.spec.extra["key"]
+            found = self.attempts.pop(key, None)
+            if found is None:
+                return
+            if is_prep_key(key):
+                record_prep(self, attempt, outcome, found[1], found[2])
+            else:
                 record_outcome(self, attempt, outcome, found[2])
+
+    def _stop_preparations(self, job: Resource, reason: str) -> None:
+        job_key = job["id"].lower()
+        for key, (attempt, _, _) in list(self.attempts.items()):
+            if key[0] == job_key and is_prep_key(key):
+                attempt.stop(reason)

@@ -2,8 +2,8 @@
 
 The outcome rules are the service's: a non-zero exit is retried up to maxTaskRetryCount (-1: no
 limit); a task that could not start, or whose output files failed to upload, is not retried; a task
-stopped by a node leaving or a preemption is requeued; a terminated or timed-out task completes
-with a failure.
+stopped by a node leaving or a preemption runs again (only a user's requeue counts in
+requeueCount); a terminated or timed-out task completes with a failure.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .execution import Attempt, AttemptSpec, NodeDirs, Outcome
+from .exits import after_completion, dependencies_met
+from .preparation import is_prep_key, node_allows, prep_environment
 from .spec import parse_duration
 from .state import Resource, iso, utcnow
 from .tasks import task_transition
@@ -27,24 +29,6 @@ NO_LIMIT_SECONDS = 10 * 365 * 86400.0  # longer than this is the service's "unli
 
 def node_dirs(node: Resource) -> NodeDirs:
     return NodeDirs(Path(node["_root"]))
-
-
-def _dependencies_met(task: Resource, tasks: dict[str, Resource]) -> bool:
-    depends = task.get("dependsOn")
-    if not depends:
-        return True
-    wanted = [t.lower() for t in depends.get("taskIds", [])]
-    for span in depends.get("taskIdRanges", []):
-        wanted += [str(i) for i in range(span["start"], span["end"] + 1) if str(i) in tasks]
-    for task_key in wanted:
-        other = tasks.get(task_key)
-        if (
-            other is None
-            or other["state"] != "completed"
-            or other["executionInfo"].get("result") != "success"
-        ):
-            return False
-    return True
 
 
 def _choose(nodes: list[Resource], need: int, slots: int, fill: str) -> Resource | None:
@@ -67,22 +51,26 @@ def place_tasks(sched: Scheduler) -> None:
         if pool is None or pool["state"] != "active":
             continue
         slots = pool.get("taskSlotsPerNode", 1)
+        tasks = state.job_tasks(job["id"])
+        ready = [t for t in tasks.values() if t["state"] == "active" and dependencies_met(t, tasks)]
+        if not ready:
+            continue
+        # A node runs the job's preparation before the job's first task there (preparation.py).
         nodes = [
             n
             for n in state.pool_nodes(pool["id"]).values()
-            if n["state"] in SCHEDULABLE and n["schedulingState"] == "enabled"
+            if n["state"] in SCHEDULABLE
+            and n["schedulingState"] == "enabled"
+            and node_allows(sched, job, pool, n, start=slots - n["_slots"] > 0)
         ]
         free = sum(slots - n["_slots"] for n in nodes)
         limit = job.get("maxParallelTasks", -1)
         job_key = job["id"].lower()
-        running = sum(1 for key in sched.attempts if key[0] == job_key)
+        running = sum(1 for key in sched.attempts if key[0] == job_key and not is_prep_key(key))
         fill = pool.get("taskSchedulingPolicy", {}).get("nodeFillType", "spread")
-        tasks = state.job_tasks(job["id"])
-        for task in tasks.values():
+        for task in ready:
             if free <= 0 or (limit >= 0 and running >= limit):
                 break
-            if task["state"] != "active" or not _dependencies_met(task, tasks):
-                continue
             need = task.get("requiredSlots", 1)
             node = _choose(nodes, need, slots, fill)
             if node is None:
@@ -127,6 +115,7 @@ def _start(sched: Scheduler, job: Resource, task: Resource, pool: Resource, node
     wall = parse_duration(constraints.get("maxWallClockTime", "P10675199D"))
     env = {e["name"]: e.get("value", "") for e in job.get("commonEnvironmentSettings", [])}
     env.update({e["name"]: e.get("value", "") for e in task.get("environmentSettings", [])})
+    env.update(prep_environment(job, dirs))
     spec = AttemptSpec(
         account_name=emu.config.account_name,
         account_url=emu.url,
@@ -147,7 +136,7 @@ def _start(sched: Scheduler, job: Resource, task: Resource, pool: Resource, node
         deadline=time.monotonic() + wall if wall < NO_LIMIT_SECONDS else None,
         extra={"slots": need},
     )
-    sched.launch(job, task, pool, node, spec)
+    sched.launch((job["id"].lower(), task["id"].lower()), pool, node, spec)
 
 
 def record_outcome(sched: Scheduler, attempt: Attempt, outcome: Outcome, node: Resource) -> None:
@@ -167,7 +156,7 @@ def record_outcome(sched: Scheduler, attempt: Attempt, outcome: Outcome, node: R
     if task is None or reason == "delete":
         return
     if reason in ("requeue", "preempt", "shutdown"):
-        sched._requeue(task)
+        sched._requeue(task, by_user=reason == "requeue")
         return
     info = task["executionInfo"]
     if outcome.exit_code is not None:
@@ -204,6 +193,9 @@ def record_outcome(sched: Scheduler, attempt: Attempt, outcome: Outcome, node: R
         info["failureInfo"] = failure
     task_transition(task, "completed")
     state.touch(task)
+    job = state.jobs.get(spec.job_id.lower())
+    if job is not None:
+        after_completion(sched, job, task)
     node["totalTasksRun"] += 1
     if not failure:
         node["totalTasksSucceeded"] += 1

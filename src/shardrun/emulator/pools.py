@@ -59,6 +59,14 @@ def create_pool(emu: Emulator, req: Request) -> Response:
         raise BatchApiError(
             400, "MissingRequiredProperty", values=[("PropertyName", "virtualMachineConfiguration")]
         )
+    containers = body["virtualMachineConfiguration"].get("containerConfiguration") or {}
+    for registry in containers.get("containerRegistries", []):
+        if "identityReference" in registry or "password" not in registry:
+            raise bad_property(
+                "containerRegistries",
+                registry.get("registryServer", "docker.io"),
+                "the emulator logs in to a registry with username and password only",
+            )
     autoscale = bool(body.get("enableAutoScale"))
     if autoscale:
         if "autoScaleFormula" not in body:
@@ -294,14 +302,16 @@ def get_node(emu: Emulator, req: Request) -> Response:
 
 @handles("Pools_ListPoolNodeCounts")
 def node_counts(emu: Emulator, req: Request) -> Response:
+    """Counts per pool, listed like any other list: `$filter` (e.g. `poolId eq 'x'`), `maxresults`
+    and `odata.nextLink` paging."""
     states = emu.spec.definitions["BatchNodeCounts"]["properties"]
-    out = []
-    for key, pool in sorted(emu.state.pools.items()):
+    names = {k.lower(): k for k in states}
+    items = []
+    for key, pool in emu.state.pools.items():
         counts = {"dedicated": dict.fromkeys(states, 0), "lowPriority": dict.fromkeys(states, 0)}
         for node in emu.state.pool_nodes(key).values():
             bucket = counts["dedicated" if node["isDedicated"] else "lowPriority"]
-            name = {k.lower(): k for k in states}.get(node["state"], "unknown")
-            bucket[name] += 1
+            bucket[names.get(node["state"].lower(), "unknown")] += 1
             bucket["total"] += 1
-        out.append({"poolId": pool["id"], **counts})
-    return Response(200, {"value": out})
+        items.append((key, {"poolId": pool["id"], **counts}))
+    return list_page(emu, req, "BatchPoolNodeCounts", items)

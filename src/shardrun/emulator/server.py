@@ -10,9 +10,12 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import socket
 import ssl
+import struct
 import tempfile
 import threading
+import time
 import urllib.parse
 import uuid
 from collections.abc import Mapping
@@ -21,7 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from . import jobs, pools, tasks  # noqa: F401  (they register their handlers)
+from . import jobs, pools, preparation, tasks  # noqa: F401  (they register their handlers)
 from .api import HANDLERS, Request, Response
 from .auth import Credentials, verify
 from .config import EmulatorConfig
@@ -224,6 +227,13 @@ class _HttpHandler(BaseHTTPRequestHandler):
     server_version = "shardrun-batch-emulator"
 
     def _serve(self) -> None:
+        faults = self.emulator.faults
+        raw_path = self.path.split("?")[0]  # for the log
+        if faults.reset_connection():
+            # Before the request is read or handled: nothing happened, and the client sees a reset.
+            log.debug("fault: resetting the connection for %s %s", self.command, raw_path)
+            self._reset()
+            return
         length = int(self.headers.get("Content-Length") or 0)
         if length > 8 * self.emulator.config.max_body_bytes:
             # Far too large to read at all: answer 413 from an empty body and drop the connection.
@@ -240,13 +250,34 @@ class _HttpHandler(BaseHTTPRequestHandler):
             body,
             f"{self.emulator.url.split(':')[0]}://{host}",
         )
-        self.send_response(status)
-        for name, value in headers.items():
-            if name.lower() not in ("date", "server"):
-                self.send_header(name, value)
-        self.end_headers()
-        if payload:
-            self.wfile.write(payload)
+        if faults.drop_response():
+            # The request took effect; its answer is lost: the connection closes without one.
+            log.debug("fault: dropping the %d answer to %s %s", status, self.command, raw_path)
+            self.close_connection = True
+            return
+        delay = faults.response_delay()
+        if delay:
+            log.debug("fault: answering %s %s %.1fs late", self.command, raw_path, delay)
+            time.sleep(delay)
+        try:
+            self.send_response(status)
+            for name, value in headers.items():
+                if name.lower() not in ("date", "server"):
+                    self.send_header(name, value)
+            self.end_headers()
+            if payload:
+                self.wfile.write(payload)
+        except OSError:
+            self.close_connection = True  # the client gave up waiting (a slow answer): nobody to tell
+
+    def _reset(self) -> None:
+        """Close with RST (SO_LINGER 0), as a connection reset by a load balancer looks."""
+        self.close_connection = True
+        try:
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
+        except OSError:
+            pass
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _serve
 

@@ -7,7 +7,6 @@ case-insensitive in Batch, so the maps are keyed by the lower-cased ID.
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import threading
@@ -39,9 +38,23 @@ def http_date(text: str) -> str:
     return format_datetime(parse_iso(text), usegmt=True)
 
 
+# The spec's x-ms-secret properties (registry and user passwords, storage keys, SSH keys): the
+# service takes them in and never sends them back. A test keeps this set equal to the spec's.
+SECRET_PROPERTIES = frozenset({"password", "accountKey", "sasKey", "sshPrivateKey"})
+
+
+def _public(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _public(v) for k, v in value.items() if k not in SECRET_PROPERTIES}
+    if isinstance(value, list):
+        return [_public(v) for v in value]
+    return value  # JSON scalars are immutable
+
+
 def wire(resource: Resource) -> Resource:
-    """The resource as the service would send it: a deep copy without emulator bookkeeping."""
-    return {k: copy.deepcopy(v) for k, v in resource.items() if not k.startswith("_")}
+    """The resource as the service would send it: a deep copy without emulator bookkeeping and
+    without secrets."""
+    return {k: _public(v) for k, v in resource.items() if not k.startswith("_")}
 
 
 class State:
@@ -106,7 +119,11 @@ class State:
             self._dirty = False
         self.folder.mkdir(parents=True, exist_ok=True)
         tmp = self.folder / (STATE_FILE + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
+        # Owner-only: like the service's own store, the state holds the secrets it was given.
+        with os.fdopen(
+            os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8"
+        ) as out:
+            out.write(text)
         os.replace(tmp, self.folder / STATE_FILE)
         self._saved_at = time.monotonic()
 

@@ -23,8 +23,8 @@ _UNSUPPORTED_TASK = (
     "multiInstanceSettings",
     "applicationPackageReferences",
     "authenticationTokenSettings",
-    "exitConditions",
 )
+TASK_ID_LIMIT = 64000  # characters of dependsOn.taskIds, all IDs together
 
 
 def find_task(emu: Emulator, job: Resource, task_id: str) -> Resource:
@@ -47,8 +47,11 @@ def _new_task(emu: Emulator, req: Request, job: Resource, body: dict[str, Any]) 
     for resource_file in body.get("resourceFiles", []):
         if "autoStorageContainerName" in resource_file or "identityReference" in resource_file:
             raise bad_property("resourceFiles", resource_file, "the emulator downloads from SAS URLs only")
-    if "dependsOn" in body and not job.get("usesTaskDependencies"):
-        raise BatchApiError(400, "TaskDependenciesNotSpecifiedOnJob")
+    prep = job.get("jobPreparationTask")
+    if prep is not None and body["id"].lower() == prep["id"].lower():
+        raise BatchApiError(409, "TaskIdSameAsJobPreparationTask")
+    _check_dependencies(job, body)
+    _check_exit_conditions(job, body.get("exitConditions"))
     if body.get("requiredSlots", 1) < 1:
         raise bad_property("requiredSlots", body["requiredSlots"], "must be at least 1")
     pool = emu.state.pools.get(job["poolInfo"]["poolId"].lower())
@@ -91,6 +94,44 @@ def _add(emu: Emulator, job: Resource, task: Resource) -> None:
         raise BatchApiError(409, "TaskExists")
     tasks[task["id"].lower()] = task
     emu.state.touch(task)
+
+
+def _check_dependencies(job: Resource, body: dict[str, Any]) -> None:
+    depends = body.get("dependsOn")
+    if depends is None:
+        return
+    if not job.get("usesTaskDependencies"):
+        raise BatchApiError(400, "TaskDependenciesNotSpecifiedOnJob")
+    if sum(len(t) for t in depends.get("taskIds", [])) > TASK_ID_LIMIT:
+        raise BatchApiError(400, "TaskDependencyListTooLong")
+    for span in depends.get("taskIdRanges", []):
+        if span["start"] > span["end"] or span["start"] < 0:
+            raise bad_property(
+                "dependsOn.taskIdRanges", f"{span['start']}-{span['end']}", "not a range of IDs"
+            )
+
+
+def _check_exit_conditions(job: Resource, conditions: dict[str, Any] | None) -> None:
+    """A jobAction needs a job whose onTaskFailure is performexitoptionsjobaction (the spec)."""
+    if not conditions:
+        return
+    options = [
+        m["exitOptions"] for m in conditions.get("exitCodes", []) + conditions.get("exitCodeRanges", [])
+    ]
+    options += [
+        conditions[k] for k in ("preProcessingError", "fileUploadError", "default") if k in conditions
+    ]
+    for span in conditions.get("exitCodeRanges", []):
+        if span["start"] > span["end"]:
+            raise bad_property(
+                "exitConditions.exitCodeRanges", f"{span['start']}-{span['end']}", "start > end"
+            )
+    if job.get("onTaskFailure", "noaction") == "noaction" and any("jobAction" in o for o in options):
+        raise bad_property(
+            "exitConditions.jobAction",
+            "present",
+            "the job's onTaskFailure is noaction: a jobAction is not allowed",
+        )
 
 
 @handles("Tasks_CreateTask")
