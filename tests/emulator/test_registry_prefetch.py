@@ -23,7 +23,7 @@ from shardrun.emulator import prefetch as prefetch_module
 from shardrun.emulator.prefetch import PrefetchError, image_registry, is_loopback, prefetch
 from shardrun.emulator.spec import SPEC_FILE
 from shardrun.emulator.state import SECRET_PROPERTIES
-from shardrun.image import Engine
+from shardrun.images.engine import Engine
 
 from ..fixtures.containers import LocalRegistry
 from .conftest import IMAGE, client_for, error_of, make_job, start_emulator, wait_for, wait_task_done

@@ -369,10 +369,6 @@ class AzureBatchBackend:
         return max(pages, 1)
 
     def _report(self, task: Any, first: int, now: float) -> None:
-        requeues = int(getattr(task.execution_info, "requeue_count", 0) or 0)
-        if requeues:
-            self.notes.append(f"{task.id} was requeued {requeues} time(s): its node was preempted or "
-                              "left the pool (a requeue uses no retry)")
         events = task_events(task, first, now, self.image)
         final = events[-1]
         if final.result != "succeeded" and final.attempt != first:
