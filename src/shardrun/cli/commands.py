@@ -22,6 +22,9 @@ from shardrun.core.spec import load_spec
 from shardrun.core.split import split_job
 from shardrun.core.status import list_runs, run_status, task_log
 
+WAIT = click.option("--wait", is_flag=True,
+                    help="If another client works on the run, wait for it instead of stopping.")
+
 
 @cli.command()
 @click.argument("path", type=click.Path(path_type=Path), default="job.toml")
@@ -85,10 +88,11 @@ def split(job: Path, outdir: Path) -> None:
 @click.argument("job", type=click.Path(path_type=Path))
 @click.option("--new", is_flag=True, help="Start a new run even if an unfinished one exists.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@WAIT
 @click.pass_context
-def run(ctx: click.Context, job: Path, new: bool, quiet: bool) -> None:
+def run(ctx: click.Context, job: Path, new: bool, quiet: bool, wait: bool) -> None:
     """Run a job (or resume its unfinished run)."""
-    result = run_job(job, home=_home(ctx), new=new, progress=progress_for(quiet=quiet))
+    result = run_job(job, home=_home(ctx), new=new, progress=progress_for(quiet=quiet), wait=wait)
     _print_result(result)
     ctx.exit(0 if result.ok else 1)
 
@@ -98,14 +102,15 @@ def run(ctx: click.Context, job: Path, new: bool, quiet: bool) -> None:
 @click.option("--failed", is_flag=True, help="Rerun every failed task.")
 @click.option("--task", "tasks", multiple=True, help="Rerun this task (repeatable).")
 @click.option("--quiet", "-q", is_flag=True)
+@WAIT
 @click.pass_context
 def retry(ctx: click.Context, run_id: str, failed: bool, tasks: tuple[str, ...],
-          quiet: bool) -> None:
+          quiet: bool, wait: bool) -> None:
     """Rerun the failed tasks of a run, then merge."""
     if not failed and not tasks:
         raise click.UsageError("say which tasks: --failed, or --task ID")
     result = retry_run(run_id, home=_home(ctx), task_ids=list(tasks) or None,
-                       progress=progress_for(quiet=quiet))
+                       progress=progress_for(quiet=quiet), wait=wait)
     _print_result(result)
     ctx.exit(0 if result.ok else 1)
 
@@ -154,19 +159,22 @@ def logs(ctx: click.Context, run_id: str, task_id: str, attempt: int | None, str
 
 @cli.command()
 @click.argument("run_id")
+@WAIT
 @click.pass_context
-def merge(ctx: click.Context, run_id: str) -> None:
-    """Merge a run's outputs again (for example after changing the merger)."""
-    out.print(f"merged result: {merge_run(run_id, home=_home(ctx))}")
+def merge(ctx: click.Context, run_id: str, wait: bool) -> None:
+    """Merge a run's outputs again (after a failed merge, or after changing the merger)."""
+    out.print(f"merged result: {merge_run(run_id, home=_home(ctx), wait=wait)}")
 
 
 @cli.command()
 @click.argument("run_id")
-@click.option("--force", is_flag=True, help="Also clean a run marked running (its client died).")
+@click.option("--force", is_flag=True, help="Also clean a run marked running whose client is gone "
+              "(a detached Batch run's tasks are stopped).")
+@WAIT
 @click.pass_context
-def cleanup(ctx: click.Context, run_id: str, force: bool) -> None:
+def cleanup(ctx: click.Context, run_id: str, force: bool, wait: bool) -> None:
     """Delete a run's stored data and scratch folders (the merged output is kept)."""
-    removed = cleanup_run(run_id, home=_home(ctx), force=force)
+    removed = cleanup_run(run_id, home=_home(ctx), force=force, wait=wait)
     for item in removed:
         out.print(f"removed {item}")
     if not removed:

@@ -6,22 +6,26 @@ import shutil
 from pathlib import Path
 
 from shardrun.core.errors import UsageError
+from shardrun.core.owner import holding, run_lock
 from shardrun.core.run import open_run
 from shardrun.core.states import RunState
 from shardrun.core.workspace import Workspace
 
 
-def cleanup_run(run_id: str, *, home: Path | str | None = None, force: bool = False) -> list[str]:
+def cleanup_run(run_id: str, *, home: Path | str | None = None, force: bool = False,
+                wait: bool = False) -> list[str]:
     """Remove a run's stored data, cloud resources and scratch folders. Returns what was removed.
 
     The merged output (outside the store) and the ledger history are kept.
     """
-    with Workspace(home) as ws:
+    with Workspace(home) as ws, holding(run_lock(ws.home, run_id), wait=wait, run_id=run_id):
         run = open_run(ws, run_id)
         ledger = ws.ledger
-        if run.state in (RunState.RUNNING, RunState.SPLITTING, RunState.MERGING) and not force:
+        # No client owns the run (we hold its lock), but a detached Batch run's tasks may go on.
+        if run.state == RunState.RUNNING and not force:
             raise UsageError(
-                f"run {run_id} is marked {run.state}; if its client is gone, use --force"
+                f"run {run_id} is marked running and no client works on it; its tasks may go on "
+                "remotely. Delete it anyway with --force"
             )
         removed = run.compute_provider.cleanup(
             run.spec, ledger.resources(run_id),

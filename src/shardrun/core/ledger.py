@@ -230,13 +230,23 @@ class Ledger:
 
     def attempt_finished(
         self, run_id: str, task_id: str, attempt: int, ended_at: float, exit_code: int | None,
-        result: str, reason: str | None,
+        result: str, reason: str | None, worker: str = "",
     ) -> None:
-        self.db.execute(
+        done = self.db.execute(
             "UPDATE attempts SET ended_at=?, exit_code=?, result=?, reason=?"
             " WHERE run_id=? AND task_id=? AND attempt=?",
             (ended_at, exit_code, result, reason, run_id, task_id, attempt),
         )
+        if done.rowcount == 0:  # it failed before it could start (store unreachable, bad image, ...)
+            self.db.execute(
+                "INSERT INTO attempts (run_id, task_id, attempt, worker, pid, started_at, ended_at,"
+                " exit_code, result, reason) VALUES (?,?,?,?,NULL,?,?,?,?,?)",
+                (run_id, task_id, attempt, worker, ended_at, ended_at, exit_code, result, reason),
+            )
+            self.db.execute(
+                "UPDATE tasks SET attempts=MAX(attempts, ?) WHERE run_id=? AND task_id=?",
+                (attempt, run_id, task_id),
+            )
 
     def attempts(self, run_id: str, task_id: str | None = None) -> list[dict[str, Any]]:
         sql = "SELECT * FROM attempts WHERE run_id=?"

@@ -47,6 +47,7 @@ class Lock:
         self.path = path
         self.what = what
         self._fd: int | None = None
+        self.waited_for: Holder | None = None  # who held it when we had to wait
 
     def acquire(self, *, wait: bool = False, run_id: str = "",
                 on_wait: Callable[[str], None] | None = None) -> None:
@@ -61,6 +62,7 @@ class Lock:
                     raise RunBusy(self._busy(holder)) from None
                 if on_wait is not None:
                     on_wait(f"waiting: {self._busy(holder)}")
+                self.waited_for = holder
                 fcntl.flock(fd, fcntl.LOCK_EX)
         except BaseException:
             os.close(fd)

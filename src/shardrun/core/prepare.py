@@ -1,0 +1,90 @@
+"""Making a run: split the input, put the pieces in the store, record the run and its tasks.
+
+A run that never got its tasks (the split failed, or its client died while splitting) is abandoned:
+it ends failed, and what it stored and its scratch folder are deleted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import time
+from pathlib import Path
+
+from shardrun.core import layout
+from shardrun.core.ledger import RunRow
+from shardrun.core.progress import NullProgress, ProgressView
+from shardrun.core.run import Run, open_run
+from shardrun.core.spec import JobSpec
+from shardrun.core.split import resolve_inputs, split_job
+from shardrun.core.states import RunState
+from shardrun.core.workspace import Workspace
+
+BIG_INPUT = 64 * 2**20  # bytes: a split of more than this says what it is doing
+
+
+def prepare_run(ws: Workspace, spec: JobSpec, job_key: str, run_id: str,
+                view: ProgressView | None = None) -> Run:
+    """Split the input, put the pieces in storage, and record the run and its tasks."""
+    view = view or NullProgress()
+    ledger = ws.ledger
+    row = RunRow(run_id, spec.name, job_key, spec.fingerprint(),
+                 json.dumps(spec.model_dump(mode="json")), spec.run.backend, spec.run.storage,
+                 RunState.SPLITTING, time.time(), None, None, None)
+    ledger.create_run(row, [])
+    ledger.add_resource(run_id, "namespace", run_id)
+    run = Run(ws, row, spec)
+    store = run.store
+    staging = ws.scratch(run_id) / "pieces"
+    staging.mkdir(parents=True)
+    try:
+        began = time.monotonic()
+        size = sum(p.stat().st_size for p in resolve_inputs(spec) if p.is_file())
+        if size > BIG_INPUT:  # only then is the wait worth a word (and a bad input stays one line)
+            view.message(f"splitting {size / 2**20:,.0f} MiB of {spec.split.input} for run {run_id}")
+        pieces = split_job(spec, staging)
+        view.message(f"{len(pieces)} pieces from {spec.split.input} in {time.monotonic() - began:.1f}s")
+        tasks = []
+        uploads: list[tuple[str, Path]] = []
+        for index, piece in enumerate(pieces, 1):
+            task_id = layout.task_id(index, len(pieces))
+            out_name = spec.app.output_name or f"output{piece.suffix if piece.is_file() else ''}"
+            if piece.is_dir():
+                in_key = layout.input_key(run_id, task_id, piece.name) + "/"
+                files = sorted(p for p in piece.rglob("*") if p.is_file())
+                uploads += [(in_key + f.relative_to(piece).as_posix(), f) for f in files]
+                size = sum(f.stat().st_size for f in files)
+            else:
+                in_key = layout.input_key(run_id, task_id, piece.name)
+                uploads.append((in_key, piece))
+                size = piece.stat().st_size
+            tasks.append((task_id, index, in_key, size,
+                          layout.output_key(run_id, task_id, out_name)))
+        store.put_files(uploads, move=True)  # the pieces are ours: move, don't copy
+        shared = [(layout.file_key(run_id, f.name), spec.path(f)) for f in spec.app.files]
+        if spec.app.config:
+            shared.append((layout.config_key(run_id, spec.app.config.name), spec.path(spec.app.config)))
+        store.put_files(shared, move=False)  # the user's files: copy
+    except KeyboardInterrupt:
+        abandon(ws, run.row, "stopped while splitting; `shardrun run` starts it afresh")
+        raise
+    except BaseException as err:
+        abandon(ws, run.row, f"split failed: {err}")
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    with ledger.transaction():
+        ledger.add_tasks(run_id, tasks)
+        ledger.set_run_status(run_id, RunState.RUNNING)
+    run.refresh()
+    return run
+
+
+def abandon(ws: Workspace, row: RunRow, message: str) -> None:
+    """A run that never got its tasks: mark it failed and remove what it stored."""
+    ws.ledger.set_run_status(row.run_id, RunState.FAILED, message[:500])
+    with contextlib.suppress(Exception):
+        ws.store(row.storage, open_run(ws, row.run_id).spec).delete_namespace(row.run_id)
+        ws.ledger.resource_deleted(row.run_id, "namespace", row.run_id)
+    shutil.rmtree(ws.scratch(row.run_id), ignore_errors=True)
