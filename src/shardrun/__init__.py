@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from shardrun.core.cleanup import cleanup_run
 from shardrun.core.errors import JobFileError, RunInterrupted, ShardrunError, UsageError
-from shardrun.core.outcome import FailedTask, RunResult, merge_run
-from shardrun.core.pipeline import retry_run, run_job
+from shardrun.core.outcome import FailedTask, RunResult
+from shardrun.core.pipeline import merge_run, retry_run, run_job
 from shardrun.core.preflight import validate_job
 from shardrun.core.spec import JobSpec, load_spec
 from shardrun.core.split import split_job

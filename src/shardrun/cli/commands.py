@@ -14,8 +14,8 @@ from rich.table import Table
 
 from shardrun.cli.app import _home, cli, out
 from shardrun.core.cleanup import cleanup_run
-from shardrun.core.outcome import RunResult, merge_run
-from shardrun.core.pipeline import retry_run, run_job
+from shardrun.core.outcome import RunResult
+from shardrun.core.pipeline import merge_run, retry_run, run_job
 from shardrun.core.preflight import validate_job
 from shardrun.core.progress import progress_for
 from shardrun.core.spec import load_spec

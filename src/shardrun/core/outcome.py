@@ -9,13 +9,10 @@ from pathlib import Path
 
 from shardrun.core import layout
 from shardrun.core.errors import MergeError, ShardrunError, UsageError
-from shardrun.core.interrupts import sigterm_as_interrupt
 from shardrun.core.merge import merge_outputs
-from shardrun.core.owner import holding, run_lock
 from shardrun.core.plugins import tail
-from shardrun.core.run import Run, open_run
+from shardrun.core.run import Run
 from shardrun.core.states import RunState, TaskState
-from shardrun.core.workspace import Workspace
 
 
 @dataclass(frozen=True)
@@ -98,38 +95,6 @@ def failed_tasks(run: Run, tail_lines: int = 5) -> list[FailedTask]:
         out.append(FailedTask(t.task_id, t.attempts, str(last.get("reason") or "unknown"),
                               tail(stderr, tail_lines) if stderr.strip() else ""))
     return out
-
-
-def merge_run(run_id: str, *, home: Path | str | None = None, wait: bool = False) -> Path:
-    """Merge the stored outputs of a run's succeeded tasks, in task order, into [merge] output.
-
-    Outputs that are gone from the store are not merged around: their tasks wait to run again,
-    and the error says how (`shardrun run JOB` resumes the run).
-    """
-    from shardrun.core.execute import lost_outputs
-
-    with Workspace(home) as ws, sigterm_as_interrupt(), \
-            holding(run_lock(ws.home, run_id), wait=wait, run_id=run_id):
-        run = open_run(ws, run_id)
-        if run.state == RunState.CLEANED:
-            raise UsageError(f"run {run_id} was cleaned up; its outputs are gone")
-        lost = lost_outputs(run)
-        if lost:
-            named = ", ".join(t.task_id for t in lost[:5]) + (" ..." if len(lost) > 5 else "")
-            with ws.ledger.transaction():
-                ws.ledger.set_task_state(run_id, [t.task_id for t in lost], TaskState.PENDING)
-                ws.ledger.set_run_status(run_id, RunState.RUNNING,
-                                         f"outputs of {len(lost)} tasks were lost; they run again")
-            raise MergeError(f"run {run_id}: the outputs of {len(lost)} task(s) are gone from the "
-                             f"store ({named}); `shardrun run {run.row.job_path}` runs them "
-                             "again and merges")
-        before, message = run.state, run.row.message
-        merged = merge(run)
-        if before in (RunState.SUCCEEDED, RunState.FAILED):  # merging again changes no outcome
-            run.set_state(before, message)
-        else:
-            run.set_state(RunState.SUCCEEDED)
-        return merged
 
 
 def _merge(run: Run) -> Path:

@@ -1,9 +1,9 @@
 """The pipeline's entry points: spec -> split -> storage -> compute -> monitor -> merge.
 
 `run_job` starts a run or resumes the unfinished one of the same job file; `retry_run` reruns the
-failed tasks of a run. Making a run is in prepare.py, running its tasks in execute.py, and how it
-ends (the outcome and the merge) in outcome.py. Each entry point owns the run while it works
-(owner.py), and SIGTERM stops it like Ctrl-C at every phase.
+failed tasks of a run; `merge_run` merges one again. Making a run is in prepare.py, running its
+tasks in execute.py, and how it ends (the outcome and the merge) in outcome.py. Each entry point
+owns the run while it works (owner.py), and SIGTERM stops it like Ctrl-C at every phase.
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from shardrun.core import layout, provider
-from shardrun.core.errors import UsageError
-from shardrun.core.execute import execute, recover
+from shardrun.core.errors import MergeError, UsageError
+from shardrun.core.execute import execute, lost_outputs, recover
 from shardrun.core.interrupts import sigterm_as_interrupt
-from shardrun.core.outcome import RunResult, result_of
+from shardrun.core.outcome import RunResult, merge, result_of
 from shardrun.core.owner import holding, job_lock, run_lock
 from shardrun.core.preflight import check_job
 from shardrun.core.prepare import abandon, prepare_run
@@ -106,3 +106,33 @@ def retry_run(
             ws.ledger.set_run_status(run_id, RunState.RUNNING)
         run.refresh()
         return execute(run, progress=progress, resumed=True, recovered=True)
+
+
+def merge_run(run_id: str, *, home: Path | str | None = None, wait: bool = False) -> Path:
+    """Merge the stored outputs of a run's succeeded tasks, in task order, into [merge] output.
+
+    Outputs that are gone from the store are not merged around: their tasks wait to run again,
+    and the error says how (`shardrun run JOB` resumes the run).
+    """
+    with Workspace(home) as ws, sigterm_as_interrupt(), \
+            holding(run_lock(ws.home, run_id), wait=wait, run_id=run_id):
+        run = open_run(ws, run_id)
+        if run.state == RunState.CLEANED:
+            raise UsageError(f"run {run_id} was cleaned up; its outputs are gone")
+        lost = lost_outputs(run)
+        if lost:
+            named = ", ".join(t.task_id for t in lost[:5]) + (" ..." if len(lost) > 5 else "")
+            with ws.ledger.transaction():
+                ws.ledger.set_task_state(run_id, [t.task_id for t in lost], TaskState.PENDING)
+                ws.ledger.set_run_status(run_id, RunState.RUNNING,
+                                         f"outputs of {len(lost)} tasks were lost; they run again")
+            raise MergeError(f"run {run_id}: the outputs of {len(lost)} task(s) are gone from the "
+                             f"store ({named}); `shardrun run {run.row.job_path}` runs them "
+                             "again and merges")
+        before, message = run.state, run.row.message
+        merged = merge(run)
+        if before in (RunState.SUCCEEDED, RunState.FAILED):  # merging again changes no outcome
+            run.set_state(before, message)
+        else:
+            run.set_state(RunState.SUCCEEDED)
+        return merged
