@@ -11,13 +11,14 @@ from azure.storage.blob import BlobServiceClient
 
 from shardrun.cli import main
 from shardrun.core.ledger import Ledger, RunRow
+from shardrun.core.pipeline import run_job
 from shardrun.core.provider import GcRequest
 from shardrun.core.spec import parse_age
-from shardrun.providers.azure.blob import container_metadata, open_blob_store
+from shardrun.providers.azure.blob import META_HEARTBEAT, META_STATE, container_metadata, open_blob_store
 from shardrun.providers.azure.gc import collect
 
 from .fixtures.azurite import DEV_KEY, Azurite
-from .helpers import APPS, PY, write_job
+from .helpers import APPS, PY, lines_job, write_job
 
 DAY = 86400.0
 
@@ -142,3 +143,46 @@ def test_parse_age() -> None:
     assert parse_age("36h") == 36 * 3600
     with pytest.raises(Exception, match="not an age"):
         parse_age("soon")
+
+
+def test_gc_from_another_home_keeps_runs_whose_heartbeat_is_fresh_or_that_can_be_resumed(
+    azurite: Azurite, shardrun_home: Path,
+) -> None:
+    """The other home's ledger knows none of these runs: only their containers' heartbeats speak."""
+    raw = BlobServiceClient.from_connection_string(azurite.connection_string)
+    tag = str(int(time.time() * 1000))[-8:]
+    old, now = time.time() - 8 * DAY, time.time()
+    beats = {
+        f"hbalive-{tag}": ("running", now - 30),           # its client is at work: kept
+        f"hbdead-{tag}": ("running", now - 3600),          # its client died: resumable, kept
+        f"hbpaused-{tag}": ("interrupted", now - 7200),    # Ctrl-C'd: resumable, kept
+        f"hbdone-{tag}": ("succeeded", now - 7200),        # over: collected
+    }
+    for name, (state, beat) in beats.items():
+        raw.create_container(name, metadata={**container_metadata(name, old),
+                                             META_STATE: state, META_HEARTBEAT: str(int(beat))})
+    store = open_blob_store(connection_string=azurite.connection_string)
+    ledger = Ledger(shardrun_home / "ledger.sqlite")
+    try:
+        found = {i.resource_id: i.why for i, _ in collect(GcRequest(0.0, False, ledger), store=store)}
+        mine = {k: v for k, v in found.items() if k.endswith(tag)}
+        assert mine == {f"hbdone-{tag}": "not in this ledger, last seen succeeded"}
+        found = {i.resource_id for i, _ in collect(GcRequest(0.0, False, ledger, include_interrupted=True),
+                                                   store=store)}
+        assert {k for k in found if k.endswith(tag)} == {f"hbdead-{tag}", f"hbpaused-{tag}", f"hbdone-{tag}"}
+    finally:
+        ledger.close()
+
+
+def test_a_blob_run_keeps_a_heartbeat_in_its_container(
+    azurite: Azurite, tmp_path: Path, shardrun_home: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", azurite.connection_string)
+    job = lines_job(tmp_path, n_lines=20, per_task=5)
+    job.write_text(job.read_text().replace("[run]\n", '[run]\nstorage = "blob"\n'))
+    result = run_job(job)
+    assert result.ok
+    meta = BlobServiceClient.from_connection_string(azurite.connection_string).get_container_client(
+        result.run_id).get_container_properties().metadata
+    assert meta[META_STATE] == "succeeded" and time.time() - float(meta[META_HEARTBEAT]) < 120
+    assert meta["shardrun_run"] == result.run_id  # the base metadata is kept

@@ -188,9 +188,11 @@ def cleanup(ctx: click.Context, run_id: str, force: bool, wait: bool) -> None:
 @click.option("--job", type=click.Path(path_type=Path),
               help="Take the account from this job file's [storage] and [secrets].")
 @click.option("--account-url", help="Blob account URL [default: from the job file or the environment].")
+@click.option("--include-interrupted", is_flag=True,
+              help="Also delete runs that could be resumed (interrupted, or whose client died).")
 @click.pass_context
 def gc(ctx: click.Context, older_than: str, delete: bool, job: Path | None,
-       account_url: str | None) -> None:
+       account_url: str | None, include_interrupted: bool) -> None:
     """Find what shardrun left in the cloud (Blob containers, and with --job Batch pools and jobs)
     that no live run owns, by its metadata, never by its name."""
     from shardrun.core import provider
@@ -204,7 +206,7 @@ def gc(ctx: click.Context, older_than: str, delete: bool, job: Path | None,
     spec = load_spec(job) if job is not None else None
     options = {"account_url": account_url} if account_url else {}
     with Workspace(_home(ctx)) as ws:
-        request = provider.GcRequest(age, delete, ws.ledger, spec, options)
+        request = provider.GcRequest(age, delete, ws.ledger, spec, options, include_interrupted)
         found = [pair for p in provider.installed() for pair in p.collect_leftovers(request)]
     for item, deleted in found:
         verb = "deleted" if deleted else ("already gone" if delete else "would delete")

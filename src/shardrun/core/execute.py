@@ -20,6 +20,7 @@ from shardrun.core.run import Run
 from shardrun.core.states import AttemptResult, RunState, TaskState
 
 POLL = 0.2  # seconds between event polls; also the timeout check granularity
+HEARTBEAT_EVERY = 60.0  # seconds between heartbeats where other machines see them (docs/storage.md)
 COUNTS_EVERY = 0.25  # seconds between progress counts from the ledger (a query over every task)
 ROUNDS = 3  # a lost output sends its task round again, at most this many times per command
 SHOWN = 5  # lost outputs named one by one
@@ -125,7 +126,7 @@ def _run_tasks(run: Run, pending: list[TaskRow], view: ProgressView) -> None:
         backend.start(ctx)
         backend.submit([TaskSpec(t.task_id, t.input_key, t.output_key, t.attempts + 1)
                         for t in pending])
-        _follow(backend, ledger, run_id, {t.task_id for t in pending}, view)
+        _follow(run, backend, {t.task_id for t in pending}, view)
     except KeyboardInterrupt:
         backend.stop()
         _record(ledger, run_id, backend.events(0), view)
@@ -139,8 +140,9 @@ def _run_tasks(run: Run, pending: list[TaskRow], view: ProgressView) -> None:
             view.message(note)
 
 
-def _follow(backend: ComputeBackend, ledger: Ledger, run_id: str, open_tasks: set[str],
-            view: ProgressView) -> None:
+def _follow(run: Run, backend: ComputeBackend, open_tasks: set[str], view: ProgressView) -> None:
+    ledger, run_id = run.ledger, run.run_id
+    run.beat()  # the run's container exists now (the pieces are in it)
     stale = False
     next_counts = 0.0
     counts = ledger.counts(run_id)
@@ -157,6 +159,8 @@ def _follow(backend: ComputeBackend, ledger: Ledger, run_id: str, open_tasks: se
             stale = False
             next_counts = time.monotonic() + COUNTS_EVERY
         view.update(counts)
+        if time.monotonic() - run.last_beat >= HEARTBEAT_EVERY:
+            run.beat()
 
 
 def _interrupted(run: Run, backend: ComputeBackend) -> RunInterrupted:

@@ -76,6 +76,7 @@ class GcRequest:
     ledger: Ledger
     spec: JobSpec | None = None  # a job file naming the account(s) to look at
     options: Mapping[str, str] | None = None  # provider-specific (e.g. account_url)
+    include_interrupted: bool = False  # also collect runs that could be resumed
 
 
 class Provider(Protocol):

@@ -6,17 +6,20 @@ opens the run's store and providers once, on first use.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from shardrun.core import provider
 from shardrun.core.errors import UsageError
 from shardrun.core.ledger import Ledger, RunRow
 from shardrun.core.spec import JobSpec, parse_spec
 from shardrun.core.states import RunState
-from shardrun.core.store import Store
+from shardrun.core.store import KeepsHeartbeat, Store
 from shardrun.core.workspace import Workspace
 
 
@@ -25,6 +28,8 @@ class Run:
     ws: Workspace
     row: RunRow
     spec: JobSpec
+    last_beat: float = 0.0
+    _beats: KeepsHeartbeat | Literal[False] | None = field(default=None, repr=False)
 
     @property
     def run_id(self) -> str:
@@ -57,6 +62,17 @@ class Run:
     def set_state(self, state: RunState, message: str | None = None) -> None:
         self.ledger.set_run_status(self.run_id, state, message)
         self.refresh()
+        self.beat()
+
+    def beat(self) -> None:
+        """Tell other machines the run's state and that its client is alive (stores that can)."""
+        if self._beats is None:
+            store = self.store
+            self._beats = store if isinstance(store, KeepsHeartbeat) else False
+        if self._beats is not False:
+            with contextlib.suppress(Exception):  # advice for gc; never worth failing a run over
+                self._beats.heartbeat(self.run_id, self.row.status)
+            self.last_beat = time.monotonic()
 
     def refresh(self) -> None:
         row = self.ledger.get_run(self.run_id)

@@ -83,3 +83,11 @@ class GrantsTaskAccess(Protocol):
     def fetch_shared(self, key: str, dest: Path, timeout: float | None) -> None:
         """Download a read-only file every task gets (the config, [app] files) through its own URL."""
         ...
+
+
+@runtime_checkable
+class KeepsHeartbeat(Protocol):
+    """A store other machines can see (Blob): the run's state and a heartbeat go where `shardrun gc`
+    on any machine reads them, so no machine deletes a run that is alive or can be resumed."""
+
+    def heartbeat(self, namespace: str, state: str) -> None: ...

@@ -50,6 +50,8 @@ META_TOOL = "shardrun_tool"
 META_RUN = "shardrun_run"
 META_CREATED = "shardrun_created"
 META_VERSION = "shardrun_version"
+META_STATE = "shardrun_state"  # the run's state, as its client last wrote it
+META_HEARTBEAT = "shardrun_heartbeat"  # when its client last said it is alive (unix seconds)
 TOOL = "shardrun"
 
 
@@ -79,6 +81,7 @@ class BlobStore:
         self.last_stats = TransferStats()
         self._ready: set[str] = set()
         self._lock = threading.Lock()
+        self._heartbeat_base: dict[str, dict[str, str]] = {}
 
     def __repr__(self) -> str:
         return f"BlobStore({self.conn.account_url!r})"
@@ -332,6 +335,20 @@ class BlobStore:
                 now - dt.timedelta(minutes=5), now + dt.timedelta(seconds=lifetime))
 
     # -- listing for gc -------------------------------------------------------------------------
+    def heartbeat(self, namespace: str, state: str) -> None:
+        """Write the run's state and the time into its container's metadata, where `shardrun gc`
+        on any machine sees it. One request; the container must exist."""
+        container = self._container(namespace)
+        with self._errors("heartbeat", namespace):
+            if namespace not in self._heartbeat_base:
+                base = dict(container.get_container_properties().metadata or {})
+                if not is_ours(base, namespace):
+                    return  # never write into a container that is not this run's
+                self._heartbeat_base[namespace] = {k: v for k, v in base.items()
+                                                   if k not in (META_STATE, META_HEARTBEAT)}
+            container.set_container_metadata({**self._heartbeat_base[namespace], META_STATE: state,
+                                              META_HEARTBEAT: str(int(time.time()))})
+
     def shardrun_containers(self) -> builtins.list[tuple[str, dict[str, str], float]]:
         """(name, metadata, created) of every container whose metadata says shardrun made it."""
         out = []

@@ -1,9 +1,15 @@
-"""Garbage collection: find shardrun's containers that no live run owns, and delete them on request.
+"""Garbage collection: find shardrun's containers, pools and jobs that no live run owns, and delete
+them on request.
 
-Containers are recognised by their metadata (tool and run, see shardrun.providers.azure.blob), never by
-their name: a container whose name merely looks like or contains a run id is never touched. A run is
-live while it is splitting, running or interrupted (it can be resumed); its containers are kept
-whatever their age.
+Everything is recognised by its metadata (tool and run, see shardrun.providers.azure.blob), never by
+its name: a container whose name merely looks like or contains a run id is never touched.
+
+A run is kept, from any home or machine, when:
+- this home's ledger has it splitting, running or merging; or interrupted or merge-failed, which can
+  be resumed, unless `include_interrupted`;
+- its container's heartbeat (written by its client every minute, see core/execute.py) is younger
+  than HEARTBEAT_GRACE and its state there is live; or that state is resumable (interrupted, or live
+  with a stale heartbeat: its client died), unless `include_interrupted`.
 """
 
 from __future__ import annotations
@@ -15,22 +21,39 @@ from typing import Any
 from shardrun.core.ledger import Ledger
 from shardrun.core.provider import GcRequest, Leftover
 from shardrun.core.spec import JobSpec, SecretsSection
-from shardrun.core.states import LIVE, RunState
+from shardrun.core.states import UNFINISHED, RunState
+from shardrun.providers.azure.blob import META_HEARTBEAT, META_STATE
 from shardrun.providers.azure.settings import StorageSection, batch_settings, storage_settings
 
 CONTAINER, POOL, JOB = "blob container", "Batch pool", "Batch job"
+HEARTBEAT_GRACE = 10 * 60.0  # seconds: ten missed heartbeats mean the client is gone
+WORKING = frozenset({RunState.SPLITTING, RunState.RUNNING, RunState.MERGING})
 
 
-def _owner(ledger: Ledger, run_id: str) -> tuple[bool, str]:
-    """(live, why): a run that is splitting, running or interrupted is live and never collected."""
+def _owner(ledger: Ledger, run_id: str, meta: dict[str, str] | None, now: float,
+           include_interrupted: bool) -> tuple[bool, str]:
+    """(keep, why): whether a run's resources must stay, from this ledger and the run's heartbeat."""
     run = ledger.get_run(run_id)
+    if run is not None and run.status in UNFINISHED and (
+            run.status in WORKING or not include_interrupted):
+        return True, f"run {run.status}"
+    meta = meta or {}
+    state = meta.get(META_STATE, "")
+    try:
+        beat = float(meta.get(META_HEARTBEAT, ""))
+    except ValueError:
+        beat = 0.0
+    if state in WORKING and now - beat < HEARTBEAT_GRACE:
+        return True, f"run {state} on another machine"
+    if state in UNFINISHED and not include_interrupted:
+        return True, f"run {state}, resumable"
     if run is None:
-        return False, "not in this ledger"
-    return run.status in LIVE, f"run {run.status}"
+        return False, "not in this ledger" + (f", last seen {state}" if state else "")
+    return False, f"run {run.status}"
 
 
-def find_leftovers(store: Any, ledger: Ledger, older_than: float,
-                   now: float | None = None) -> list[Leftover]:
+def find_leftovers(store: Any, ledger: Ledger, older_than: float, now: float | None = None,
+                   include_interrupted: bool = False) -> list[Leftover]:
     """shardrun containers created more than `older_than` seconds ago that no live run owns."""
     now = time.time() if now is None else now
     found = []
@@ -38,8 +61,8 @@ def find_leftovers(store: Any, ledger: Ledger, older_than: float,
         run_id = meta.get("shardrun_run", "")
         if run_id != name or now - created < older_than:
             continue
-        live, why = _owner(ledger, run_id)
-        if not live:
+        keep, why = _owner(ledger, run_id, meta, now, include_interrupted)
+        if not keep:
             found.append(Leftover(CONTAINER, name, run_id, created, why))
     return sorted(found, key=lambda x: x.created)
 
@@ -64,7 +87,8 @@ def collect(request: GcRequest, store: Any = None) -> list[tuple[Leftover, bool]
         store = open_gc_store(request.spec, options.get("account_url"))
     ledger = request.ledger
     out = []
-    for item in find_leftovers(store, ledger, request.older_than):
+    for item in find_leftovers(store, ledger, request.older_than,
+                               include_interrupted=request.include_interrupted):
         deleted = False
         if request.delete:
             deleted = store.delete_namespace(item.resource_id)
@@ -75,8 +99,9 @@ def collect(request: GcRequest, store: Any = None) -> list[tuple[Leftover, bool]
     return out
 
 
-def find_batch_leftovers(client: Any, ledger: Ledger, older_than: float,
-                         now: float | None = None) -> list[Leftover]:
+def find_batch_leftovers(client: Any, ledger: Ledger, older_than: float, now: float | None = None,
+                         heartbeats: dict[str, dict[str, str]] | None = None,
+                         include_interrupted: bool = False) -> list[Leftover]:
     """Pools and jobs whose metadata names a shardrun run that is not live, older than
     `older_than`. Found by metadata, never by name; a pool given as [batch] pool_id has none."""
     now = time.time() if now is None else now
@@ -90,8 +115,9 @@ def find_batch_leftovers(client: Any, ledger: Ledger, older_than: float,
             created = item.creation_time.timestamp() if item.creation_time else now
             if not run_id or now - created < older_than:
                 continue
-            live, why = _owner(ledger, run_id)
-            if not live:
+            keep, why = _owner(ledger, run_id, (heartbeats or {}).get(run_id), now,
+                               include_interrupted)
+            if not keep:
                 found.append(Leftover(kind, item.id, run_id, created, why))
     return sorted(found, key=lambda x: (x.kind != JOB, x.created))  # jobs before pools
 
@@ -111,8 +137,12 @@ def collect_batch(request: GcRequest, client: Any = None) -> list[tuple[Leftover
         return []
     client = client if client is not None else open_batch_client(spec)
     ledger = request.ledger
+    # The run's container carries its heartbeat: a pool or job of a live run is kept.
+    store = open_gc_store(spec, (request.options or {}).get("account_url"))
+    heartbeats = {name: meta for name, meta, _ in store.shardrun_containers()}
     out = []
-    for item in find_batch_leftovers(client, ledger, request.older_than):
+    for item in find_batch_leftovers(client, ledger, request.older_than, heartbeats=heartbeats,
+                                     include_interrupted=request.include_interrupted):
         if request.delete:
             (delete_job if item.kind == JOB else delete_pool)(client, item.resource_id, wait=True)
             if ledger.get_run(item.run_id) is not None:
