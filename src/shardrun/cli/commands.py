@@ -163,7 +163,8 @@ def logs(ctx: click.Context, run_id: str, task_id: str, attempt: int | None, str
 @click.pass_context
 def merge(ctx: click.Context, run_id: str, wait: bool) -> None:
     """Merge a run's outputs again (after a failed merge, or after changing the merger)."""
-    out.print(f"merged result: {merge_run(run_id, home=_home(ctx), wait=wait)}")
+    merged = merge_run(run_id, home=_home(ctx), wait=wait, progress=progress_for())
+    out.print(f"merged result: {merged}")
 
 
 @cli.command()

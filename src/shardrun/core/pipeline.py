@@ -19,7 +19,7 @@ from shardrun.core.owner import holding, job_lock, run_lock
 from shardrun.core.preflight import check_job
 from shardrun.core.prepare import abandon, prepare_run
 from shardrun.core.progress import NullProgress, ProgressView
-from shardrun.core.run import open_run
+from shardrun.core.run import Run, open_run
 from shardrun.core.spec import load_spec
 from shardrun.core.states import RunState, TaskState
 from shardrun.core.workspace import Workspace
@@ -62,7 +62,8 @@ def run_job(
             owned_job.record(existing.run_id)
             with holding(run_lock(ws.home, existing.run_id), wait=wait, run_id=existing.run_id,
                          on_wait=view.message):
-                run = open_run(ws, existing.run_id)
+                run = open_run(ws, existing.run_id, job_file_edits=True)
+                _say_edits(run, view)
                 if run.state == RunState.MERGE_FAILED:
                     view.message(f"run {run.run_id}: {run.row.message}; merging again")
                 return execute(run, progress=progress, resumed=True)
@@ -87,7 +88,8 @@ def retry_run(
     view = progress or NullProgress()
     with Workspace(home) as ws, sigterm_as_interrupt(), \
             holding(run_lock(ws.home, run_id), wait=wait, run_id=run_id, on_wait=view.message):
-        run = open_run(ws, run_id)
+        run = open_run(ws, run_id, job_file_edits=True)
+        _say_edits(run, view)
         if run.state == RunState.CLEANED:
             raise UsageError(f"run {run_id} was cleaned up; its inputs are gone")
         recover(run)  # first: a named task must run again even though its output is stored
@@ -108,7 +110,8 @@ def retry_run(
         return execute(run, progress=progress, resumed=True, recovered=True)
 
 
-def merge_run(run_id: str, *, home: Path | str | None = None, wait: bool = False) -> Path:
+def merge_run(run_id: str, *, home: Path | str | None = None, wait: bool = False,
+              progress: ProgressView | None = None) -> Path:
     """Merge the stored outputs of a run's succeeded tasks, in task order, into [merge] output.
 
     Outputs that are gone from the store are not merged around: their tasks wait to run again,
@@ -116,7 +119,8 @@ def merge_run(run_id: str, *, home: Path | str | None = None, wait: bool = False
     """
     with Workspace(home) as ws, sigterm_as_interrupt(), \
             holding(run_lock(ws.home, run_id), wait=wait, run_id=run_id):
-        run = open_run(ws, run_id)
+        run = open_run(ws, run_id, job_file_edits=True)
+        _say_edits(run, progress or NullProgress())
         if run.state == RunState.CLEANED:
             raise UsageError(f"run {run_id} was cleaned up; its outputs are gone")
         lost = lost_outputs(run)
@@ -136,3 +140,8 @@ def merge_run(run_id: str, *, home: Path | str | None = None, wait: bool = False
         else:
             run.set_state(RunState.SUCCEEDED)
         return merged
+
+
+def _say_edits(run: Run, view: ProgressView) -> None:
+    if run.edits:
+        view.message(f"run {run.run_id} uses the job file's current {', '.join(run.edits)}")

@@ -249,7 +249,9 @@ class LocalBackend:
             reason = f"timed out after {ctx.timeout:g}s"
             return finished("timeout", code, reason, final_try)
         if code != 0:
-            return finished("failed", code, _exit_reason(code), final_try)
+            hopeless = self._hopeless(code)
+            reason = _exit_reason(code) + (f" ({hopeless}; not retried)" if hopeless else "")
+            return finished("failed", code, reason, final_try or hopeless is not None)
         if not output_path.is_file():
             what = "a folder" if output_path.is_dir() else "nothing"
             reason = f"exited 0 but wrote {what} at OUTPUT_PATH ({output_path.name})"
@@ -260,6 +262,18 @@ class LocalBackend:
             size = ctx.store.put_file(task.output_key, output_path, move=True)
         _remove_task_dir(task_dir)
         return finished("succeeded", code, None, True, size)
+
+    def _hopeless(self, code: int) -> str | None:
+        """Why a retry cannot help this exit code, or None. Shells (and so `sh -c` commands) exit
+        126 for a program they cannot run and 127 for one they cannot find; podman and docker
+        use 125-127 for the container itself. Batch fails such a task at once too."""
+        if code == 127:
+            return "a program was not found"
+        if code == 126:
+            return "a program could not be run (not executable?)"
+        if code == 125 and self.runtime.isolated:
+            return "the container could not be started"
+        return None
 
     def _local_path(self, key: str) -> Path | None:
         """The store's own file for `key`, if the attempt can see it (a container sees the node root
