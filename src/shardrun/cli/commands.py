@@ -91,7 +91,10 @@ def split(job: Path, outdir: Path) -> None:
 @WAIT
 @click.pass_context
 def run(ctx: click.Context, job: Path, new: bool, quiet: bool, wait: bool) -> None:
-    """Run a job (or resume its unfinished run)."""
+    """Run a job (or resume its unfinished run).
+
+    A resumed run takes the job file's current [run] timeout, retries, concurrency and
+    allow_failures, and its [merge]; an edit of [app] or [split] needs --new."""
     result = run_job(job, home=_home(ctx), new=new, progress=progress_for(quiet=quiet), wait=wait)
     _print_result(result)
     ctx.exit(0 if result.ok else 1)
@@ -106,7 +109,10 @@ def run(ctx: click.Context, job: Path, new: bool, quiet: bool, wait: bool) -> No
 @click.pass_context
 def retry(ctx: click.Context, run_id: str, failed: bool, tasks: tuple[str, ...],
           quiet: bool, wait: bool) -> None:
-    """Rerun the failed tasks of a run, then merge."""
+    """Rerun the failed tasks of a run, then merge.
+
+    It takes the job file's current [run] timeout, retries, concurrency and allow_failures, and its
+    [merge]; the app and the pieces stay what the run started with."""
     if not failed and not tasks:
         raise click.UsageError("say which tasks: --failed, or --task ID")
     result = retry_run(run_id, home=_home(ctx), task_ids=list(tasks) or None,
@@ -162,7 +168,8 @@ def logs(ctx: click.Context, run_id: str, task_id: str, attempt: int | None, str
 @WAIT
 @click.pass_context
 def merge(ctx: click.Context, run_id: str, wait: bool) -> None:
-    """Merge a run's outputs again (after a failed merge, or after changing the merger)."""
+    """Merge a run's outputs again, with the job file's current [merge] (after a failed merge, or
+    after changing the merger)."""
     merged = merge_run(run_id, home=_home(ctx), wait=wait, progress=progress_for())
     out.print(f"merged result: {merged}")
 
