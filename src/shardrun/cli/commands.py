@@ -238,7 +238,11 @@ def runs(ctx: click.Context, as_json: bool, limit: int) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    table = Table("run", "job", "status", "tasks", "failed", "created")
+    table = Table()
+    # a run id is what the other commands take: never cut or wrapped, whatever the width
+    table.add_column("run", no_wrap=True, min_width=max((len(r["run_id"]) for r in rows), default=3))
+    for name in ("job", "status", "tasks", "failed", "created"):
+        table.add_column(name)
     for r in rows:
         table.add_row(r["run_id"], r["job"], r["status"], str(r["tasks"]), str(r["failed"]),
                       r["created_at"])

@@ -62,6 +62,7 @@ class AttemptEvent:
     reason: str | None = None
     output_size: int | None = None
     final: bool = False
+    stderr_tail: str | None = None  # the end of a failed attempt's stderr, kept in the ledger
 
 
 class ComputeBackend(Protocol):

@@ -181,7 +181,7 @@ def _record(ledger: Ledger, run_id: str, events: list[AttemptEvent], view: Progr
                 ledger.attempt_started(run_id, e.task_id, e.attempt, e.worker, e.pid, e.time)
                 continue
             ledger.attempt_finished(run_id, e.task_id, e.attempt, e.time, e.exit_code, e.result,
-                                    e.reason, worker=e.worker)
+                                    e.reason, worker=e.worker, stderr_tail=e.stderr_tail)
             if e.final and e.result != AttemptResult.INTERRUPTED:
                 state = TaskState.SUCCEEDED if e.result == AttemptResult.SUCCEEDED else TaskState.FAILED
                 ledger.set_task_state(run_id, [e.task_id], state, e.output_size)

@@ -54,6 +54,7 @@ CREATE TABLE IF NOT EXISTS attempts (
     exit_code INTEGER,
     result TEXT NOT NULL,          -- an AttemptResult
     reason TEXT,
+    stderr_tail TEXT,              -- the end of a failed attempt's stderr (status needs no store)
     PRIMARY KEY (run_id, task_id, attempt)
 );
 CREATE TABLE IF NOT EXISTS resources (
@@ -107,6 +108,9 @@ class Ledger:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
+        columns = {r[1] for r in self.db.execute("PRAGMA table_info(attempts)")}
+        if "stderr_tail" not in columns:  # a ledger made by an older shardrun
+            self.db.execute("ALTER TABLE attempts ADD COLUMN stderr_tail TEXT")
 
     def close(self) -> None:
         self.db.close()
@@ -230,18 +234,19 @@ class Ledger:
 
     def attempt_finished(
         self, run_id: str, task_id: str, attempt: int, ended_at: float, exit_code: int | None,
-        result: str, reason: str | None, worker: str = "",
+        result: str, reason: str | None, worker: str = "", stderr_tail: str | None = None,
     ) -> None:
         done = self.db.execute(
-            "UPDATE attempts SET ended_at=?, exit_code=?, result=?, reason=?"
+            "UPDATE attempts SET ended_at=?, exit_code=?, result=?, reason=?, stderr_tail=?"
             " WHERE run_id=? AND task_id=? AND attempt=?",
-            (ended_at, exit_code, result, reason, run_id, task_id, attempt),
+            (ended_at, exit_code, result, reason, stderr_tail, run_id, task_id, attempt),
         )
         if done.rowcount == 0:  # it failed before it could start (store unreachable, bad image, ...)
             self.db.execute(
                 "INSERT INTO attempts (run_id, task_id, attempt, worker, pid, started_at, ended_at,"
-                " exit_code, result, reason) VALUES (?,?,?,?,NULL,?,?,?,?,?)",
-                (run_id, task_id, attempt, worker, ended_at, ended_at, exit_code, result, reason),
+                " exit_code, result, reason, stderr_tail) VALUES (?,?,?,?,NULL,?,?,?,?,?,?)",
+                (run_id, task_id, attempt, worker, ended_at, ended_at, exit_code, result, reason,
+                 stderr_tail),
             )
             self.db.execute(
                 "UPDATE tasks SET attempts=MAX(attempts, ?) WHERE run_id=? AND task_id=?",

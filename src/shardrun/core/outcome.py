@@ -82,18 +82,23 @@ def result_of(run: Run) -> RunResult:
                      failed=failed_tasks(run), message=run.row.message)
 
 
-def failed_tasks(run: Run, tail_lines: int = 5) -> list[FailedTask]:
+def failed_tasks(run: Run, tail_lines: int = 5, *, use_store: bool = True) -> list[FailedTask]:
+    """The failed tasks, each with its last attempt's reason and the end of its stderr: from the
+    ledger, or (for attempts that did not record it) from the stored log when `use_store`."""
     ledger, run_id = run.ledger, run.run_id
     out = []
     for t in ledger.tasks(run_id, TaskState.FAILED):
         last = ledger.last_attempt(run_id, t.task_id) or {}
         attempt = int(last.get("attempt") or t.attempts)
-        try:
-            stderr = run.store.get_bytes(layout.log_key(run_id, t.task_id, attempt, "stderr"))
-        except FileNotFoundError:
-            stderr = b""
+        stderr_tail = str(last.get("stderr_tail") or "")
+        if not stderr_tail and use_store:
+            try:
+                stderr = run.store.get_bytes(layout.log_key(run_id, t.task_id, attempt, "stderr"))
+            except FileNotFoundError:
+                stderr = b""
+            stderr_tail = tail(stderr, tail_lines) if stderr.strip() else ""
         out.append(FailedTask(t.task_id, t.attempts, str(last.get("reason") or "unknown"),
-                              tail(stderr, tail_lines) if stderr.strip() else ""))
+                              stderr_tail))
     return out
 
 

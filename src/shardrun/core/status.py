@@ -10,6 +10,7 @@ from shardrun.core import layout
 from shardrun.core.errors import UsageError
 from shardrun.core.outcome import failed_tasks
 from shardrun.core.run import Run, open_run
+from shardrun.core.states import RunState
 from shardrun.core.workspace import Workspace
 
 
@@ -43,7 +44,7 @@ def run_status(run_id: str, *, home: Path | str | None = None) -> dict[str, Any]
             "failed": [
                 {"task_id": f.task_id, "attempts": f.attempts, "reason": f.reason,
                  "stderr_tail": f.stderr_tail}
-                for f in failed_tasks(handle)
+                for f in failed_tasks(handle, use_store=False)
             ],
         }
 
@@ -69,6 +70,8 @@ def task_log(
     """The stored stdout or stderr of one attempt (the last one by default)."""
     with Workspace(home) as ws:
         run = open_run(ws, run_id)
+        if run.state == RunState.CLEANED:
+            raise UsageError(f"run {run_id} was cleaned up: its logs were deleted with it")
         task = ws.ledger.task(run_id, task_id)
         if task is None:
             raise UsageError(f"run {run_id} has no task {task_id!r}")

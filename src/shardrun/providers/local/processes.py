@@ -21,12 +21,13 @@ from shardrun.core.compute import AttemptEvent, RunContext, TaskSpec
 from shardrun.core.contract import base_environment, task_environment
 from shardrun.core.errors import ShardrunError
 from shardrun.core.layout import log_key
-from shardrun.core.plugins import render_argv
+from shardrun.core.plugins import render_argv, tail
 from shardrun.core.store import GrantsTaskAccess, TaskAccess
 from shardrun.providers.local.container import open_runtime
 from shardrun.providers.local.runtime import ContainerSettings, Launched, Runtime
 
 KILL_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
+TAIL_BYTES, TAIL_LINES = 4096, 5  # the end of a failed attempt's stderr that the ledger keeps
 GATHER = 0.02  # seconds events() keeps collecting after the first event
 NODE_ID = "local-node"
 
@@ -219,7 +220,9 @@ class LocalBackend:
                      size: int | None = None) -> AttemptEvent:
             return AttemptEvent(task.task_id, attempt, "finished", time.time(), worker,
                                 result=result, exit_code=code, reason=reason, final=final,
-                                output_size=size)
+                                output_size=size, stderr_tail=stderr_tail)
+
+        stderr_tail: str | None = None  # read by finished(): set from the log before it is stored
 
         with (task_dir / "stdout.txt").open("wb") as out, (task_dir / "stderr.txt").open("wb") as err:
             try:
@@ -228,7 +231,7 @@ class LocalBackend:
                 program = argv[0] if argv else self.runtime.name  # no argv: the image's ENTRYPOINT
                 err.write(f"shardrun: cannot start {program!r}: {e.strerror}\n".encode())
                 err.flush()
-                self._keep_logs(ctx, task, attempt, task_dir, transfer)
+                stderr_tail = self._keep_logs(ctx, task, attempt, task_dir, transfer)
                 return finished("failed", None, f"cannot start {program!r}: {e.strerror}", True)
             deadline = time.monotonic() + ctx.timeout if ctx.timeout else None
             running = _Running(handle, deadline)
@@ -241,7 +244,7 @@ class LocalBackend:
             finally:
                 with self._lock:
                     del self._running[token]
-        self._keep_logs(ctx, task, attempt, task_dir, transfer)
+        stderr_tail = self._keep_logs(ctx, task, attempt, task_dir, transfer, tail_of_stderr=code != 0)
 
         if self._stopping.is_set() and code != 0:
             return finished("interrupted", code, "stopped by the user", True)
@@ -312,13 +315,19 @@ class LocalBackend:
                                         log_keys=logs, timeout=ctx.timeout)
 
     def _keep_logs(self, ctx: RunContext, task: TaskSpec, attempt: int, task_dir: Path,
-                   transfer: TaskAccess | None = None) -> None:
+                   transfer: TaskAccess | None = None, tail_of_stderr: bool = True) -> str | None:
+        """Store the attempt's logs; return the end of its stderr when asked (for the ledger)."""
+        stderr_tail = None
         for stream in ("stdout", "stderr"):
             path = task_dir / f"{stream}.txt"
             try:
                 size = path.stat().st_size
             except FileNotFoundError:
                 continue
+            if stream == "stderr" and tail_of_stderr and size:
+                with path.open("rb") as f:
+                    f.seek(max(0, size - TAIL_BYTES))
+                    stderr_tail = tail(f.read(), TAIL_LINES)
             if size == 0:
                 path.unlink()  # an empty log is not stored; `shardrun logs` shows it as empty
             elif transfer:
@@ -327,6 +336,7 @@ class LocalBackend:
             else:
                 ctx.store.put_file(log_key(ctx.run_id, task.task_id, attempt, stream), path,
                                    move=True)
+        return stderr_tail
 
 
 def _remove_task_dir(task_dir: Path) -> None:
