@@ -62,13 +62,48 @@ def test_init_app_builds_and_runs_with_no_hand_edits(tmp_path: Path, podman: Eng
     assert "set -euo pipefail" in wrapper
     assert f'exec /app/{name}.sh -i "${{INPUT_PATH}}" -o "${{OUTPUT_PATH}}" -c "${{CONFIG_PATH}}"' \
         in wrapper
+    image = f"localhost/{name}-sh"  # the whole file name: `app` and `app.sh` never collide
     try:
         assert main(["image", "build", "-j", "job.toml", "-q"]) == 0
-        assert podman.exists(f"localhost/{name}:0.1.0") and podman.exists(f"localhost/{name}:latest")
+        assert podman.exists(f"{image}:0.1.0") and podman.exists(f"{image}:latest")
         assert main(["run", "job.toml"]) == 0
         assert (folder / "result.txt").read_text() == "words: 3\nwords: 2\nwords: 1\nwords: 4\n"
     finally:
-        podman.call("rmi", "-f", f"localhost/{name}:0.1.0", f"localhost/{name}:latest")
+        podman.call("rmi", "-f", f"{image}:0.1.0", f"{image}:latest")
+
+
+def test_init_app_on_a_base_imported_from_a_root_filesystem(tmp_path: Path, podman: Engine,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """No registry: the base is a root filesystem folder (here busybox; docs/containers.md makes a
+    Debian one with Python the same way), imported by `init --app --base-rootfs`."""
+    rootfs = tmp_path / "rootfs"
+    (rootfs / "bin").mkdir(parents=True)
+    busybox = shutil.which("busybox")
+    assert busybox is not None
+    shutil.copyfile(Path(busybox).resolve(), rootfs / "bin" / "busybox")
+    (rootfs / "bin" / "busybox").chmod(0o755)
+    for tool in ("sh", "cat", "wc", "tr", "printf"):
+        (rootfs / "bin" / tool).symlink_to("busybox")
+    folder = tmp_path / "job"
+    folder.mkdir()
+    name = f"wc-{secrets.token_hex(3)}"
+    (folder / name).write_text(WORDCOUNT)
+    (folder / name).chmod(0o755)
+    (folder / "words.txt").write_text("a b c\nd e\n")
+    (folder / "prefix.txt").write_text("words:")
+    monkeypatch.chdir(folder)
+    try:
+        assert main(["init", "--app", name, "--input", "words.txt", "--config", "prefix.txt",
+                     "--per-task", "1", "--base-rootfs", str(rootfs), "job.toml"]) == 0
+        assert podman.exists(f"localhost/{name}-base:0.1.0")
+        assert f"FROM localhost/{name}-base:0.1.0" in (folder / "Dockerfile").read_text()
+        assert (folder / "run-task.sh").read_text().startswith("#!/bin/sh")  # no bash in the rootfs
+        assert main(["image", "build", "-j", "job.toml", "-q"]) == 0
+        assert main(["run", "job.toml"]) == 0
+        assert (folder / "result.txt").read_text() == "words: 3\nwords: 2\n"
+    finally:
+        podman.call("rmi", "-f", f"localhost/{name}:0.1.0", f"localhost/{name}:latest",
+                    f"localhost/{name}-base:0.1.0")
 
 
 def test_wrapper_refuses_to_run_without_the_contract(tmp_path: Path,

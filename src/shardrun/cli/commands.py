@@ -42,14 +42,18 @@ WAIT = click.option("--wait", is_flag=True,
 @click.option("--config", help="With --app: a config file every task reads.")
 @click.option("--base", default="scratch", show_default=True,
               help="With --app: base image; 'scratch' adds this machine's static busybox.")
+@click.option("--base-rootfs", type=click.Path(path_type=Path, exists=True),
+              help="With --app: import this root filesystem (a folder or a tarball, e.g. from "
+                   "mmdebstrap) as the base image: no registry needed (docs/containers.md).")
 def init(path: Path, force: bool, app: Path | None, input_: str, method: str, per_task: int,
-         app_args: str | None, config: str | None, base: str) -> None:
+         app_args: str | None, config: str | None, base: str, base_rootfs: Path | None) -> None:
     """Write a commented example job file, or with --app a container setup around an app."""
     if app is not None:
         from shardrun.images.scaffold import AppScaffold, scaffold_app
 
         files = scaffold_app(AppScaffold(app, path, input=input_, args=app_args, config=config,
-                                         base=base, method=method, per_task=per_task), force=force)
+                                         base=base, method=method, per_task=per_task,
+                                         base_rootfs=base_rootfs), force=force)
         out.print(f"wrote {', '.join(f.name for f in files)} in {path.resolve().parent}",
                   markup=False)
         out.print(f"next: shardrun image build -j {path}, then: shardrun run {path}", markup=False)

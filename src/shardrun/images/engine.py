@@ -11,6 +11,7 @@ import contextlib
 import ipaddress
 import shutil
 import subprocess
+import tarfile
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -232,6 +233,22 @@ def registry_for(spec: JobSpec, host: str | None = None, *, username: str | None
     if username is not None and password is None:
         raise ImageError(f"a username for {host} but no password (see [image] password_secret)")
     return Registry(host, username, password, True if tls_verify is None else tls_verify)
+
+
+def import_rootfs(rootfs: Path, engine: Engine, ref: str) -> str:
+    """Make image `ref` from a root filesystem, a folder or a tarball (`podman import`): a base for
+    apps that need a runtime, built offline (docs/containers.md has the recipe for Python)."""
+    if not rootfs.exists():
+        raise ImageError(f"--base-rootfs: {rootfs} does not exist")
+    if rootfs.is_dir():
+        with tempfile.TemporaryDirectory(prefix="shardrun-rootfs-") as tmp:
+            tarball = Path(tmp) / "rootfs.tar"
+            with tarfile.open(tarball, "w") as tar:
+                tar.add(rootfs, arcname=".")
+            engine.run("import", str(tarball), ref, timeout=TRANSFER, what=f"importing {rootfs}")
+    else:
+        engine.run("import", str(rootfs), ref, timeout=TRANSFER, what=f"importing {rootfs}")
+    return ref
 
 
 def build_image(spec: JobSpec, engine: Engine, *, quiet: bool = False) -> list[str]:

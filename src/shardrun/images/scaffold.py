@@ -12,6 +12,7 @@ import os
 import re
 import shlex
 import shutil
+import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +39,7 @@ class AppScaffold:
     base: str = "scratch"
     method: str = "lines"
     per_task: int = 100
+    base_rootfs: Path | None = None  # a root filesystem (folder or tarball) to import as the base
 
 
 def shell_word(arg: str) -> str:
@@ -89,11 +91,18 @@ def scaffold_app(s: AppScaffold, *, force: bool = False) -> list[Path]:
     uses_config = any("{config}" in a for a in args)
     if uses_config and not s.config:
         raise UsageError("--args uses {config}: also pass --config FILE")
-    name = re.sub(r"[^a-z0-9]+", "-", app.stem.lower()).strip("-") or "app"
-    scratch = s.base == "scratch"
+    # the whole file name: `app` and `app.py` are different apps and get different images
+    name = re.sub(r"[^a-z0-9]+", "-", app.name.lower()).strip("-") or "app"
+    base, shell = s.base, "/bin/bash"  # busybox sh and bash both know pipefail; dash may not
+    if s.base_rootfs is not None:
+        base = f"localhost/{name}-base:{VERSION}"
+        shell = "/bin/bash" if rootfs_has(s.base_rootfs, "bin/bash") else "/bin/sh"
+    scratch = base == "scratch" and s.base_rootfs is None
+    if scratch:
+        shell = "/bin/sh"
     values = {
-        "shell": "/bin/sh" if scratch else "/bin/bash",  # busybox sh and bash both know pipefail
-        "uses_config": uses_config, "command": command, "base": s.base,
+        "shell": shell,
+        "uses_config": uses_config, "command": command, "base": base,
         "app_src": json.dumps(app_rel), "app_dest": json.dumps(app_dest),
         "app_pattern": re.sub(r"([*?\[\]\\!#])", r"\\\1", app_rel),
         "job_name": s.job.name, "app": s.app.as_posix(), "name": name,
@@ -113,6 +122,10 @@ def scaffold_app(s: AppScaffold, *, force: bool = False) -> list[Path]:
         raise UsageError(f"{', '.join(p.name for p in existing)} already exist(s) in {folder}; "
                          "use --force to overwrite")
     busybox = static_busybox() if scratch else None
+    if s.base_rootfs is not None:
+        from shardrun.images.engine import find_engine, import_rootfs
+
+        import_rootfs(s.base_rootfs, find_engine("auto"), base)
     env = jinja2.Environment(loader=jinja2.PackageLoader("shardrun", "templates"),
                              keep_trailing_newline=True, autoescape=False)  # noqa: S701 (not HTML)
     for path, template in outputs.items():
@@ -122,3 +135,15 @@ def scaffold_app(s: AppScaffold, *, force: bool = False) -> list[Path]:
         shutil.copyfile(busybox, folder / "busybox")
         (folder / "busybox").chmod(0o755)
     return targets
+
+
+def rootfs_has(rootfs: Path, member: str) -> bool:
+    """Whether a root filesystem (a folder or a tarball) has `member` (e.g. 'bin/bash')."""
+    if rootfs.is_dir():
+        return (rootfs / member).exists() or (rootfs / member).is_symlink()
+    try:
+        with tarfile.open(rootfs) as tar:
+            names = {n.removeprefix("./") for n in tar.getnames()}
+    except (OSError, tarfile.TarError) as err:
+        raise UsageError(f"--base-rootfs: {rootfs} is not a folder or a readable tarball ({err})") from None
+    return member in names
