@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import pytest
 from shardrun.core.errors import ShardrunError
 from shardrun.core.owner import RunBusy, holding, job_lock, run_lock
 
-from .test_resume import slow_job, start_client, wait_for
+from .test_resume import processes_of, slow_job, start_client, wait_for
 
 
 def starts_in(calls: Path) -> Counter[str]:
@@ -101,20 +100,27 @@ def test_a_second_client_on_an_interrupted_run_is_turned_away_and_nothing_runs_t
 
 
 def test_wait_takes_the_run_once_the_owner_is_done(tmp_path: Path, shardrun_home: Path) -> None:
-    calls = tmp_path / "calls.log"
-    job = slow_job(tmp_path, 6, "0.3", calls)
+    calls, sleep = tmp_path / "calls.log", tmp_path / "sleep"
+    sleep.write_text("30")  # the owner's tasks wait until the waiter is seen waiting
+    job = slow_job(tmp_path, 6, str(sleep), calls)
     env = {"SHARDRUN_HOME": str(shardrun_home)}
     first = start_client(job, env)
     wait_for(shardrun_home, "SELECT COUNT(*) FROM runs", 1, first)
-    began = time.monotonic()
-    waiter = subprocess.run([sys.executable, "-m", "shardrun", "run", "--wait", str(job)],
-                            capture_output=True, text=True, env={**os.environ, **env}, timeout=120,
-                            check=False)
-    assert first.wait(timeout=60) == 0
-    assert waiter.returncode == 0, waiter.stderr
-    assert "waiting: run " in waiter.stderr and time.monotonic() > began
-    # The waiter reports the run it waited for, which is done: no task runs again.
-    assert "succeeded" in waiter.stdout and set(starts_in(calls).values()) == {1}
+    waiter = subprocess.Popen([sys.executable, "-m", "shardrun", "run", "--wait", str(job)],
+                              env={**os.environ, **env}, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    assert waiter.stderr is not None
+    said = waiter.stderr.readline()
+    assert "waiting: run " in said and f"PID {first.pid}" in said
+    sleep.write_text("0")
+    for pid in processes_of(f"SHARDRUN_RUN_ID={_run_id(shardrun_home)}".encode()):
+        os.kill(pid, signal.SIGTERM)  # cut the owner's 30 s naps short: the tasks fail, the run ends
+    first.wait(timeout=60)
+    out, err = waiter.communicate(timeout=120)
+    # The waiter reports the run it waited for, which is over: it starts nothing of its own.
+    assert waiter.returncode == first.returncode, err
+    assert f"run {_run_id(shardrun_home)}" in out
+    assert len(starts_in(calls)) <= 6 and set(starts_in(calls).values()) == {1}
 
 
 def _run_id(home: Path) -> str:
