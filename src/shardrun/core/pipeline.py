@@ -28,6 +28,7 @@ from shardrun.core.run import Run, open_run
 from shardrun.core.spec import JobSpec, load_spec
 from shardrun.core.split import resolve_inputs, split_job
 from shardrun.core.states import AttemptResult, RunState, TaskState
+from shardrun.core.store import ReportsTransfers
 from shardrun.core.workspace import Workspace
 
 POLL = 0.2  # seconds between event polls; also the timeout check granularity
@@ -79,6 +80,8 @@ def prepare_run(ws: Workspace, spec: JobSpec, job_key: str, view: ProgressView |
     ledger.add_resource(run_id, "namespace", run_id)
     run = Run(ws, row, spec)
     store = run.store
+    if isinstance(store, ReportsTransfers):  # the pieces' upload can be long: show its bytes
+        store.report_transfers(view)
     staging = ws.scratch(run_id) / "pieces"
     staging.mkdir(parents=True)
     try:

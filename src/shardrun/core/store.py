@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from shardrun.core.progress import ProgressView
+
 
 @dataclass(frozen=True)
 class ObjectInfo:
@@ -83,3 +85,10 @@ class GrantsTaskAccess(Protocol):
     def fetch_shared(self, key: str, dest: Path, timeout: float | None) -> None:
         """Download a read-only file every task gets (the config, [app] files) through its own URL."""
         ...
+
+
+@runtime_checkable
+class ReportsTransfers(Protocol):
+    """A store whose long transfers (a network upload) report their bytes to the run's ProgressView."""
+
+    def report_transfers(self, view: ProgressView) -> None: ...
