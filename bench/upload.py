@@ -77,8 +77,7 @@ def raw_concurrent(service: BlobServiceClient, container: str, files: list[Path]
 
 
 def shardrun_upload(url: str, container: str, files: list[Path]) -> None:
-    store = open_blob_store(account_url=url, account_key=DEV_KEY, max_concurrency=THREADS,
-                            progress=False)
+    store = open_blob_store(account_url=url, account_key=DEV_KEY, max_concurrency=THREADS)
     store.put_files([(f"{container}/data/{p.name}", p) for p in files])
 
 

@@ -63,7 +63,7 @@ def test_kill_azurite_mid_upload_then_resume(server: Azurite, tmp_path: Path,
 
     def new_store() -> BlobStore:
         return open_blob_store(connection_string=server.connection_string, block_size=BLOCK,
-                               max_concurrency=4, retries=1, progress=False)
+                               max_concurrency=4, retries=1)
 
     # First the small files, and let Azurite save them, as it would during any long upload.
     store = new_store()

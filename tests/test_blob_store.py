@@ -24,7 +24,7 @@ BLOCK = 256 * 1024
 @pytest.fixture
 def store(azurite: Azurite) -> BlobStore:
     return open_blob_store(connection_string=azurite.connection_string, block_size=BLOCK,
-                           max_concurrency=4, progress=False)
+                           max_concurrency=4)
 
 
 @pytest.fixture
@@ -177,26 +177,3 @@ def test_task_transfer_moves_files_through_urls_only(store: BlobStore, ns: str, 
     transfer.put_log("stdout", out)
     assert store.get_bytes(f"{ns}/outputs/t1/out.txt") == b"result"
     assert store.get_bytes(f"{ns}/logs/t1/1/stdout.txt") == b"result"
-
-
-def test_progress_bar_shows_bytes_per_second() -> None:
-    import io
-    import re
-    import time
-
-    from rich.console import Console
-
-    from shardrun.providers.azure.blob_transfer import TransferProgress
-
-    screen = io.StringIO()
-    bar = TransferProgress("upload", 10 * 1024 * 1024, True,
-                           console=Console(file=screen, force_terminal=True, width=120))
-    for _ in range(5):
-        bar.advance(1024 * 1024)
-        time.sleep(0.05)  # lets the bar take speed samples
-    bar.close()
-    assert re.search(r"[\d.]+ ?[kMG]?B/s", screen.getvalue())
-    assert "upload" in screen.getvalue()
-    quiet = TransferProgress("upload", 100, None)  # not a terminal here: no bar at all
-    quiet.advance(100)
-    quiet.close()

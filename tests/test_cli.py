@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -20,6 +24,17 @@ def cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
         timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "shardrun", *args], cwd=cwd, capture_output=True,
                           text=True, timeout=timeout, env={**os.environ, **(env or {})}, check=False)
+
+
+def into_closed_pipe(*args: str) -> subprocess.CompletedProcess[bytes]:
+    """Run shardrun with its stdout a pipe whose reading end is already closed."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        return subprocess.run([sys.executable, "-m", "shardrun", *args], stdout=write,
+                              stderr=subprocess.PIPE, timeout=120, check=False)
+    finally:
+        os.close(write)
 
 
 def test_demo_style_run_and_the_read_commands(tmp_path: Path, shardrun_home: Path) -> None:
@@ -38,6 +53,10 @@ def test_demo_style_run_and_the_read_commands(tmp_path: Path, shardrun_home: Pat
     assert never.returncode == 2 and "no stderr stored for task-00001 attempt 7" in never.stderr
     merged = cli("merge", run_id)
     assert merged.returncode == 0 and "merged result" in merged.stdout
+    # `shardrun status RUN --json | head`: the reader is gone before we write; no noise, exit 0
+    for args in (["status", run_id, "--json"], ["runs"]):
+        closed = into_closed_pipe(*args)
+        assert (closed.returncode, closed.stderr) == (0, b""), closed
     assert "removed" in cli("cleanup", run_id).stdout
 
 
@@ -113,3 +132,56 @@ def test_init_then_validate_and_split(tmp_path: Path) -> None:
     assert main(["split", str(tmp_path / "job.toml"), "-o", str(tmp_path / "pieces")]) == 0
     pieces = sorted((tmp_path / "pieces").iterdir())
     assert [len(p.read_text().splitlines()) for p in pieces] == [100, 100, 50]
+
+
+# -- the edge: every exception ends in main() as one line and an exit code --------------------------
+def _raises(err: Exception) -> Callable[..., NoReturn]:
+    def broken(*args: object, **kwargs: object) -> NoReturn:
+        raise err
+    return broken
+
+
+def test_an_unexpected_error_is_one_line_and_exit_3(monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv("SHARDRUN_DEBUG", raising=False)
+    monkeypatch.setattr("shardrun.cli.commands.list_runs",
+                        _raises(RuntimeError("GET https://acct/c/b?sv=1&sig=SeCrEt123 went wrong\nmore")))
+    assert main(["runs"]) == 3
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        "shardrun: internal error: RuntimeError: GET https://acct/c/b?sv=1&sig=REDACTED went wrong",
+        "run with --debug (or SHARDRUN_DEBUG=1) to see the traceback",
+    ]
+    assert "Traceback" not in err and "SeCrEt123" not in err
+
+
+def test_debug_shows_the_traceback(monkeypatch: pytest.MonkeyPatch,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv("SHARDRUN_DEBUG", raising=False)
+    monkeypatch.setattr("shardrun.cli.commands.list_runs", _raises(ZeroDivisionError("division by zero")))
+    assert main(["--debug", "runs"]) == 3
+    err = capsys.readouterr().err
+    assert err.startswith("Traceback (most recent call last):") and "in broken" in err
+    assert err.splitlines()[-1] == "shardrun: internal error: ZeroDivisionError: division by zero"
+    monkeypatch.setenv("SHARDRUN_DEBUG", "1")
+    assert main(["runs"]) == 3
+    assert "Traceback (most recent call last):" in capsys.readouterr().err
+    monkeypatch.setenv("SHARDRUN_DEBUG", "0")
+    assert main(["runs"]) == 3
+    assert "Traceback" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("err", "line"), [
+    (OSError(errno.ENOSPC, "No space left on device", "/data/scratch/piece-7"),
+     "shardrun: error: No space left on device: /data/scratch/piece-7"),
+    (PermissionError(errno.EACCES, "Permission denied", "/data/out.txt"),
+     "shardrun: error: Permission denied: /data/out.txt"),
+    (sqlite3.OperationalError("database is locked"),
+     "shardrun: error: the ledger database: database is locked"),
+])
+def test_disk_and_ledger_errors_are_one_clear_line(err: Exception, line: str, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv("SHARDRUN_DEBUG", raising=False)
+    monkeypatch.setattr("shardrun.cli.commands.run_status", _raises(err))
+    assert main(["status", "some-run"]) == 3
+    assert capsys.readouterr().err.splitlines() == [line]

@@ -52,7 +52,7 @@ def test_estimate_equal_tasks_by_hand() -> None:
     assert (p.tasks, p.task_seconds) == (10, 12.0)
     assert p.makespan == pytest.approx(96.0)
     assert p.node_hours == pytest.approx(2 * 96 / 3600)
-    assert p.cost == pytest.approx(2 * 96 / 3600 * 1.0)
+    assert p.cost == p.dedicated_cost == pytest.approx(2 * 96 / 3600 * 1.0)
     assert p.spot_cost == pytest.approx(2 * 96 / 3600 * 0.1)
     assert p.utilization == pytest.approx(120 / 144)
 
@@ -122,13 +122,23 @@ def test_deadline_gives_the_cheapest_plan_in_time(deadline: float) -> None:
     assert rec.plan.cost == min(p.cost for p in in_time)
 
 
-@pytest.mark.parametrize("spot", [False, True])
-def test_budget_gives_the_fastest_plan_within_it(spot: bool) -> None:
-    plans = plan_grid(WORK, pool(max_nodes=50))
-    budget = sorted(p.price(spot) for p in plans)[len(plans) // 2]
-    rec = recommend(plans, budget=budget, spot=spot)
-    assert rec.plan is not None and rec.plan.price(spot) <= budget
-    quickest = min(p.makespan for p in plans if p.price(spot) <= budget)
+def test_a_pools_spot_share_prices_its_plans() -> None:
+    """A pool of 3 dedicated and 1 Spot node costs 3/4 of the dedicated price plus 1/4 of Spot's."""
+    mixed = estimate(WORK, pool(spot_share=0.25), units_per_task=10, nodes=2)
+    assert mixed.node_hours == pytest.approx(2 * 96 / 3600)
+    assert mixed.cost == pytest.approx(mixed.node_hours * (0.75 * 1.0 + 0.25 * 0.1))
+    assert (mixed.dedicated_cost, mixed.spot_cost) == (pytest.approx(mixed.node_hours * 1.0),
+                                                       pytest.approx(mixed.node_hours * 0.1))
+    assert pool(spot_share=0.25).pricing == "25% Spot" and pool(spot_share=1.0).pricing == "Spot"
+
+
+@pytest.mark.parametrize("spot_share", [0.0, 1.0])
+def test_budget_gives_the_fastest_plan_within_it(spot_share: float) -> None:
+    plans = plan_grid(WORK, pool(max_nodes=50, spot_share=spot_share))
+    budget = sorted(p.cost for p in plans)[len(plans) // 2]
+    rec = recommend(plans, budget=budget)
+    assert rec.plan is not None and rec.plan.cost <= budget
+    quickest = min(p.makespan for p in plans if p.cost <= budget)
     assert same_time(rec.plan.makespan, quickest)
 
 
@@ -387,6 +397,9 @@ def test_plan_takes_the_pool_from_the_jobs_batch_section(tmp_path: Path) -> None
     runner = CliRunner()
     out = runner.invoke(cli, ["plan", str(job), "--unit-time", "1ms", "--no-plot"]).output
     assert "VM: Standard_D2s_v5" in out and "2 task slots per node, up to 2 nodes" in out
+    assert "plans priced dedicated, $0.096 per node-hour" in out  # its pool has no Spot nodes
+    out = runner.invoke(cli, ["plan", str(job), "--unit-time", "1ms", "--no-plot", "--spot"]).output
+    assert "plans priced Spot, $0.011 per node-hour" in out
     out = runner.invoke(cli, ["plan", str(job), "--unit-time", "1ms", "--no-plot", "--vm",
                               "Standard_D8s_v5", "--max-nodes", "5"]).output
     assert "VM: Standard_D8s_v5" in out and "up to 5 nodes" in out

@@ -117,15 +117,18 @@ def test_report_command(flaky_run: str, tmp_path: Path, capsys: pytest.CaptureFi
     assert main(["report", "no-such-run-123"]) == 2
 
 
-def test_cost_uses_the_price_given(flaky_run: str, tmp_path: Path) -> None:
+def test_a_local_run_is_priced_as_an_estimate_at_the_price_given(flaky_run: str, tmp_path: Path) -> None:
+    """This machine costs nothing: the report estimates one node busy from the first attempt's start
+    to the last attempt's end, priced as `status` prices a Batch run's nodes; `status` shows none."""
     html = write_report(flaky_run, tmp_path / "p.html", price=3600.0).read_text()
-    ws = Workspace()
-    run = ws.ledger.get_run(flaky_run)
-    ws.close()
-    assert run is not None and run.finished_at is not None
-    wall = run.finished_at - run.created_at  # one node at $3600/h costs $1 a second
+    attempts = ledger_attempts(flaky_run)
+    busy = max(a["ended_at"] for a in attempts) - min(a["started_at"] for a in attempts)
     shown = re.search(r"cost \(estimated\)</div><div class=\"value\">\$([\d,.]+)", html)
-    assert shown and float(shown.group(1).replace(",", "")) == pytest.approx(wall, abs=0.01)
+    assert shown and float(shown.group(1).replace(",", "")) == pytest.approx(busy, abs=0.01)  # $1 a second
+    assert "An estimate: this run ran on this machine" in html
+    from shardrun.core.status import run_status
+
+    assert run_status(flaky_run)["cost"] is None
 
 
 # -- a big synthetic ledger -------------------------------------------------------------------------

@@ -31,7 +31,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
         from shardrun.providers.azure.blob import open_blob_store
 
         yield open_blob_store(connection_string=server.connection_string, block_size=BLOCK,
-                              max_concurrency=4, progress=False)
+                              max_concurrency=4)
 
 
 @pytest.fixture

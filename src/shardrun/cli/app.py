@@ -2,14 +2,50 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
 
 from shardrun import __version__
 
-out = Console(highlight=False, soft_wrap=True)
+
+class StdoutClosed(Exception):
+    """Standard output's reader went away (`shardrun logs RUN TASK | head`)."""
+
+
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """rich exits 1 here; main() decides instead (0, quietly)."""
+        self.quiet = True
+        raise StdoutClosed()
+
+
+out = _Console(highlight=False, soft_wrap=True)
+
+
+@contextlib.contextmanager
+def _closed_pipe_is_ours() -> Iterator[None]:
+    try:
+        yield
+    except BrokenPipeError as err:
+        raise StdoutClosed() from err
+
+
+class ShardrunGroup(click.Group):
+    """The top group. A closed pipe is turned into StdoutClosed before click sees it, since click
+    would exit 1 on it, and 1 means that tasks failed: main() exits 0 instead."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        with _closed_pipe_is_ours():  # --help and --version print while the arguments are parsed
+            return super().parse_args(ctx, args)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with _closed_pipe_is_ours():
+            return super().invoke(ctx)
 
 
 def _home(ctx: click.Context) -> Path | None:
@@ -17,14 +53,18 @@ def _home(ctx: click.Context) -> Path | None:
     return home
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=ShardrunGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="shardrun")
 @click.option("--home", type=click.Path(path_type=Path), envvar="SHARDRUN_HOME",
               help="Where the ledger and run data live [default: ~/.local/state/shardrun].")
+@click.option("--debug", is_flag=True,
+              help="Print the traceback of an error (also: SHARDRUN_DEBUG=1).")
 @click.pass_context
-def cli(ctx: click.Context, home: Path | None) -> None:
+def cli(ctx: click.Context, home: Path | None, debug: bool) -> None:
     """Split a big job into tasks, run them in parallel, merge the outputs."""
     ctx.ensure_object(dict)
     ctx.obj["home"] = home
+    if debug:  # main() reads it when an error reaches it
+        ctx.obj["debug"] = True
 
 

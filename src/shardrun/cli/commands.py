@@ -13,11 +13,11 @@ import click
 from rich.table import Table
 
 from shardrun.cli.app import _home, cli, out
+from shardrun.cli.progress import progress_for
 from shardrun.core.cleanup import cleanup_run
 from shardrun.core.outcome import RunResult
 from shardrun.core.pipeline import merge_run, retry_run, run_job
 from shardrun.core.preflight import validate_job
-from shardrun.core.progress import progress_for
 from shardrun.core.spec import load_spec
 from shardrun.core.split import split_job
 from shardrun.core.status import list_runs, run_status, task_log
@@ -99,7 +99,11 @@ def run(ctx: click.Context, job: Path, new: bool, quiet: bool, wait: bool) -> No
 
     A resumed run takes the job file's current [run] timeout, retries, concurrency and
     allow_failures, and its [merge]; an edit of [app] or [split] needs --new."""
-    result = run_job(job, home=_home(ctx), new=new, progress=progress_for(quiet=quiet), wait=wait)
+    view = progress_for(quiet=quiet)
+    try:
+        result = run_job(job, home=_home(ctx), new=new, progress=view, wait=wait)
+    finally:
+        view.close()  # also when the run stops on an error: the terminal gets its cursor back
     _print_result(result)
     ctx.exit(0 if result.ok else 1)
 
@@ -119,8 +123,12 @@ def retry(ctx: click.Context, run_id: str, failed: bool, tasks: tuple[str, ...],
     [merge]; the app and the pieces stay what the run started with."""
     if not failed and not tasks:
         raise click.UsageError("say which tasks: --failed, or --task ID")
-    result = retry_run(run_id, home=_home(ctx), task_ids=list(tasks) or None,
-                       progress=progress_for(quiet=quiet), wait=wait)
+    view = progress_for(quiet=quiet)
+    try:
+        result = retry_run(run_id, home=_home(ctx), task_ids=list(tasks) or None, progress=view,
+                           wait=wait)
+    finally:
+        view.close()
     _print_result(result)
     ctx.exit(0 if result.ok else 1)
 
@@ -141,11 +149,13 @@ def status(ctx: click.Context, run_id: str, as_json: bool) -> None:
               f"{t['running']} running, {t['pending']} waiting; {info['retries']} retries")
     cost = info.get("cost")
     if cost and cost.get("usd") is not None:
-        out.print(f"  cost so far: about ${cost['usd']:.2f} ({cost['node_hours']:.2f} node-hours of "
-                  f"{cost['vm_size']} at ${cost['usd_per_node_hour']}/h, prices as of "
-                  f"{cost['prices_as_of']}; busy time only)")
+        # The ledger knows when tasks ran, not when nodes booted or idled: a lower bound.
+        out.print(f"  cost so far: about ${cost['usd']:.2f} or more ({cost['node_hours']:.2f} busy "
+                  f"node-hours on {cost['nodes']} x {cost['vm_size']} at ${cost['usd_per_node_hour']}/h, "
+                  f"prices as of {cost['prices_as_of']}; node start-up and idle time not counted)",
+                  markup=False)
     elif cost:
-        out.print(f"  cost so far: unknown ({cost['note']})")
+        out.print(f"  cost so far: unknown ({cost['basis']})", markup=False)
     if info["merged_output"]:
         out.print(f"  merged output: {info['merged_output']}")
     if info["message"]:

@@ -36,8 +36,8 @@ DURATION: dict[str, Any] = {"type": str, "callback": _seconds, "metavar": "DURAT
 @click.argument("run_id")
 @click.option("-o", "--output", type=click.Path(path_type=Path),
               help="HTML file to write [default: RUN.report.html here].")
-@click.option("--vm", "vm_size", help="VM size whose price estimates the cost [default: the run's, "
-              "else the planner's default].")
+@click.option("--vm", "vm_size", help="A run on this machine: the VM size its estimate is priced as "
+              "[default: the job's [batch] vm_size, else Standard_D4s_v5].")
 @click.option("--price", type=float, help="Hourly price of one node in USD (instead of the table's).")
 @click.pass_context
 def report(ctx: click.Context, run_id: str, output: Path | None, vm_size: str | None,
@@ -53,7 +53,8 @@ def report(ctx: click.Context, run_id: str, output: Path | None, vm_size: str | 
 @click.argument("job", type=click.Path(path_type=Path))
 @click.option("--deadline", **DURATION, help="Recommend the cheapest plan that finishes in time.")
 @click.option("--budget", type=float, help="Recommend the fastest plan that costs at most this (USD).")
-@click.option("--spot", is_flag=True, help="Judge cost at Spot prices (preemption is not modelled).")
+@click.option("--spot", is_flag=True, help="Judge cost at Spot prices (preemption is not modelled) "
+              "[default: the Spot share of the job's [batch] pool, else dedicated].")
 @click.option("--vm", "vm_size", help="VM size [default: the job's [batch] vm_size, else Standard_D4s_v5].")
 @click.option("--price", type=float, help="Dedicated USD per node-hour (overrides the table).")
 @click.option("--spot-price", type=float, help="Spot USD per node-hour (overrides the table).")
@@ -90,14 +91,16 @@ def plan(ctx: click.Context, job: Path, deadline: float | None, budget: float | 
 
     Exits 1 when no plan meets --deadline / --budget.
     """
+    from shardrun.cli.render import plan_table
     from shardrun.core.preflight import check_job
     from shardrun.planning import plan as planner
     from shardrun.planning.plot import plot_svg
-    from shardrun.providers.azure.prices import DEFAULT_VM, choose_vm
+    from shardrun.providers.azure.prices import DEFAULT_VM, choose_vm, spot_share
 
     spec = load_spec(job)
     check_job(spec)
     batch = batch_settings(spec)  # the pool the job file asks for, unless the options say otherwise
+    share = 1.0 if spot else (spot_share(batch) if batch is not None else 0.0)
     if batch is not None:
         vm_size = vm_size or batch.vm_size
         slots = slots or batch.task_slots_per_node
@@ -106,32 +109,32 @@ def plan(ctx: click.Context, job: Path, deadline: float | None, budget: float | 
             max_nodes = batch.max_nodes if batch.autoscale else max(1, fixed)
         if autoscale_interval is None:
             autoscale_interval = batch.autoscale_interval if batch.autoscale else 0.0
-    vm = choose_vm(vm_size or DEFAULT_VM, prices_file=prices_file, price=price,
-                           spot_price=spot_price)
+    vm = choose_vm(vm_size or DEFAULT_VM, prices_file=prices_file, price=price, spot_price=spot_price)
     pool = planner.Pool(vm=vm, startup=startup, task_overhead=task_overhead, slots=slots or vm.vcpus,
-                        max_nodes=max_nodes or 10, autoscale_interval=autoscale_interval or 0.0)
+                        max_nodes=max_nodes or 10, autoscale_interval=autoscale_interval or 0.0,
+                        spot_share=share)
     work = planner.workload_for(spec, unit_time=unit_time, samples=samples,
                                 sample_timeout=sample_timeout)
     plans = planner.plan_grid(work, pool)
-    rec = planner.recommend(plans, deadline=deadline, budget=budget, spot=spot)
+    rec = planner.recommend(plans, deadline=deadline, budget=budget, pricing=pool.pricing)
     if not no_plot:
         plot_path = plot_path or Path(f"{spec.name}.plan.svg")
-        plot_path.write_text(plot_svg(plans, rec, title=f"shardrun plan: {spec.name}", spot=spot,
+        plot_path.write_text(plot_svg(plans, rec, title=f"shardrun plan: {spec.name}", pricing=pool.pricing,
                                       deadline=deadline, budget=budget), encoding="utf-8")
     if as_json:
-        click.echo(json.dumps(planner.to_json(work, pool, plans, rec, spot), indent=2))
+        click.echo(json.dumps(planner.to_json(work, pool, plans, rec), indent=2))
     else:
         for line in planner.describe(work, pool):
             out.print(line, markup=False)
-        rows = planner.table_rows(plans, rec.plan, spot)
-        out.print(planner.plan_table(rows, rec.plan, work.job_per_task, spot))
+        rows = planner.table_rows(plans, rec.plan)
+        out.print(plan_table(rows, rec.plan, work.job_per_task, pool.pricing))
         out.print("* = the shard size in the job file", style="dim")
         if rec.plan:
             p = rec.plan
             out.print(f"recommended: {p.tasks:,} tasks of {p.units_per_task:,} {work.unit_name} "
                       f"(per_task = {p.units_per_task}) on {p.nodes} x {vm.size}: "
                       f"{planner.fmt_duration(p.makespan)}, "
-                      f"{planner.fmt_money(p.price(spot))} — {rec.why}", markup=False)
+                      f"{planner.fmt_money(p.cost)} — {rec.why}", markup=False)
         else:
             out.print(f"no recommendation: {rec.why}", markup=False)
         if not no_plot:

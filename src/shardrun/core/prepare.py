@@ -19,6 +19,7 @@ from shardrun.core.run import Run, open_run
 from shardrun.core.spec import JobSpec
 from shardrun.core.split import resolve_inputs, split_job
 from shardrun.core.states import RunState
+from shardrun.core.store import ReportsTransfers
 from shardrun.core.workspace import Workspace
 
 BIG_INPUT = 64 * 2**20  # bytes: a split of more than this says what it is doing
@@ -36,6 +37,8 @@ def prepare_run(ws: Workspace, spec: JobSpec, job_key: str, run_id: str,
     ledger.add_resource(run_id, "namespace", run_id)
     run = Run(ws, row, spec)
     store = run.store
+    if isinstance(store, ReportsTransfers):  # the pieces' upload can be long: show its bytes
+        store.report_transfers(view)
     staging = ws.scratch(run_id) / "pieces"
     staging.mkdir(parents=True)
     try:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from shardrun.core import layout
 from shardrun.core.errors import UsageError
 from shardrun.core.outcome import failed_tasks
+from shardrun.core.provider import Cost
 from shardrun.core.run import Run, open_run
 from shardrun.core.states import RunState
 from shardrun.core.workspace import Workspace
@@ -38,7 +40,7 @@ def run_status(run_id: str, *, home: Path | str | None = None) -> dict[str, Any]
             "task_seconds": round(sum(a["ended_at"] - a["started_at"] for a in attempts
                                       if a["ended_at"]), 3),
             "span_seconds": round(max(ends) - min(starts), 3) if ends and starts else None,
-            "cost": run_cost(handle, attempts),
+            "cost": _as_dict(run_cost(handle, attempts)),
             "merged_output": run.merged_output,
             "message": run.message,
             "failed": [
@@ -92,7 +94,11 @@ def _iso(ts: float | None) -> str | None:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(ts)) if ts else None
 
 
-def run_cost(run: Run, attempts: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The run's cost so far, as its compute provider counts it (None: free, on this machine)."""
-    cost = run.compute_provider.cost(run.spec, attempts, time.time())
+def run_cost(run: Run, attempts: Sequence[Mapping[str, Any]], now: float | None = None) -> Cost | None:
+    """The run's cost so far, as its compute provider counts it (None: its compute costs nothing,
+    e.g. this machine). `status` and `report` both show this figure."""
+    return run.compute_provider.cost(run.spec, attempts, time.time() if now is None else now)
+
+
+def _as_dict(cost: Cost | None) -> dict[str, Any] | None:
     return cost.as_dict() if cost is not None else None

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from shardrun.core.progress import ProgressView
+
 
 @dataclass(frozen=True)
 class ObjectInfo:
@@ -91,3 +93,10 @@ class KeepsHeartbeat(Protocol):
     on any machine reads them, so no machine deletes a run that is alive or can be resumed."""
 
     def heartbeat(self, namespace: str, state: str) -> None: ...
+
+
+@runtime_checkable
+class ReportsTransfers(Protocol):
+    """A store whose long transfers (a network upload) report their bytes to the run's ProgressView."""
+
+    def report_transfers(self, view: ProgressView) -> None: ...

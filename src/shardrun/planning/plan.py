@@ -6,7 +6,10 @@ u units, on N nodes with S task slots each:
     task time  d  = per-task overhead + app start + u * time per unit
     tasks      T  = ceil(U / u), run in waves of N*S
     makespan      = autoscale lag + node start-up + waves * d
-    cost          = N * (node start-up + waves * d + autoscale tail) * hourly price
+    node-hours    = N * (node start-up + waves * d + autoscale tail)
+    cost          = node-hours * hourly_price(VM, Spot share)
+
+hourly_price is the one price of a node-hour in shardrun: `status` and `report` price a run with it.
 
 The measured inputs (time per unit, app start) come from shardrun.planning.measure; the rest are flags.
 """
@@ -18,8 +21,6 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from rich.table import Table
-
 from shardrun.core.errors import UsageError
 from shardrun.core.spec import JobSpec
 from shardrun.planning.workload import Workload
@@ -27,12 +28,15 @@ from shardrun.providers.azure.prices import (
     PRICES_AS_OF,
     PRICES_SOURCE,
     VmPrice,
+    hourly_price,
+    mix_label,
 )
 
 
 @dataclass(frozen=True)
 class Pool:
-    """The nodes. `autoscale_interval` 0 means a fixed-size pool created for the run."""
+    """The nodes. `autoscale_interval` 0 means a fixed-size pool created for the run; `spot_share` is
+    the share (0..1) of its nodes that are Spot nodes, as in the job's [batch] section."""
 
     vm: VmPrice
     startup: float = 300.0
@@ -40,6 +44,11 @@ class Pool:
     slots: int = 1
     max_nodes: int = 10
     autoscale_interval: float = 0.0
+    spot_share: float = 0.0
+
+    @property
+    def pricing(self) -> str:
+        return mix_label(self.spot_share)
 
 
 @dataclass(frozen=True)
@@ -51,12 +60,15 @@ class Plan:
     task_seconds: float
     makespan: float
     node_hours: float
-    cost: float
+    cost: float  # at the pool's Spot share: what plans are judged by
+    dedicated_cost: float  # the same node-hours all dedicated, and all Spot, to compare
     spot_cost: float
     utilization: float
 
-    def price(self, spot: bool) -> float:
-        return self.spot_cost if spot else self.cost
+
+def node_hours_cost(node_hours: float, vm: VmPrice, spot_share: float) -> float:
+    """USD for node-hours on a pool with that Spot share, priced as `status` and `report` price a run."""
+    return node_hours * hourly_price(vm, spot_share)
 
 
 def estimate(work: Workload, pool: Pool, units_per_task: int, nodes: int) -> Plan:
@@ -78,8 +90,10 @@ def estimate(work: Workload, pool: Pool, units_per_task: int, nodes: int) -> Pla
     busy = (tasks - 1) * d + d_last
     return Plan(
         units_per_task=u, tasks=tasks, nodes=nodes, slots=pool.slots, task_seconds=d,
-        makespan=makespan, node_hours=node_hours, cost=node_hours * pool.vm.dedicated,
-        spot_cost=node_hours * pool.vm.spot,
+        makespan=makespan, node_hours=node_hours,
+        cost=node_hours_cost(node_hours, pool.vm, pool.spot_share),
+        dedicated_cost=node_hours_cost(node_hours, pool.vm, 0.0),
+        spot_cost=node_hours_cost(node_hours, pool.vm, 1.0),
         utilization=busy / (width * compute) if compute > 0 else 1.0,
     )
 
@@ -121,18 +135,18 @@ def same_time(a: float, b: float) -> bool:
     return abs(a - b) <= max(1.0, 0.01 * max(a, b))
 
 
-def pareto(plans: Iterable[Plan], spot: bool = False) -> list[Plan]:
+def pareto(plans: Iterable[Plan]) -> list[Plan]:
     """Plans no other plan beats on both makespan and cost, fastest first.
 
     Of plans that are about as fast (same_time), only the cheapest is kept.
     """
     frontier: list[Plan] = []
-    for p in sorted(plans, key=lambda p: (p.makespan, p.price(spot))):
+    for p in sorted(plans, key=lambda p: (p.makespan, p.cost)):
         if frontier and same_time(p.makespan, frontier[-1].makespan):
-            if p.price(spot) < frontier[-1].price(spot) - 1e-12:
+            if p.cost < frontier[-1].cost - 1e-12:
                 frontier[-1] = p  # still cheaper than every faster plan kept before it
             continue
-        if not frontier or p.price(spot) < frontier[-1].price(spot) - 1e-12:
+        if not frontier or p.cost < frontier[-1].cost - 1e-12:
             frontier.append(p)
     return frontier
 
@@ -146,48 +160,49 @@ class Recommendation:
 
 
 def recommend(
-    plans: list[Plan], *, deadline: float | None = None, budget: float | None = None, spot: bool = False
+    plans: list[Plan], *, deadline: float | None = None, budget: float | None = None,
+    pricing: str = "dedicated",
 ) -> Recommendation:
-    """The cheapest plan that meets the deadline, or the fastest within the budget (or both)."""
-    price = "Spot" if spot else "dedicated"
-    fastest = min(plans, key=lambda p: (p.makespan, p.price(spot)))
-    cheapest = min(plans, key=lambda p: (p.price(spot), p.makespan))
+    """The cheapest plan that meets the deadline, or the fastest within the budget (or both).
+    Plans are judged by their `cost`; `pricing` names it in the reason ('dedicated', 'Spot', ...)."""
+    fastest = min(plans, key=lambda p: (p.makespan, p.cost))
+    cheapest = min(plans, key=lambda p: (p.cost, p.makespan))
     extremes = {"fastest": fastest, "cheapest": cheapest}
     ok = [p for p in plans
-          if (deadline is None or p.makespan <= deadline) and (budget is None or p.price(spot) <= budget)]
+          if (deadline is None or p.makespan <= deadline) and (budget is None or p.cost <= budget)]
     if deadline is None and budget is None:
         # No constraint given: the knee of the curve, where time times money is smallest.
-        best = min(plans, key=lambda p: (p.makespan * p.price(spot), p.makespan))
-        return Recommendation(best, f"balanced plan (smallest makespan x {price} cost); "
+        best = min(plans, key=lambda p: (p.makespan * p.cost, p.makespan))
+        return Recommendation(best, f"balanced plan (smallest makespan x {pricing} cost); "
                                     "give --deadline or --budget to choose", True, extremes)
     if not ok:
         parts = []
         if deadline is not None and fastest.makespan > deadline:
             parts.append(f"the fastest plan takes {fmt_duration(fastest.makespan)} "
                          f"(deadline {fmt_duration(deadline)})")
-        if budget is not None and cheapest.price(spot) > budget:
-            parts.append(f"the cheapest plan costs {fmt_money(cheapest.price(spot))} "
+        if budget is not None and cheapest.cost > budget:
+            parts.append(f"the cheapest plan costs {fmt_money(cheapest.cost)} "
                          f"(budget {fmt_money(budget)})")
         if not parts:
             parts.append("no single plan meets both the deadline and the budget")
         return Recommendation(None, "no plan fits: " + "; ".join(parts), False, extremes)
     if deadline is not None:
-        best = min(ok, key=lambda p: (p.price(spot), p.makespan))
-        why = f"cheapest plan ({price} price) that finishes within {fmt_duration(deadline)}"
+        best = min(ok, key=lambda p: (p.cost, p.makespan))
+        why = f"cheapest plan ({pricing} price) that finishes within {fmt_duration(deadline)}"
         if budget is not None:
             why += f" and costs at most {fmt_money(budget)}"
     else:
         assert budget is not None
         quickest = min(p.makespan for p in ok)
         near = [p for p in ok if same_time(p.makespan, quickest)]
-        best = min(near, key=lambda p: (p.price(spot), p.makespan))
-        why = f"fastest plan whose {price} cost is at most {fmt_money(budget)}"
+        best = min(near, key=lambda p: (p.cost, p.makespan))
+        why = f"fastest plan whose {pricing} cost is at most {fmt_money(budget)}"
     return Recommendation(best, why, True, extremes)
 
 
-def table_rows(plans: list[Plan], chosen: Plan | None, spot: bool, limit: int = 14) -> list[Plan]:
+def table_rows(plans: list[Plan], chosen: Plan | None, limit: int = 14) -> list[Plan]:
     """The Pareto plans to show, thinned evenly to `limit` rows, always with the chosen one."""
-    front = pareto(plans, spot)
+    front = pareto(plans)
     if len(front) > limit:
         step = (len(front) - 1) / (limit - 1)
         front = [front[round(i * step)] for i in range(limit)]
@@ -221,14 +236,15 @@ def fmt_money(usd: float) -> str:
     return f"${usd:.{1 - math.floor(math.log10(usd))}f}"  # two significant digits, never 1e-05
 
 
-def to_json(work: Workload, pool: Pool, plans: list[Plan], rec: Recommendation, spot: bool) -> dict[str, Any]:
+def to_json(work: Workload, pool: Pool, plans: list[Plan], rec: Recommendation) -> dict[str, Any]:
     return {
         "workload": asdict(work),
         "pool": asdict(pool),
         "prices_as_of": PRICES_AS_OF,
         "prices_source": PRICES_SOURCE,
-        "spot": spot,
-        "plans": [asdict(p) for p in pareto(plans, spot)],
+        "pricing": pool.pricing,
+        "usd_per_node_hour": round(hourly_price(pool.vm, pool.spot_share), 4),
+        "plans": [asdict(p) for p in pareto(plans)],
         "recommended": asdict(rec.plan) if rec.plan else None,
         "why": rec.why,
         "met": rec.met,
@@ -258,23 +274,10 @@ def describe(work: Workload, pool: Pool) -> list[str]:
     return [
         f"work: {work.units:,} {work.unit_name}; {timing} ({work.how}); "
         f"the job file puts {work.job_per_task} per task",
-        f"VM: {vm.size}, {vm.vcpus} vCPU, {fmt_money(vm.dedicated)}/h dedicated, {fmt_money(vm.spot)}/h Spot "
+        f"VM: {vm.size}, {vm.vcpus} vCPU, {fmt_money(vm.dedicated)}/h dedicated, "
+        f"{fmt_money(vm.spot)}/h Spot; plans priced {pool.pricing}, "
+        f"{fmt_money(hourly_price(vm, pool.spot_share))} per node-hour "
         f"(prices as of {PRICES_AS_OF}: {PRICES_SOURCE})",
         f"pool: node start-up {fmt_duration(pool.startup)}, {fmt_duration(pool.task_overhead)} per-task "
         f"overhead, {pool.slots} task slots per node, up to {pool.max_nodes} nodes, {mode}",
     ]
-
-
-def plan_table(rows: list[Plan], chosen: Plan | None, job_per_task: int, spot: bool) -> Table:
-    table = Table(title="Plans no other plan beats on both time and cost", title_justify="left")
-    for name in ("tasks", "per task", "nodes", "task time", "makespan", "dedicated", "Spot", "busy"):
-        table.add_column(name, justify="right")
-    for p in rows:
-        mark = " *" if p.units_per_task == job_per_task else ""
-        style = "bold green" if p == chosen else None
-        table.add_row(
-            f"{p.tasks:,}{mark}", f"{p.units_per_task:,}", str(p.nodes), fmt_duration(p.task_seconds),
-            fmt_duration(p.makespan), fmt_money(p.cost), fmt_money(p.spot_cost),
-            f"{p.utilization:.0%}", style=style,
-        )
-    return table

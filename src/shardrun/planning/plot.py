@@ -57,12 +57,13 @@ def _tick_time(s: float) -> str:
     return f"{s:g}s"
 
 
-def plot_svg(plans: list[Plan], rec: Recommendation, *, title: str, spot: bool,
+def plot_svg(plans: list[Plan], rec: Recommendation, *, title: str, pricing: str = "dedicated",
              deadline: float | None = None, budget: float | None = None) -> str:
-    """Left: makespan against task count, one line per node count. Right: cost against makespan."""
+    """Left: makespan against task count, one line per node count. Right: cost against makespan.
+    `pricing` names how the plans' costs were priced ('dedicated', 'Spot', '25% Spot')."""
     top, bottom = 60.0, 370.0
     times = [p.makespan for p in plans] + ([deadline] if deadline else [])
-    costs = [p.price(spot) for p in plans] + ([budget] if budget else [])
+    costs = [p.cost for p in plans] + ([budget] if budget else [])
     x1 = _Axis.over([p.tasks for p in plans], 80, 470)
     y1 = _Axis.over(times, bottom, top)
     x2 = _Axis.over(times, 590, 960)
@@ -81,7 +82,7 @@ def plot_svg(plans: list[Plan], rec: Recommendation, *, title: str, spot: bool,
         pts = [best[t] for t in sorted(best)]
         lines.append({"color": color, "label": f"up to {n} node{'s' if n > 1 else ''}",
                       "points": " ".join(f"{x1(p.tasks)},{y1(p.makespan)}" for p in pts)})
-    front = pareto(plans, spot)
+    front = pareto(plans)
     chosen = rec.plan
     ctx = {
         "title": title, "top": top, "bottom": bottom, "lines": lines,
@@ -89,16 +90,16 @@ def plot_svg(plans: list[Plan], rec: Recommendation, *, title: str, spot: bool,
         "y1": [(y1(v), _tick_time(v)) for v in y1.ticks(_NICE_SECONDS)],
         "x2": [(x2(v), _tick_time(v)) for v in x2.ticks(_NICE_SECONDS)],
         "y2": [(y2(v), fmt_money(v)) for v in y2.ticks(_series_ticks(y2.lo, y2.hi))],
-        "dots": [(x2(p.makespan), y2(p.price(spot))) for p in plans],
-        "front": " ".join(f"{x2(p.makespan)},{y2(p.price(spot))}" for p in front),
+        "dots": [(x2(p.makespan), y2(p.cost)) for p in plans],
+        "front": " ".join(f"{x2(p.makespan)},{y2(p.cost)}" for p in front),
         "deadline": (y1(deadline), x2(deadline), fmt_duration(deadline)) if deadline else None,
         "budget": (y2(budget), fmt_money(budget)) if budget else None,
         "rec1": (x1(chosen.tasks), y1(chosen.makespan)) if chosen else None,
-        "rec2": (x2(chosen.makespan), y2(chosen.price(spot))) if chosen else None,
+        "rec2": (x2(chosen.makespan), y2(chosen.cost)) if chosen else None,
         "rec_label": (f"{chosen.tasks:,} tasks on {chosen.nodes} node{'s' if chosen.nodes > 1 else ''}: "
                       f"{fmt_duration(chosen.makespan)}, "
-                      f"{fmt_money(chosen.price(spot))}") if chosen else rec.why,
-        "price_kind": "Spot" if spot else "dedicated",
+                      f"{fmt_money(chosen.cost)}") if chosen else rec.why,
+        "price_kind": pricing,
     }
     env = Environment(loader=PackageLoader("shardrun", "templates"), autoescape=True)
     return env.get_template("plan.svg.j2").render(**ctx)

@@ -1,7 +1,8 @@
 """`shardrun report RUN`: one self-contained HTML file showing what a run did.
 
 It reads the ledger (runs, tasks, attempts) and the stored stderr of failed tasks, and renders
-templates/report.html.j2: a summary with an estimated cost, a timeline with one bar per attempt
+templates/report.html.j2: a summary with the run's cost (its provider's, the same as `status`
+shows, or for a run on this machine an estimate priced the same way), a timeline with one bar per attempt
 (drawn by inline JavaScript from compact column arrays, so 10,000 attempts stay small and fast), a
 histogram of attempt durations, the slowest tasks and the failed tasks with the tail of their stderr.
 Nothing is fetched from the network when the file is opened.
@@ -13,6 +14,7 @@ import json
 import re
 import time
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,11 +23,20 @@ from jinja2 import Environment, PackageLoader
 from markupsafe import Markup
 
 from shardrun.core import layout
-from shardrun.core.ledger import RunRow
-from shardrun.core.run import open_run
+from shardrun.core.errors import UsageError
+from shardrun.core.provider import Cost
+from shardrun.core.run import Run, open_run
+from shardrun.core.status import run_cost
 from shardrun.core.workspace import Workspace
 from shardrun.planning.plan import fmt_duration, fmt_money
-from shardrun.providers.azure.prices import DEFAULT_VM, PRICES_AS_OF, VmPrice, choose_vm
+from shardrun.providers.azure.prices import (
+    BUSY_BASIS,
+    DEFAULT_VM,
+    busy_cost,
+    choose_vm,
+    estimate_cost,
+)
+from shardrun.providers.azure.settings import batch_settings
 
 RESULTS = ("succeeded", "failed", "timeout", "lost", "interrupted", "running")
 FAILED_SHOWN = 100  # failed tasks listed with their stderr; the rest are counted
@@ -36,46 +47,49 @@ HIST_BINS = 30
 
 
 @dataclass(frozen=True)
-class Cost:
-    vm: VmPrice
-    nodes: int
-    hours: float
-    usd: float
-    estimated: bool  # True: a local run priced as if on the VM; False: the run's own VM
+class ReportCost:
+    """The cost the report shows: the run's provider's (a cloud run), or an estimate (this machine)."""
+
+    cost: Cost
+    estimated: bool
+    note: str  # how it was counted, in a sentence or two for the page
 
 
 def _natural(text: str) -> list[object]:
     return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", text)]
 
 
-def node_of(worker: str) -> str:
-    """Azure workers are `node-id` or `node-id/slot`; every local worker is on this one machine."""
-    return worker.split("/", 1)[0]
+def report_cost(run: Run, attempts: Sequence[Mapping[str, Any]], now: float, *,
+                vm_size: str | None = None, price: float | None = None) -> ReportCost:
+    """The provider's cost of a cloud run (what `status --json` shows, unless `price` replaces the
+    table's hourly price); for a run on this machine, which costs nothing, what one node of `vm_size`
+    would have cost, priced the same way."""
+    own = run_cost(run, attempts, now)
+    if own is not None:
+        if vm_size is not None:
+            raise UsageError(f"run {run.run_id} ran on {run.row.backend} as {own.vm_size}; "
+                             "--vm prices only runs on this machine (give --price to reprice it)")
+        if price is not None:
+            own = busy_cost(own.vm_size, price, attempts, now, basis=f"{BUSY_BASIS}, at the price given")
+        return ReportCost(own, False, _provider_note(run.run_id, own))
+    settings = batch_settings(run.spec)
+    vm = choose_vm(vm_size or (settings.vm_size if settings else DEFAULT_VM), price=price)
+    cost = estimate_cost(vm, attempts, now)
+    return ReportCost(cost, True, (
+        f"An estimate: this run ran on this machine, which costs nothing more. Priced as one dedicated "
+        f"{cost.vm_size} node busy from the first attempt's start to the last attempt's end, at "
+        f"{fmt_money(cost.usd_per_node_hour or 0.0)}/h (prices as of {cost.prices_as_of}); "
+        f"shardrun report {run.run_id} --vm SIZE or --price USD changes it."))
 
 
-def _vm_in_spec(run: RunRow) -> str | None:
-    """The VM size the run's job file asked for, in whichever section the backend keeps it."""
-    try:
-        spec = json.loads(run.spec_json)
-    except ValueError:
-        return None
-    if not isinstance(spec, dict):
-        return None
-    for section in [*spec.values(), *(spec.get("sections") or {}).values()]:
-        if isinstance(section, dict) and isinstance(section.get("vm_size"), str):
-            return str(section["vm_size"])
-    return None
-
-
-def run_cost(run: RunRow, workers: list[str], wall: float, *, vm_size: str | None = None,
-             price: float | None = None) -> Cost:
-    """Nodes x wall time x hourly price. A local run is priced as one node of the given VM size."""
-    own = _vm_in_spec(run)
-    local = run.backend == "local"
-    vm = choose_vm(vm_size or own or DEFAULT_VM, price=price)
-    nodes = 1 if local else max(1, len({node_of(w) for w in workers}))
-    hours = wall / 3600
-    return Cost(vm, nodes, hours, nodes * hours * vm.dedicated, estimated=local or own is None)
+def _provider_note(run_id: str, cost: Cost) -> str:
+    if cost.usd is None:
+        return (f"Cost unknown: {cost.basis}. shardrun report {run_id} --price USD prices its "
+                f"{cost.node_hours:.2f} node-hours.")
+    return (f"Cost = {cost.basis}: {cost.nodes} node(s) of {cost.vm_size} at "
+            f"{fmt_money(cost.usd_per_node_hour or 0.0)}/h, prices as of {cost.prices_as_of}. The same "
+            f"figure as shardrun status {run_id} --json. Node start-up and idle time are not in the "
+            "ledger, so the nodes cost at least this.")
 
 
 def _tail(data: bytes) -> str:
@@ -174,7 +188,7 @@ def collect(ws: Workspace, run_id: str, *, vm_size: str | None = None, price: fl
     span = max((s + d for s, d in zip(cols["s"], cols["d"], strict=True)), default=0.0)
     task_time = sum(cols["d"])
     wall = (run.finished_at or now) - run.created_at
-    cost = run_cost(run, workers, wall, vm_size=vm_size, price=price)
+    cost = report_cost(handle, attempts, now, vm_size=vm_size, price=price)
     by_task = {t.task_id: t for t in tasks}
     per_task_attempts = Counter(a["task_id"] for a in attempts)
 
@@ -219,13 +233,15 @@ def collect(ws: Workspace, run_id: str, *, vm_size: str | None = None, price: fl
         ("retries", f"{retries:,}", f"{len(attempts):,} attempts in all"),
         ("wall time", fmt_duration(wall), f"tasks ran for {fmt_duration(span)}"),
         ("total task time", fmt_duration(task_time), busy),
-        ("cost" + (" (estimated)" if cost.estimated else ""), fmt_money(cost.usd),
-         f"{cost.nodes} x {cost.vm.size} at {fmt_money(cost.vm.dedicated)}/h"),
+        ("cost" + (" (estimated)" if cost.estimated else ""),
+         "unknown" if cost.cost.usd is None else fmt_money(cost.cost.usd),
+         f"{cost.cost.nodes} x {cost.cost.vm_size}, "
+         f"{fmt_duration(cost.cost.node_hours * 3600)} busy node time"),
     ]
     return {
         "run": run, "generated": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now)),
         "created": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.created_at)),
-        "summary": summary, "cost": cost, "prices_as_of": PRICES_AS_OF,
+        "summary": summary, "cost": cost,
         "hist": _histogram(durations), "slowest": slowest, "failed": failed,
         "failed_total": len(failed_rows), "attempt_count": len(attempts), "worker_count": len(workers),
         "timeline": _script_json({

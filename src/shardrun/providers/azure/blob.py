@@ -25,12 +25,13 @@ from azure.storage.blob import ContainerClient, ContentSettings
 from shardrun import __version__
 from shardrun.core.errors import ShardrunError
 from shardrun.core.layout import is_run_id, split_key
+from shardrun.core.progress import NullProgress, ProgressView
 from shardrun.core.store import ObjectInfo
 from shardrun.providers.azure.blob_auth import BlobConnection, azure_errors, connect
 from shardrun.providers.azure.blob_transfer import (
     MIB,
     IntegrityError,
-    TransferProgress,
+    TransferMeter,
     TransferStats,
     Uploader,
     download,
@@ -70,13 +71,12 @@ class BlobStore:
     name = "blob"
 
     def __init__(self, conn: BlobConnection, *, max_concurrency: int = 16, block_size: int = 8 * MIB,
-                 single_put_size: int | None = None, progress: bool | None = None,
-                 sas_expiry: float | None = None) -> None:
+                 single_put_size: int | None = None, sas_expiry: float | None = None) -> None:
         self.conn = conn
         self.max_concurrency = max_concurrency
         self.block_size = block_size
         self.single_put_size = single_put_size if single_put_size is not None else block_size
-        self.progress = progress
+        self._view: ProgressView = NullProgress()
         self.sas_expiry = sas_expiry
         self.last_stats = TransferStats()
         self._ready: set[str] = set()
@@ -128,6 +128,10 @@ class BlobStore:
             self._ready.add(namespace)
         return created
 
+    def report_transfers(self, view: ProgressView) -> None:
+        """Report the bytes of long uploads to `view` (core.store.ReportsTransfers)."""
+        self._view = view
+
     # -- Store ----------------------------------------------------------------------------------
     def put_file(self, key: str, src: Path, *, move: bool = False) -> int:
         size = Path(src).stat().st_size
@@ -141,7 +145,8 @@ class BlobStore:
             by_namespace.setdefault(namespace, []).append((name, Path(src)))
         stats = self.last_stats = TransferStats()
         total = sum(p.stat().st_size for _, p in items)
-        progress = TransferProgress("upload", total, self.progress if total >= MIB else False)
+        view = self._view if total >= MIB else NullProgress()  # a short upload is not worth a bar
+        progress = TransferMeter(view, f"upload of {len(items):,} file(s)", total)
         try:
             for namespace, named in by_namespace.items():
                 try:
@@ -160,7 +165,7 @@ class BlobStore:
             progress.close()
 
     def _put_into(self, namespace: str, named: list[tuple[str, Path]], stats: TransferStats,
-                  progress: TransferProgress, move: bool) -> None:
+                  progress: TransferMeter, move: bool) -> None:
         fresh = self.ensure_container(namespace)
         container = self._container(namespace)
         uploader = Uploader(container, max_concurrency=self.max_concurrency,
@@ -369,7 +374,6 @@ def open_blob_store(
     settings: Any = None,
     secrets: Any = None,
     base_dir: Path | None = None,
-    progress: bool | None = None,
     **direct: Any,
 ) -> BlobStore:
     """Open the blob store from a job's [storage]/[secrets] sections, or from direct arguments
@@ -383,4 +387,4 @@ def open_blob_store(
         direct.setdefault("retries", settings.retries)
     direct.setdefault("max_concurrency", tuning.get("max_concurrency", 16))
     conn = connect(settings=settings, secrets=secrets, base_dir=base_dir, **direct)
-    return BlobStore(conn, progress=progress, **tuning)
+    return BlobStore(conn, **tuning)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-import sys
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -23,15 +22,8 @@ from pathlib import Path
 
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import BlobBlock, BlobClient, ContainerClient, ContentSettings
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
+
+from shardrun.core.progress import ProgressView
 
 MIB = 1024 * 1024
 HASH_CHUNK = 4 * MIB
@@ -70,35 +62,33 @@ def block_ids(md5: bytes, count: int) -> list[str]:
     return [base64.b64encode(f"{stem}-{i:06d}".encode()).decode() for i in range(count)]
 
 
-class TransferProgress:
-    """A rich bar with bytes/s on a terminal; nothing otherwise. Thread-safe."""
+class TransferMeter:
+    """Adds up the bytes many threads move and reports the running total to a ProgressView, which
+    draws it (or not). Thread-safe; `close` sends the last report."""
 
-    def __init__(self, description: str, total: int, enabled: bool | None,
-                 console: Console | None = None) -> None:
-        show = sys.stderr.isatty() if enabled is None else enabled
-        self._progress: Progress | None = None
-        if show and total > 0:
-            self._progress = Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
-                TransferSpeedColumn(), TimeRemainingColumn(), transient=True, console=console,
-            )
-            self._task = self._progress.add_task(description, total=total)
-            self._progress.start()
+    def __init__(self, view: ProgressView, label: str, total: int) -> None:
+        self.view = view
+        self.label = label
+        self.total = total
+        self.done = 0
+        self._lock = threading.Lock()
+        view.transfer(label, 0, total)
 
     def advance(self, nbytes: int) -> None:
-        if self._progress is not None:
-            self._progress.advance(self._task, nbytes)
+        with self._lock:  # reports stay in order, so the view never sees the total go back
+            self.done += nbytes
+            self.view.transfer(self.label, self.done, self.total)
 
     def close(self) -> None:
-        if self._progress is not None:
-            self._progress.stop()
+        with self._lock:
+            self.view.transfer(self.label, self.done, self.total, finished=True)
 
 
 class Uploader:
     """Uploads files into one container. Build one per batch; it owns its two thread pools."""
 
     def __init__(self, container: ContainerClient, *, max_concurrency: int, block_size: int,
-                 single_put_size: int, stats: TransferStats, progress: TransferProgress) -> None:
+                 single_put_size: int, stats: TransferStats, progress: TransferMeter) -> None:
         self.container = container
         self.max_concurrency = max_concurrency
         self.block_size = block_size

@@ -77,7 +77,7 @@ def open_gc_store(spec: JobSpec | None = None, account_url: str | None = None) -
         settings, secrets, base_dir = StorageSection(), SecretsSection(), Path.cwd()
     if account_url:
         settings = settings.model_copy(update={"account_url": account_url.rstrip("/")})
-    return open_blob_store(settings=settings, secrets=secrets, base_dir=base_dir, progress=False)
+    return open_blob_store(settings=settings, secrets=secrets, base_dir=base_dir)
 
 
 def collect(request: GcRequest, store: Any = None) -> list[tuple[Leftover, bool]]:

@@ -1,4 +1,8 @@
-"""Azure VM prices: the table every cost in shardrun uses (status, report and plan)."""
+"""Azure VM prices, and the one way shardrun prices node-hours: `hourly_price(vm, spot_share)`.
+
+`status` and `report` price a run's busy node-hours with it (`run_cost`, `estimate_cost`), and
+`plan` prices its estimated node-hours with it too.
+"""
 
 from __future__ import annotations
 
@@ -106,28 +110,65 @@ def spot_share(settings: BatchSection) -> float:
 
 
 def hourly_price(vm: VmPrice, spot: float) -> float:
-    """USD per node-hour for a pool whose nodes are `spot` (0..1) Spot nodes."""
+    """USD per node-hour for a pool whose nodes are `spot` (0..1) Spot nodes. The one price of a
+    node-hour in shardrun: `status`, `report` and `plan` all go through it."""
     return vm.spot * spot + vm.dedicated * (1 - spot)
 
 
-def run_cost(settings: BatchSection, attempts: Sequence[Mapping[str, Any]], now: float) -> Cost:
-    """Each node's busy window (its first attempt's start to its last attempt's end, or now) at the
-    pool's hourly price. Boot and idle time are not in the ledger, so this is a lower bound."""
-    windows: dict[str, list[float]] = {}
+def mix_label(spot: float) -> str:
+    """'dedicated', 'Spot' or '25% Spot': how a pool's nodes are priced, in words."""
+    if spot <= 0:
+        return "dedicated"
+    return "Spot" if spot >= 1 else f"{spot:.0%} Spot"
+
+
+BUSY_BASIS = "each node's busy time, from its first attempt's start to its last attempt's end"
+
+
+def busy_windows(attempts: Sequence[Mapping[str, Any]], now: float, *,
+                 one_node: bool = False) -> dict[str, tuple[float, float]]:
+    """Each node's busy window: its first attempt's start to its last attempt's end (or now, while
+    an attempt runs). A worker `node-id/slot` is on node `node-id`; `one_node` counts every worker
+    as one node (a local run: this machine)."""
+    windows: dict[str, tuple[float, float]] = {}
     for a in attempts:
-        node = str(a["worker"] or "").split("/", 1)[0]
+        node = "this machine" if one_node else str(a["worker"] or "").split("/", 1)[0]
         if not node:
             continue
-        end = a["ended_at"] or now
-        w = windows.setdefault(node, [a["started_at"], end])
-        w[0], w[1] = min(w[0], a["started_at"]), max(w[1], end)
-    node_hours = sum(e - s for s, e in windows.values()) / 3600
-    basis = "busy time of each node"
+        start, end = float(a["started_at"]), float(a["ended_at"] or now)
+        first, last = windows.get(node, (start, end))
+        windows[node] = (min(first, start), max(last, end))
+    return windows
+
+
+def busy_cost(vm_size: str, hourly: float | None, attempts: Sequence[Mapping[str, Any]], now: float,
+              *, basis: str, one_node: bool = False) -> Cost:
+    """The nodes' busy windows at `hourly` USD per node-hour (None: no price known). Boot and idle
+    time are not in the ledger, so this is a lower bound of what the nodes cost."""
+    windows = busy_windows(attempts, now, one_node=one_node)
+    node_hours = sum(end - start for start, end in windows.values()) / 3600
+    return Cost(vm_size, len(windows), node_hours, None if hourly is None else round(hourly, 4),
+                None if hourly is None else node_hours * hourly, PRICES_AS_OF, basis)
+
+
+def run_cost(settings: BatchSection, attempts: Sequence[Mapping[str, Any]], now: float) -> Cost:
+    """A Batch run's cost: its nodes' busy time at the pool's price (its VM size and Spot share)."""
     try:
         vm = choose_vm(settings.vm_size)
     except UsageError:
-        return Cost(settings.vm_size, len(windows), node_hours, None, None, PRICES_AS_OF,
-                    f"{basis}; no price known for {settings.vm_size}")
-    hourly = hourly_price(vm, spot_share(settings))
-    return Cost(vm.size, len(windows), node_hours, round(hourly, 4), node_hours * hourly,
-                PRICES_AS_OF, basis)
+        return busy_cost(settings.vm_size, None, attempts, now,
+                         basis=f"{BUSY_BASIS}, with no price known for {settings.vm_size}")
+    share = spot_share(settings)
+    return busy_cost(vm.size, hourly_price(vm, share), attempts, now,
+                     basis=f"{BUSY_BASIS}, at the {mix_label(share)} price")
+
+
+ESTIMATE_BASIS = ("an estimate: this machine as one dedicated node of that size, busy from the first "
+                  "attempt's start to the last attempt's end")
+
+
+def estimate_cost(vm: VmPrice, attempts: Sequence[Mapping[str, Any]], now: float) -> Cost:
+    """What a run on this machine would have cost as one dedicated node of `vm`: the same pricing as
+    a Batch run's, with every worker on one node."""
+    return busy_cost(vm.size, hourly_price(vm, 0.0), attempts, now, basis=ESTIMATE_BASIS,
+                     one_node=True)
