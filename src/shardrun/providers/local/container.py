@@ -140,8 +140,8 @@ class ContainerAttempt:
     def _signal(self, sig: signal.Signals) -> None:
         if self.popen.poll() is not None:
             return
-        if self._helpers and self._helpers[-1].poll() is None:
-            return  # one signal in flight at a time; the backend calls again on its next poll
+        if sig != signal.SIGKILL and self._helpers and self._helpers[-1].poll() is None:
+            return  # one SIGTERM in flight at a time; a SIGKILL never waits behind one
         self._signalled = True
         # Not waited for here: the backend calls this from its polling loop.
         self._helpers.append(subprocess.Popen(
