@@ -11,7 +11,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from shardrun.cli.progress import BarProgress, LineProgress
+from shardrun.cli.progress import LineProgress
+from shardrun.cli.progress_bar import BarProgress
 from shardrun.core.pipeline import run_job
 from shardrun.core.progress import NullProgress, ProgressView
 from shardrun.core.store import ReportsTransfers

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.table import Table
 
 from shardrun.cli.app import _home, cli, out
 from shardrun.cli.progress import progress_for
@@ -252,6 +251,8 @@ def runs(ctx: click.Context, as_json: bool, limit: int) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
+    from rich.table import Table
+
     table = Table()
     # a run id is what the other commands take: never cut or wrapped, whatever the width
     table.add_column("run", no_wrap=True, min_width=max((len(r["run_id"]) for r in rows), default=3))

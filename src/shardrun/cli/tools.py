@@ -14,7 +14,6 @@ import click
 
 from shardrun.cli.app import _home, cli, out
 from shardrun.core.spec import load_spec
-from shardrun.providers.azure.settings import batch_settings
 
 
 def _seconds(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
@@ -96,6 +95,7 @@ def plan(ctx: click.Context, job: Path, deadline: float | None, budget: float | 
     from shardrun.planning import plan as planner
     from shardrun.planning.plot import plot_svg
     from shardrun.providers.azure.prices import DEFAULT_VM, choose_vm, spot_share
+    from shardrun.providers.azure.settings import batch_settings
 
     spec = load_spec(job)
     check_job(spec)

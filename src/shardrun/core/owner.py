@@ -15,7 +15,6 @@ import fcntl
 import hashlib
 import json
 import os
-import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -73,7 +72,7 @@ class Lock:
     def record(self, run_id: str) -> None:
         """Write who holds the lock (and, for a job, which run it works on)."""
         assert self._fd is not None
-        data = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time(),
+        data = json.dumps({"pid": os.getpid(), "host": os.uname().nodename, "since": time.time(),
                            "run_id": run_id}).encode()
         os.ftruncate(self._fd, 0)
         os.pwrite(self._fd, data, 0)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -157,6 +156,8 @@ def unregister_provider(name: str) -> None:
 def _entries() -> Iterable[ProviderEntry]:
     global _ENTRY_POINTS_READ
     if not _ENTRY_POINTS_READ:  # third-party providers, read once and only when a name is asked for
+        from importlib.metadata import entry_points  # slow to import: only when it is needed
+
         _ENTRY_POINTS_READ = True
         for ep in entry_points(group=ENTRY_POINT_GROUP):
             if ep.name not in _KNOWN:
