@@ -8,6 +8,7 @@ owns the run while it works (owner.py), and SIGTERM stops it like Ctrl-C at ever
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from shardrun.core import layout, provider
@@ -66,14 +67,14 @@ def run_job(
                 _say_edits(run, view)
                 if run.state == RunState.MERGE_FAILED:
                     view.message(f"run {run.run_id}: {run.row.message}; merging again")
-                return execute(run, progress=progress, resumed=True)
+                return _to_the_end(run, lambda: execute(run, progress=progress, resumed=True))
         # Costly checks (credentials, reachability) before anything is uploaded or recorded.
         provider.for_compute(spec.run.backend).preflight(spec, ws.store(spec.run.storage, spec))
         run_id = layout.new_run_id(spec.name)
         owned_job.record(run_id)
         with holding(run_lock(ws.home, run_id), run_id=run_id):
             run = prepare_run(ws, spec, job_key, run_id, view)
-            return execute(run, progress=progress)
+            return _to_the_end(run, lambda: execute(run, progress=progress))
 
 
 def retry_run(
@@ -107,7 +108,8 @@ def retry_run(
             ws.ledger.set_task_state(run_id, targets, TaskState.PENDING)
             ws.ledger.set_run_status(run_id, RunState.RUNNING)
         run.refresh()
-        return execute(run, progress=progress, resumed=True, recovered=True)
+        return _to_the_end(run, lambda: execute(run, progress=progress, resumed=True,
+                                                recovered=True))
 
 
 def merge_run(run_id: str, *, home: Path | str | None = None, wait: bool = False,
@@ -145,3 +147,15 @@ def merge_run(run_id: str, *, home: Path | str | None = None, wait: bool = False
 def _say_edits(run: Run, view: ProgressView) -> None:
     if run.edits:
         view.message(f"run {run.run_id} uses the job file's current {', '.join(run.edits)}")
+
+
+def _to_the_end(run: Run, work: Callable[[], RunResult]) -> RunResult:
+    """Do the work; a Ctrl-C or SIGTERM that lands once the run has ended (its outcome is in the
+    ledger) does not hide that outcome: the result is returned as recorded."""
+    try:
+        return work()
+    except KeyboardInterrupt:
+        run.refresh()
+        if run.state in (RunState.SUCCEEDED, RunState.FAILED):
+            return result_of(run)
+        raise
