@@ -120,6 +120,27 @@ def test_a_split_function_returning_the_users_files_moves_and_deletes_nothing(tm
     assert_untouched(inputs)
 
 
+def test_a_split_function_returning_the_users_folder_gets_a_copy(tmp_path: Path) -> None:
+    inputs = make_inputs(tmp_path / "data")
+    (tmp_path / "foldersplit.py").write_text(
+        "def split(inputs, outdir, per_task):\n    return [inputs[0].parent]\n")
+    app = ("import os, sys; p = sys.argv[1]; names = sorted(os.listdir(p))\n"
+           "for n in names: open(os.path.join(p, n), 'ab').write(b'X')\n"
+           "open(sys.argv[2], 'w').write(' '.join(names) + '\\n')\n")
+    job = write_job(tmp_path, {
+        "app": {"command": [PY, "-c", app, "{input}", "{output}"]},
+        "split": {"input": "data", "function": "foldersplit:split"},
+        "merge": {"output": "result.txt"},
+    })
+    result = shardrun.run_job(job)
+    assert result.ok, result
+    assert (tmp_path / "result.txt").read_text() == "in1.txt in2.txt in3.txt\n"
+    assert_untouched(inputs)
+    shardrun.cleanup_run(result.run_id)
+    assert_untouched(inputs)
+    assert (tmp_path / "data").is_dir()
+
+
 def test_a_split_command_that_links_the_users_files_gets_copies(tmp_path: Path) -> None:
     """Hard and symbolic links, to files and to a folder, made by the user's splitter."""
     inputs = make_inputs(tmp_path / "data")

@@ -279,11 +279,11 @@ def own_pieces(pieces: list[Path], outdir: Path) -> list[Path]:
         if not (piece.is_file() or piece.is_dir()):
             raise SplitError(f"splitter listed {piece}, which is not a file or folder")
         parent = piece.absolute().parent.resolve()
-        if piece.is_symlink() or not (parent == root or root in parent.parents):
+        if parent == root or root in parent.parents:
+            _own_in_place(piece)
+            owned.append(piece)
+        else:
             owned.append(_copy_in(piece, root, index))
-            continue
-        _break_links(piece)
-        owned.append(piece)
     return owned
 
 
@@ -299,26 +299,17 @@ def _copy_in(src: Path, root: Path, index: int) -> Path:
     return dest
 
 
-def _break_links(piece: Path) -> None:
-    """Replace symbolic and hard links under `piece` (itself not a symbolic link) by copies."""
-    if piece.is_file():
-        _unlink_file(piece)
-        return
-    for folder, dirs, files in os.walk(piece):
-        for name in [*dirs, *files]:
-            path = Path(folder, name)
-            if path.is_symlink() and path.is_dir():
-                target = path.resolve()
-                path.unlink()
-                shutil.copytree(target, path, copy_function=copy_file, ignore_dangling_symlinks=True)
-            elif path.is_file():
-                _unlink_file(path)
-
-
-def _unlink_file(path: Path) -> None:
-    """A symbolic link or a file with other names (a hard link) becomes a copy of its own."""
-    if not path.is_symlink() and path.stat().st_nlink == 1:
-        return
-    tmp = path.with_name(f".{path.name}.shardrun-copy")
-    copy_file(path, tmp)
-    os.replace(tmp, path)
+def _own_in_place(path: Path) -> None:
+    """Replace symbolic and hard links at or under `path` (inside the pieces folder) by copies."""
+    if path.is_symlink() and path.is_dir():
+        target = path.resolve()
+        path.unlink()  # the link only; copytree follows links, so the copy holds none
+        shutil.copytree(target, path, copy_function=copy_file, ignore_dangling_symlinks=True)
+    elif path.is_file():
+        if path.is_symlink() or path.stat().st_nlink > 1:
+            tmp = path.with_name(f".{path.name}.shardrun-copy")
+            copy_file(path, tmp)
+            os.replace(tmp, path)
+    elif path.is_dir():
+        for entry in os.scandir(path):
+            _own_in_place(Path(entry.path))
