@@ -10,49 +10,71 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import shutil
 from pathlib import Path
-from typing import IO
 
 FICLONE = 0x40049409  # _IOW(0x94, 9, int) from linux/fs.h: make dest share src's blocks
 CHUNK = 1 << 20
 # The kernel or filesystem cannot do this one: fall back, it is not an error.
 _UNSUPPORTED = {errno.EOPNOTSUPP, errno.ENOTTY, errno.EXDEV, errno.EINVAL, errno.ENOSYS,
                 errno.EBADF, errno.EPERM, errno.ETXTBSY}
+_NO_CLONE: set[int] = set()  # devices that said they cannot reflink: not asked again per file
 
 
 def copy_file(src: Path | str, dest: Path | str) -> int:
-    """Copy the bytes of `src` to `dest` (created or truncated) and return the size."""
-    with open(src, "rb") as fin, open(dest, "wb") as fout:
-        size = os.fstat(fin.fileno()).st_size
-        if not (_clone(fin, fout) or _copy_in_kernel(fin, fout, size)):
-            shutil.copyfileobj(fin, fout, CHUNK)
-        fout.flush()
-        return os.fstat(fout.fileno()).st_size
-
-
-def _clone(fin: IO[bytes], fout: IO[bytes]) -> bool:
+    """Copy the bytes of `src` to `dest` (created with mode 0666 & ~umask, or truncated) and
+    return the size."""
+    fin = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        fcntl.ioctl(fout.fileno(), FICLONE, fin.fileno())
+        info = os.fstat(fin)
+        fout = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+        try:
+            if _clone(fin, fout, info.st_dev):
+                return info.st_size
+            copied = _copy_in_kernel(fin, fout, info.st_size)
+            return copied if copied is not None else _copy_plain(fin, fout)
+        finally:
+            os.close(fout)
+    finally:
+        os.close(fin)
+
+
+def _clone(fin: int, fout: int, device: int) -> bool:
+    if device in _NO_CLONE:
+        return False
+    try:
+        fcntl.ioctl(fout, FICLONE, fin)
     except OSError as err:
-        if err.errno in _UNSUPPORTED:
-            return False
-        raise
+        if err.errno not in _UNSUPPORTED:
+            raise
+        if err.errno != errno.EXDEV:  # EXDEV is about this pair; the others about the filesystem
+            _NO_CLONE.add(device)
+        return False
     return True
 
 
-def _copy_in_kernel(fin: IO[bytes], fout: IO[bytes], size: int) -> bool:
-    """copy_file_range until EOF; False (nothing written) when this pair of files cannot use it."""
+def _copy_in_kernel(fin: int, fout: int, size: int) -> int | None:
+    """copy_file_range until EOF; None (nothing written) when this pair of files cannot use it."""
     copied = 0
     while True:
         try:
-            n = os.copy_file_range(fin.fileno(), fout.fileno(), max(size - copied, CHUNK))
+            n = os.copy_file_range(fin, fout, max(size - copied, CHUNK))
         except OSError as err:
             if copied == 0 and err.errno in _UNSUPPORTED:
-                return False
+                return None
             raise
         if n == 0:
             # Nothing at all: maybe a file whose size the kernel does not know (procfs); the plain
             # copy reads it to its real end.
-            return copied > 0
+            return copied if copied else None
         copied += n
+
+
+def _copy_plain(fin: int, fout: int) -> int:
+    copied = 0
+    while block := os.read(fin, CHUNK):
+        view = memoryview(block)
+        while view:
+            written = os.write(fout, view)
+            view = view[written:]
+        copied += len(block)
+    return copied

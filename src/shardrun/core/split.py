@@ -123,7 +123,8 @@ def split_files(inputs: list[Path], outdir: Path, per_task: int) -> list[Path]:
             # inputs share a name, since every mkdir costs at thousands of tasks.
             name = group[0].name
             folder = outdir if name not in used and not name.startswith("piece-") else outdir / f"{index:06d}"
-            folder.mkdir(exist_ok=True)
+            if folder is not outdir:
+                folder.mkdir(exist_ok=True)
             used.add(name)
             dest = folder / name
             copy_file(group[0], dest)
