@@ -10,6 +10,11 @@ merge. xargs and parallel only run the app.
 
     .venv/bin/python bench/local_overhead.py            # 2,000 tasks, 3 repeats, 1k..10k scaling
     .venv/bin/python bench/local_overhead.py --quick    # a fast smoke run
+    .venv/bin/python bench/local_overhead.py -n 500 --input-kib 1024 --sizes ''
+                                                        # bigger inputs: what copying them costs
+
+The job uses the `files` splitter (one input file per task). shardrun copies each input into its
+store (a reflink where the filesystem can), never links it, so `--input-kib` shows that cost.
 """
 
 from __future__ import annotations
@@ -50,14 +55,17 @@ class BenchError(Exception):
     """A tool failed or did not produce all its outputs: the numbers would mean nothing."""
 
 
-def make_inputs(folder: Path, count: int) -> list[str]:
-    """`count` one-line files; zero-padded names, so every tool sees the same task order."""
+def make_inputs(folder: Path, count: int, kib: int = 0) -> list[str]:
+    """`count` files of one line, or of `kib` KiB of lines; zero-padded names, so every tool sees
+    the same task order."""
     folder.mkdir(parents=True)
     width = max(6, len(str(count)))
     names = []
     for i in range(1, count + 1):
         name = f"in-{i:0{width}d}.txt"
-        (folder / name).write_text(f"line {i}\n")
+        line = f"line {i}\n".encode()
+        body = line * max(1, kib * 1024 // len(line))
+        (folder / name).write_bytes(body)
         names.append(name)
     return names
 
@@ -145,10 +153,10 @@ def timed(tool: Runner, inputs: Path, names: list[str], jobs: int, base: Path) -
     return tool(inputs, names, jobs, scratch)
 
 
-def compare(base: Path, count: int, jobs: int, repeats: int) -> dict[str, float]:
+def compare(base: Path, count: int, jobs: int, repeats: int, kib: int = 0) -> dict[str, float]:
     """Median wall time per tool; the order rotates each repeat so no tool always goes first."""
     inputs = base / f"inputs-{count}"
-    names = make_inputs(inputs, count)
+    names = make_inputs(inputs, count, kib)
     order = list(TOOLS)
     times: dict[str, list[float]] = {name: [] for name in order}
     for r in range(repeats):
@@ -184,8 +192,9 @@ def verdict(ok: bool) -> str:
     return "PASS" if ok else "MISS"
 
 
-def report_compare(medians: dict[str, float], count: int, jobs: int) -> None:
-    print(f"\n{count} tasks of `{APP} IN OUT`, concurrency {jobs} (median wall time)")
+def report_compare(medians: dict[str, float], count: int, jobs: int, kib: int = 0) -> None:
+    size = f", inputs of {kib} KiB" if kib else ""
+    print(f"\n{count} tasks of `{APP} IN OUT`, concurrency {jobs}{size} (median wall time)")
     for name, t in medians.items():
         print(f"  {name:<10} {t:8.2f}s   {t / count * 1000:6.2f} ms/task")
     vs_parallel = medians["shardrun"] / medians["parallel"]
@@ -223,13 +232,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("-r", "--repeats", type=int, default=3, help="repeats of the comparison [3]")
     p.add_argument("--sizes", default="1000,2000,5000,10000",
                    help="task counts for the scaling run, comma-separated; '' skips it")
+    p.add_argument("--input-kib", type=int, default=0,
+                   help="size of each input file in KiB [0: one short line]")
     p.add_argument("--quick", action="store_true",
                    help="fast run: 300 tasks, 1 repeat, scaling 250,500,1000")
     args = p.parse_args(argv)
     if args.quick:
         args.tasks, args.repeats, args.sizes = 300, 1, "250,500,1000"
     args.sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
-    if args.tasks < 1 or args.jobs < 1 or args.repeats < 1 or any(s < 1 for s in args.sizes):
+    if (args.tasks < 1 or args.jobs < 1 or args.repeats < 1 or args.input_kib < 0
+            or any(s < 1 for s in args.sizes)):
         p.error("counts must be positive")
     return args
 
@@ -246,8 +258,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             print(f"shardrun CLI start-up (`shardrun --version`): {cli_startup():.3f}s")
             print(f"comparison: {args.tasks} tasks, concurrency {args.jobs}, {args.repeats} repeat(s)")
-            medians = compare(base, args.tasks, args.jobs, args.repeats)
-            report_compare(medians, args.tasks, args.jobs)
+            medians = compare(base, args.tasks, args.jobs, args.repeats, args.input_kib)
+            report_compare(medians, args.tasks, args.jobs, args.input_kib)
             if args.sizes:
                 print(f"\nscaling: shardrun on {', '.join(map(str, args.sizes))} tasks")
                 report_scaling(scaling(base, args.sizes, args.jobs))

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 
 import pytest
 
 from shardrun.core.errors import JobFileError
+from shardrun.core.preflight import validate_job
 from shardrun.core.spec import load_spec, parse_duration
 
 from .helpers import write_job
@@ -80,3 +83,118 @@ def test_fingerprint_changes_with_split_not_with_run(tmp_path: Path) -> None:
     c = load_spec(write_job(tmp_path, {**MIN, "split": {"input": "big.txt", "per_task": 5}}, "c.toml"))
     assert a.fingerprint() == b.fingerprint()
     assert a.fingerprint() != c.fingerprint()
+
+
+@pytest.mark.parametrize(
+    ("sections", "expected"),
+    [
+        ({**MIN, "split": {"input": "x", "per_task": "10"}},
+         '[split] per_task: must be an integer, not the string "10"'),
+        ({**MIN, "split": {"input": "x", "per_task": True}}, "[split] per_task: must be an integer, not true"),
+        ({**MIN, "split": {"input": "x", "per_task": 2.5}}, "[split] per_task: must be an integer"),
+        ({**MIN, "run": {"retries": "3"}}, "[run] retries: must be an integer"),
+        ({**MIN, "run": {"concurrency": True}}, "[run] concurrency: must be an integer, not true"),
+        ({**MIN, "run": {"allow_failures": "yes"}},
+         '[run] allow_failures: must be true or false, not the string "yes"'),
+        ({**MIN, "run": {"allow_failures": 1}}, "[run] allow_failures: must be true or false"),
+        ({**MIN, "image": {"name": "localhost/a", "version": "1", "tls_verify": "no"}},
+         "[image] tls_verify: must be true or false"),
+        ({**MIN, "run": {"timeout": float("nan")}}, "[run] timeout: nan is not a duration"),
+        ({**MIN, "run": {"timeout": float("inf")}}, "[run] timeout: inf is not a duration"),
+        ({**MIN, "run": {"timeout": -5}}, "[run] timeout: -5 is not a duration: it is negative"),
+        ({**MIN, "run": {"timeout": "nan"}}, "[run] timeout: 'nan' is not a duration"),
+        ({**MIN, "run": {"timeout": "-1m"}}, "[run] timeout: '-1m' is not a duration"),
+        ({**MIN, "run": {"timeout": True}}, "[run] timeout: must be a duration"),
+        ({**MIN, "split": {"input": ""}}, "[split] input: must name a file, a glob or a folder"),
+        ({**MIN, "merge": {"output": ""}}, "[merge] output: must name a file, not nothing"),
+        ({**MIN, "merge": {"output": "."}}, "[merge] output: must name a file, not a folder"),
+        ({**MIN, "merge": {"output": "out/"}}, "[merge] output: must name a file, not a folder"),
+        ({**MIN, "app": {"command": ["x"], "output_name": "a\0b"}}, "[app] output_name: must be a plain"),
+        ({**MIN, "app": {"command": ["x"], "output_name": "a/b"}}, "[app] output_name: must be a plain"),
+        ({**MIN, "app": {"command": ["x"], "output_name": "é" * 128}}, "at most 255 bytes"),
+        ({**MIN, "split": {"input": "x", "per_taks": 3}},
+         "unknown key 'per_taks' in [split]; did you mean 'per_task'?"),
+        ({**MIN, "run": {"timout": "1m"}}, "unknown key 'timout' in [run]; did you mean 'timeout'?"),
+        ({**MIN, "splt": {"input": "x"}}, "unknown key 'splt'; did you mean 'split'?"),
+        ({**MIN, "sections": {"batch": {}}}, "unknown key 'sections'"),
+        ({**MIN, "batch": {"account_url": "http://127.0.0.1:1/a", "dedicated_nodess": 1}},
+         "unknown key 'dedicated_nodess' in [batch]; did you mean 'dedicated_nodes'?"),
+        ({**MIN, "storage": {"retrie": 1}}, "unknown key 'retrie' in [storage]; did you mean 'retries'?"),
+    ],
+)
+def test_strict_values_and_helpful_unknown_keys(tmp_path: Path, sections: dict, expected: str) -> None:
+    path = write_job(tmp_path, sections)
+    with pytest.raises(JobFileError) as err:
+        load_spec(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: ") and expected in message
+    assert "\n" not in message
+
+
+def test_valid_values_still_pass(tmp_path: Path) -> None:
+    spec = load_spec(write_job(tmp_path, {
+        "app": {"command": ["cat"], "output_name": "é" * 127, "config": "c.json", "files": ["a", "b"]},
+        "split": {"input": "x", "per_task": 10},
+        "merge": {"output": "out/r.txt"},
+        "run": {"timeout": 1.5, "retries": 0, "allow_failures": True, "concurrency": 2},
+    }))
+    assert (spec.split.per_task, spec.run.timeout, spec.run.allow_failures) == (10, 1.5, True)
+    assert spec.app.files == [Path("a"), Path("b")]
+    assert load_spec(write_job(tmp_path, {**MIN, "run": {"timeout": 30}})).run.timeout == 30.0
+
+
+@pytest.mark.parametrize("text", ["nan", "inf", "-inf", "-5", "1e999", " NaN "])
+def test_durations_are_finite_and_not_negative(text: str) -> None:
+    with pytest.raises(ValueError, match="is not a duration"):
+        parse_duration(text)
+
+
+def test_a_fifo_or_a_device_as_input_is_an_error_not_a_hang(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "pipe")
+    for raw in (str(tmp_path / "pipe"), "/dev/zero"):
+        job = write_job(tmp_path, {**MIN, "split": {"input": raw}})
+        with pytest.raises(JobFileError, match=r"\[split\] input: .* is not a regular file"):
+            validate_job(job)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a.txt").write_text("a\n")
+    os.mkfifo(tmp_path / "data" / "b.txt")
+    for raw in ("data", "data/*.txt"):
+        job = write_job(tmp_path, {**MIN, "split": {"input": raw}})
+        with pytest.raises(JobFileError, match=r"b\.txt' is not a regular file"):
+            validate_job(job)
+
+
+@pytest.mark.parametrize(
+    ("split_fn", "merge_fn", "expected"),
+    [
+        ("def split(inputs):\n    pass\n", None, "[split] function 'plug:split'(inputs) cannot be called"),
+        ("def split(inputs, outdir, per_task, extra):\n    pass\n", None, "[split] function"),
+        (None, "def merge(outputs):\n    pass\n", "[merge] function 'plug:merge'(outputs) cannot"),
+        (None, "def merge(outputs, dest, how):\n    pass\n", "[merge] function"),
+    ],
+)
+def test_function_signatures_are_checked_before_any_task(tmp_path: Path, split_fn: str | None,
+                                                         merge_fn: str | None, expected: str) -> None:
+    module = "plug_" + re.sub(r"\W", "_", tmp_path.name)  # a fresh module: imports are cached
+    (tmp_path / f"{module}.py").write_text((split_fn or "") + (merge_fn or ""))
+    (tmp_path / "big.txt").write_text("1\n")
+    sections: dict = {**MIN}
+    if split_fn:
+        sections["split"] = {"input": "big.txt", "function": f"{module}:split"}
+    if merge_fn:
+        sections["merge"] = {"output": "out.txt", "function": f"{module}:merge"}
+    job = write_job(tmp_path, sections)
+    with pytest.raises(JobFileError) as err:
+        validate_job(job)
+    assert str(job) in str(err.value)
+    assert expected.replace("plug:", f"{module}:") in str(err.value)
+
+
+def test_function_signatures_that_fit_pass(tmp_path: Path) -> None:
+    (tmp_path / "fits.py").write_text(
+        "def split(inputs, outdir, per_task=1):\n    pass\n"
+        "def merge(*args, **kwargs):\n    pass\n")
+    (tmp_path / "big.txt").write_text("1\n")
+    validate_job(write_job(tmp_path, {
+        **MIN, "split": {"input": "big.txt", "function": "fits:split"},
+        "merge": {"output": "out.txt", "function": "fits:merge"}}))

@@ -1,10 +1,15 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
+from shardrun.core import split
 from shardrun.core.errors import MergeError, SplitError
 from shardrun.core.merge import merge_concat, merge_csv, merge_json, merge_jsonl, merge_outputs
 from shardrun.core.spec import load_spec
@@ -203,3 +208,87 @@ def test_empty_input_makes_no_pieces_error(tmp_path: Path) -> None:
     out.mkdir()
     with pytest.raises(SplitError, match=r"made no pieces from 'big\.txt'"):
         split_job(load_spec(job), out)
+
+
+@pytest.mark.parametrize("per_task", [1, 2, 3])
+def test_lines_split_streams_lines_longer_than_its_chunk(tmp_path: Path, per_task: int,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(split, "CHUNK", 4)
+    data = [b"a\n", b"0123456789\n", b"\n", b"xyz\n", b"long-line-without-newline"]
+    src = tmp_path / "in.txt"
+    src.write_bytes(b"".join(data))
+    (tmp_path / "b.txt").write_bytes(b"12345")
+    out = tmp_path / "out"
+    out.mkdir()
+    pieces = split_lines([src, tmp_path / "b.txt"], out, per_task)
+    lines = [*data[:-1], data[-1] + b"\n", b"12345\n"]
+    expected = [b"".join(lines[i:i + per_task]) for i in range(0, len(lines), per_task)]
+    assert [p.read_bytes() for p in pieces] == expected
+
+
+def test_lines_split_of_one_huge_line_needs_little_memory(tmp_path: Path) -> None:
+    """128 MiB without a newline (a sparse file: cheap): read whole, it would cost twice that."""
+    big = tmp_path / "one-line.bin"
+    with big.open("wb") as f:
+        f.truncate(128 * 2**20)
+    out = tmp_path / "out"
+    out.mkdir()
+    code = ("import resource, sys; from pathlib import Path; from shardrun.core.split import split_lines\n"
+            "pieces = split_lines([Path(sys.argv[1])], Path(sys.argv[2]), 10)\n"
+            "print(len(pieces), pieces[0].stat().st_size,"
+            " resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n")
+    proc = subprocess.run([PY, "-c", code, str(big), str(out)], capture_output=True, text=True,
+                          check=True, timeout=300)
+    count, size, peak_mib = map(int, proc.stdout.split())
+    assert (count, size) == (1, 128 * 2**20 + 1)
+    assert peak_mib < 100, f"the split peaked at {peak_mib} MiB"
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_merged_result_gets_the_users_umask(tmp_path: Path, umask: int, mode: int) -> None:
+    dest = tmp_path / "r.txt"
+    old = os.umask(umask)
+    try:
+        merge_concat(_files(tmp_path, ["a\n"]), dest)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(dest.stat().st_mode) == mode
+
+
+def _merge_blocked_on_a_fifo(tmp_path: Path, dest: Path) -> subprocess.Popen[bytes]:
+    """A merge that is writing its temporary file and waits (its input is a FIFO nobody writes)."""
+    fifo = tmp_path / f"fifo-{len(list(tmp_path.glob('fifo-*')))}"
+    os.mkfifo(fifo)
+    before = set(tmp_path.iterdir())
+    code = ("import sys; from pathlib import Path; from shardrun.core.merge import merge_concat\n"
+            "merge_concat([Path(sys.argv[1])], Path(sys.argv[2]))\n")
+    proc = subprocess.Popen([PY, "-c", code, str(fifo), str(dest)])
+    for _ in range(3000):  # until its temporary file exists (or 30 s)
+        if set(tmp_path.iterdir()) - before:
+            break
+        time.sleep(0.01)
+    return proc
+
+
+def test_a_killed_merges_temporary_file_is_removed_by_the_next_merge(tmp_path: Path) -> None:
+    dest = tmp_path / "r.txt"
+    decoys = [tmp_path / ".r.txt.backup", tmp_path / ".r.txt.0123abcd", tmp_path / ".r.txt.swp"]
+    for d in decoys:
+        d.write_text("the user's")
+    killed = _merge_blocked_on_a_fifo(tmp_path, dest)
+    killed.kill()
+    killed.wait()
+    left = [p for p in tmp_path.iterdir() if p.name.startswith(".r.txt.") and p not in decoys]
+    assert len(left) == 1  # what the killed merge left
+    running = _merge_blocked_on_a_fifo(tmp_path, dest)
+    try:
+        in_use = {p for p in tmp_path.iterdir() if p.name.startswith(".r.txt.")} - {*decoys, *left}
+        assert len(in_use) == 1
+        merge_concat(_files(tmp_path, ["a\n"]), dest)
+        assert dest.read_text() == "a\n"
+        assert not any(p.exists() for p in left)  # the killed merge's file is gone
+        assert all(p.exists() for p in in_use)  # a merge still running keeps its own
+        assert all(d.read_text() == "the user's" for d in decoys)  # never the user's files
+    finally:
+        running.kill()
+        running.wait()

@@ -1,17 +1,24 @@
 """Mergers: plain functions that combine task outputs, always in task order, into one file.
 
 Every merger writes to a temporary file beside the destination and renames it at the end, so a
-failed merge never leaves half a result where the real one should be.
+failed merge never leaves half a result where the real one should be. The merged result is the one
+file shardrun writes outside its home, so `check_output` refuses any destination that would
+replace something of the user's that shardrun must only read.
 """
 
 from __future__ import annotations
 
+import fcntl
+import fnmatch
+import glob
+import hashlib
 import json
 import os
+import re
+import secrets
 import shutil
 import subprocess
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
@@ -19,21 +26,163 @@ from typing import IO
 from shardrun.core.errors import JobFileError, MergeError, SplitError
 from shardrun.core.plugins import load_callable, render_argv, tail
 from shardrun.core.spec import JobSpec
-from shardrun.core.split import csv_records
+from shardrun.core.split import csv_records, resolve_inputs
+from shardrun.core.workspace import default_home
+
+FUNCTION_ARGS = ("outputs", "dest")  # how a [merge] function is called: fn(outputs, dest)
+PART_SUFFIX = ".shardrun-part"
+
+
+def check_output(spec: JobSpec, inputs: Sequence[Path] | None = None,
+                 home: Path | None = None) -> None:
+    """Raise JobFileError unless [merge] output is a file shardrun may replace.
+
+    Refused, with symbolic links followed: an existing folder; an input file, a file inside an
+    input folder or matched by the input glob (the next run would split the result); the job
+    file, [app] config, an [app] files entry or a program file [app] command names; anything
+    inside shardrun's home (`home`, default: the default home). `inputs`: the resolved input files;
+    None resolves them here and tolerates inputs that are gone (a merge long after the run).
+    """
+    raw = spec.merge.output
+    real = spec.path(raw).resolve()
+
+    def refuse(why: str) -> JobFileError:
+        return JobFileError(f"{spec.source}: [merge] output {str(raw)!r} {why}; name another file")
+
+    if real.is_dir():
+        raise refuse("is a folder")
+    if real.parent.exists() and not real.parent.is_dir():
+        raise refuse(f"is inside {real.parent}, which is not a folder")
+    for path, what in _named_files(spec):
+        if _same(real, path):
+            raise refuse(f"is {what}")
+    if inputs is None:
+        try:
+            inputs = resolve_inputs(spec)
+        except JobFileError:
+            inputs = []
+    for path in inputs:
+        if _same(real, path):
+            raise refuse(f"is the input {str(path)!r}")
+    raw_input = spec.split.input
+    if glob.has_magic(raw_input):
+        pattern = os.path.normpath(spec.path(raw_input))
+        if _glob_matches(pattern, os.path.normpath(spec.path(raw).absolute())) or _glob_matches(
+                pattern, str(real)):
+            raise refuse(f"is matched by [split] input {raw_input!r}")
+    elif spec.path(raw_input).is_dir() and _inside(real, spec.path(raw_input).resolve()):
+        raise refuse(f"is inside the input folder {raw_input!r}")
+    home = (home or default_home()).expanduser().absolute().resolve()
+    if real == home or _inside(real, home):
+        raise refuse(f"is inside shardrun's home {home}")
+
+
+def _named_files(spec: JobSpec) -> Iterator[tuple[Path, str]]:
+    if spec.source is not None:
+        yield Path(spec.source), "the job file"
+    if spec.app.config is not None:
+        yield spec.path(spec.app.config), "[app] config"
+    for i, f in enumerate(spec.app.files):
+        yield spec.path(f), f"[app] files[{i}]"
+    for arg in spec.app.command or []:
+        if arg and "{" not in arg and not arg.startswith("-") and spec.path(arg).is_file():
+            yield spec.path(arg), "a file [app] command names"
+
+
+def _same(real: Path, other: Path) -> bool:
+    """The same file: one path after links are followed, or one inode (another name for it)."""
+    if real == other.resolve():
+        return True
+    try:
+        return os.path.samefile(real, other)
+    except OSError:
+        return False
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return folder in path.parents
+
+
+def _glob_matches(pattern: str, path: str) -> bool:
+    """Whether glob.glob(pattern, recursive=True) would list `path` if it existed."""
+    return _match_parts(pattern.split(os.sep), path.split(os.sep))
+
+
+def _match_parts(pattern: list[str], parts: list[str]) -> bool:
+    if not pattern:
+        return not parts
+    head, rest = pattern[0], pattern[1:]
+    if head == "**":  # zero or more folders, never hidden ones (as glob does)
+        return any(_match_parts(rest, parts[i:]) for i in range(len(parts) + 1)
+                   if not any(p.startswith(".") for p in parts[:i]))
+    if not parts:
+        return False
+    name = parts[0]
+    if glob.has_magic(head):
+        if name.startswith(".") and not head.startswith("."):
+            return False  # glob's '*' and '?' do not match a leading dot
+        matched = fnmatch.fnmatchcase(name, head)
+    else:
+        matched = name == head
+    return matched and _match_parts(rest, parts[1:])
+
+
+def _part_prefix(dest: Path) -> str:
+    # Long names would overflow the 255-byte limit once the random part is added: hash them.
+    name = dest.name if len(os.fsencode(dest.name)) <= 200 else hashlib.sha256(
+        os.fsencode(dest.name)).hexdigest()[:32]
+    return f".{name}."
+
+
+def _remove_stale_parts(dest: Path) -> None:
+    """Remove temporary files a killed merge of `dest` left. Only names this module makes are
+    touched, and only when no merge holds their lock (a merge still running keeps its own)."""
+    pattern = re.compile(re.escape(_part_prefix(dest)) + r"[0-9a-f]{16}" + re.escape(PART_SUFFIX))
+    try:
+        entries = list(os.scandir(dest.parent))
+    except OSError:
+        return
+    for entry in entries:
+        if not pattern.fullmatch(entry.name) or not entry.is_file(follow_symlinks=False):
+            continue
+        try:
+            fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.unlink(entry.path)
+        except OSError:
+            pass  # locked: a merge is writing it
+        finally:
+            os.close(fd)
 
 
 @contextmanager
 def _atomic_path(dest: Path) -> Iterator[Path]:
-    """A temporary path beside `dest` that replaces `dest` only if the block succeeds."""
+    """A temporary path beside `dest` that replaces `dest` only if the block succeeds.
+
+    The file is created with mode 0666 so the user's umask decides its permissions, as it would for
+    any file the user's programs write. It stays locked while the block runs.
+    """
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
-    os.close(fd)
+    _remove_stale_parts(dest)
+    while True:
+        tmp = dest.parent / f"{_part_prefix(dest)}{secrets.token_hex(8)}{PART_SUFFIX}"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
+            break
+        except FileExistsError:
+            continue
     try:
-        yield Path(tmp)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield tmp
         os.replace(tmp, dest)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+    finally:
+        os.close(fd)
 
 
 @contextmanager
@@ -139,8 +288,14 @@ def merge_with_command(spec: JobSpec, outdir: Path, dest: Path) -> None:
             )
 
 
-def merge_outputs(spec: JobSpec, outputs: list[Path], outdir: Path) -> Path:
-    """Merge the outputs (task order) into [merge] output. `outdir` is the folder that holds them."""
+def merge_outputs(spec: JobSpec, outputs: list[Path], outdir: Path, *,
+                  home: Path | None = None) -> Path:
+    """Merge the outputs (task order) into [merge] output. `outdir` is the folder that holds them.
+
+    The destination is checked again (`check_output`): the job's inputs may have changed since the
+    run was checked, and a `shardrun merge RUN` may come much later.
+    """
+    check_output(spec, home=home)
     dest = spec.path(spec.merge.output)
     kind = spec.merge.kind
     if kind == "command":

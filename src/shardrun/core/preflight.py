@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from pathlib import Path
 
@@ -31,22 +32,33 @@ def resolved_command(spec: JobSpec) -> list[str] | None:
     return out
 
 
-def validate_job(path: Path | str) -> tuple[JobSpec, list[Path]]:
-    """Load a job file and check it and everything it names; return the spec and its input files."""
+def validate_job(path: Path | str, *, home: Path | None = None) -> tuple[JobSpec, list[Path]]:
+    """Load a job file and check it and everything it names; return the spec and its input files.
+
+    `home`: shardrun's home (where the merged output may never go); default: the default home.
+    """
     from shardrun.core.spec import load_spec
-    from shardrun.core.split import resolve_inputs
 
     spec = load_spec(path)
-    check_job(spec, fetch_image=False)  # a missing image is looked up, not pulled
-    return spec, resolve_inputs(spec)
+    inputs = _check_job(spec, fetch_image=False, home=home)  # a missing image is looked up, not pulled
+    return spec, inputs
 
 
-def check_job(spec: JobSpec, *, fetch_image: bool = True) -> None:
+def check_job(spec: JobSpec, *, fetch_image: bool = True, home: Path | None = None) -> None:
     """Raise JobFileError naming the file and key for anything that would fail later.
 
     The generic checks are here; the providers of the job's compute and store add their own (for a
     local container job that includes the runtime and the image, pulled when `fetch_image`).
+    `home`: shardrun's home (where the merged output may never go); default: the default home.
     """
+    _check_job(spec, fetch_image=fetch_image, home=home)
+
+
+def _check_job(spec: JobSpec, *, fetch_image: bool, home: Path | None) -> list[Path]:
+    """check_job, returning the input files it resolved."""
+    from shardrun.core.merge import check_output
+    from shardrun.core.split import resolve_inputs
+
     src = spec.source
     try:
         compute_provider = provider.for_compute(spec.run.backend)
@@ -76,9 +88,9 @@ def check_job(spec: JobSpec, *, fetch_image: bool = True) -> None:
         if f.name in names:
             raise JobFileError(f"{src}: [app] files has two files named {f.name!r}")
         names.add(f.name)
-    merge_dir = spec.path(spec.merge.output).parent
-    if merge_dir.exists() and not merge_dir.is_dir():
-        raise JobFileError(f"{src}: [merge] output: {merge_dir} is not a folder")
+    inputs = resolve_inputs(spec)
+    check_output(spec, inputs, home)
+    _check_functions(spec)
     if runtime == "process":
         if spec.run.container_options:
             raise JobFileError(f"{src}: [run] container_options need a container runtime and an image")
@@ -88,6 +100,29 @@ def check_job(spec: JobSpec, *, fetch_image: bool = True) -> None:
     compute_provider.check_job(spec, fetch_image=fetch_image)
     if store_provider is not compute_provider:
         store_provider.check_job(spec, fetch_image=fetch_image)
+    return inputs
+
+
+def _check_functions(spec: JobSpec) -> None:
+    """A [split] or [merge] function must take the arguments it will be called with: found now,
+    not after the tasks ran."""
+    from shardrun.core import merge, split
+    from shardrun.core.plugins import load_callable
+
+    for key, ref, args in (("[split] function", spec.split.function, split.FUNCTION_ARGS),
+                           ("[merge] function", spec.merge.function, merge.FUNCTION_ARGS)):
+        if ref is None:
+            continue
+        fn = load_callable(ref, spec.base_dir, f"{spec.source}: {key}")
+        try:
+            signature = inspect.signature(fn)
+        except (TypeError, ValueError):
+            continue  # no signature to read (some built-ins): it is called and may fail then
+        try:
+            signature.bind(*args)
+        except TypeError as err:
+            raise JobFileError(f"{spec.source}: {key} {ref!r}{signature} cannot be called as "
+                               f"{fn.__name__}({', '.join(args)}): {err}") from None
 
 
 def _check_file(spec: JobSpec, path: Path, key: str) -> None:

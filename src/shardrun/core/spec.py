@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
+import math
 import os
 import re
 import tomllib
+import typing
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -16,6 +20,7 @@ from pydantic import (
     Field,
     PrivateAttr,
     SerializationInfo,
+    Strict,
     ValidationError,
     field_serializer,
     field_validator,
@@ -27,13 +32,17 @@ from shardrun.core.containers import REFERENCE_RE, REGISTRY_RE, REPOSITORY_RE, T
 from shardrun.core.errors import JobFileError
 
 M = TypeVar("M", bound=BaseModel)
+# A path is a TOML string: the one place the strict models convert a value.
+FilePath = Annotated[Path, Strict(False)]
 PLACEHOLDERS_APP = ("{input}", "{output}", "{config}")
 SPLIT_METHODS = ("lines", "files", "json", "csv")
 MERGE_METHODS = ("concat", "jsonl", "csv", "json")
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Strict: `per_task = "10"`, `retries = true` or `allow_failures = "yes"` are mistakes to name,
+    # not values to guess at. Paths (TOML strings) opt out: FilePath.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class JobSection(_Section):
@@ -44,8 +53,8 @@ class AppSection(_Section):
     command: list[str] | None = Field(
         None, description="argv list; {input} {output} {config} are replaced per task."
     )
-    config: Path | None = None
-    files: list[Path] = Field(default_factory=list)
+    config: FilePath | None = None
+    files: list[FilePath] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict)
     output_name: str | None = None
     image: str | None = Field(
@@ -69,8 +78,10 @@ class AppSection(_Section):
     @field_validator("output_name")
     @classmethod
     def _plain_name(cls, v: str | None) -> str | None:
-        if v is not None and (not v or "/" in v or v in (".", "..")):
-            raise ValueError("must be a plain file name without '/'")
+        if v is not None and (not v or "/" in v or "\0" in v or v in (".", "..")):
+            raise ValueError("must be a plain file name without '/' or NUL")
+        if v is not None and len(v.encode("utf-8", "surrogateescape")) > 255:
+            raise ValueError("must be at most 255 bytes long (a file name's limit)")
         return v
 
     @field_validator("env")
@@ -114,11 +125,26 @@ class SplitSection(_Pluggable):
     per_task: int = Field(1, ge=1)
     _default_method = "lines"
 
+    @field_validator("input")
+    @classmethod
+    def _some_input(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must name a file, a glob or a folder")
+        return v
+
 
 class MergeSection(_Pluggable):
     method: Literal["concat", "jsonl", "csv", "json"] | None = None
-    output: Path
+    output: FilePath
     _default_method = "concat"
+
+    @field_validator("output", mode="before")
+    @classmethod
+    def _a_file(cls, v: Any) -> Any:
+        # Path("") and Path("dir/") lose what was meant; the string still has it.
+        if isinstance(v, str) and (not v.strip() or v.strip() in (".", "..") or v.endswith("/")):
+            raise ValueError(f"must name a file, not {'a folder' if v.strip() else 'nothing'} ({v!r})")
+        return v
 
 
 class RunSection(_Section):
@@ -138,9 +164,7 @@ class RunSection(_Section):
     @field_validator("timeout", mode="before")
     @classmethod
     def _duration(cls, v: Any) -> Any:
-        if isinstance(v, str):
-            return parse_duration(v)
-        return v
+        return duration_value(v)
 
     @field_validator("container_options", mode="before")
     @classmethod
@@ -152,7 +176,7 @@ class RunSection(_Section):
     @field_validator("timeout")
     @classmethod
     def _positive(cls, v: float | None) -> float | None:
-        if v is not None and v <= 0:
+        if v is not None and not v > 0:
             raise ValueError("must be positive")
         return v
 
@@ -164,7 +188,7 @@ class SecretsSection(_Section):
     """Where the secrets named elsewhere come from: the environment, a folder of files, or Key Vault."""
 
     source: Literal["env", "file", "keyvault"] = "env"
-    path: Path | None = Field(None, description="For source = 'file': the folder of secret files.")
+    path: FilePath | None = Field(None, description="For source = 'file': the folder of secret files.")
     vault_url: str | None = Field(
         None, description="For source = 'keyvault': e.g. 'https://myvault.vault.azure.net'.")
     names: dict[str, str] = Field(
@@ -183,8 +207,8 @@ class SecretsSection(_Section):
 class ImageSection(_Section):
     """How `shardrun image build` / `push` make the app's image. Credentials only by secret name."""
 
-    context: Path = Field(Path("."), description="Build context folder, relative to the job file.")
-    file: Path | None = Field(None, description="Default: Containerfile or Dockerfile in the context.")
+    context: FilePath = Field(Path("."), description="Build context folder, relative to the job file.")
+    file: FilePath | None = Field(None, description="Default: Containerfile or Dockerfile in the context.")
     name: str = Field(description="Repository, e.g. 'localhost/myapp'.")
     version: str = Field(description="Tag; `build` also tags 'latest'.")
     registry: str | None = Field(None, description="Default for `image push`, e.g. 'myacr.azurecr.io'.")
@@ -235,8 +259,8 @@ class JobSpec(_Section):
     image: ImageSection | None = None
     # Sections a provider owns ([batch], [storage], ...), as written; the provider validates them.
     sections: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    base_dir: Path = Field(default=Path("."), exclude=True)
-    source: Path | None = Field(default=None, exclude=True)
+    base_dir: FilePath = Field(default=Path("."), exclude=True)
+    source: FilePath | None = Field(default=None, exclude=True)
     _parsed: dict[str, BaseModel] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="before")
@@ -294,13 +318,36 @@ class JobSpec(_Section):
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|h|m|s)")
 
 
+def duration_value(v: Any) -> Any:
+    """A duration key's value before its type is checked: text is parsed, a number is checked; a
+    boolean is refused (TOML's `true` is no number of seconds)."""
+    if isinstance(v, bool):
+        raise ValueError("must be a duration like '90s', '10m' or a number of seconds, not true/false")
+    if isinstance(v, str):
+        return parse_duration(v)
+    if isinstance(v, int | float):
+        return _finite_seconds(float(v), repr(v))
+    return v
+
+
+def _finite_seconds(value: float, text: str) -> float:
+    # nan compares false with everything, so no timeout would ever fire; inf never ends either.
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is not a duration: give a finite number of seconds")
+    if value < 0:
+        raise ValueError(f"{text} is not a duration: it is negative")
+    return value
+
+
 def parse_duration(text: str) -> float:
-    """'90s', '10m', '1h30m', '250ms' or a bare number of seconds -> seconds."""
+    """'90s', '10m', '1h30m', '250ms' or a bare number of seconds -> seconds (finite, >= 0)."""
     t = text.strip().lower()
     try:
-        return float(t)
+        number = float(t)  # also 'nan', 'inf', '-5' and '1e9': checked below
     except ValueError:
-        pass
+        number = None
+    if number is not None:
+        return _finite_seconds(number, repr(text))
     pos, total = 0, 0.0
     scale = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
     for m in _DURATION.finditer(t):
@@ -310,7 +357,7 @@ def parse_duration(text: str) -> float:
         pos = m.end()
     if pos != len(t) or not t:
         raise ValueError(f"{text!r} is not a duration (try '90s', '10m' or '1h30m')")
-    return total
+    return _finite_seconds(total, repr(text))
 
 
 _DAYS = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([dw])\s*$")
@@ -338,17 +385,72 @@ def _describe(loc: tuple[int | str, ...]) -> str:
     return f"[{head}] {key}".strip() if rest else f"[{head}]"
 
 
+_EXPECTED = {"int_type": "an integer", "int_from_float": "an integer", "bool_type": "true or false",
+             "float_type": "a number", "string_type": "a string", "list_type": "a list",
+             "dict_type": "a table", "model_type": "a table"}
+_INTERNAL_KEYS = ("sections", "base_dir", "source")  # JobSpec's own bookkeeping, not job-file keys
+
+
+def _got(value: Any) -> str:
+    """What a TOML value is, in the job file's words: 'the string "10"', 'true', 'the number 1.5'."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f"the string {json.dumps(value)}"
+    if isinstance(value, int | float):
+        return f"the number {value!r}"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a table"
+    return type(value).__name__
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The model a field holds: `X`, `X | None`."""
+    for candidate in (annotation, *typing.get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def known_keys(model: type[BaseModel], where: Sequence[int | str]) -> list[str]:
+    """The keys a job file may write at `where` inside `model` (a section, or the top level)."""
+    for part in where:
+        field = model.model_fields.get(str(part))
+        sub = _model_in(field.annotation) if field is not None else None
+        if sub is None:
+            return []
+        model = sub
+    keys = [k for k, f in model.model_fields.items() if not f.exclude]
+    if model is JobSpec:
+        keys = [k for k in keys if k not in _INTERNAL_KEYS] + provider.section_names()
+    return keys
+
+
+def _unknown_key(source: Path | str, key: str, where: str, valid: list[str]) -> str:
+    in_section = f" in {where}" if where else ""
+    close = difflib.get_close_matches(key, valid, n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return f"{source}: unknown key '{key}'{in_section}{hint}"
+
+
 def format_validation_error(source: Path | str, err: ValidationError,
-                            prefix: tuple[str, ...] = ()) -> str:
+                            prefix: tuple[str, ...] = (),
+                            model: type[BaseModel] | None = None) -> str:
+    """Pydantic's errors as one line naming the file and each key. `model` is what was validated
+    (default: the whole job file), under `prefix` (a provider's section name)."""
     lines = []
     for e in err.errors():
         where = _describe((*prefix, *e["loc"]))
         if e["type"] == "extra_forbidden":
-            section, _, key = where.rpartition(" ")
-            in_section = f" in {section}" if section else ""
-            lines.append(f"{source}: unknown key '{key.strip('[]')}'{in_section}")
+            *inner, key = e["loc"]
+            section = _describe((*prefix, *inner)) if (prefix or inner) else ""
+            lines.append(_unknown_key(source, str(key), section, known_keys(model or JobSpec, inner)))
         elif e["type"] == "missing":
             lines.append(f"{source}: {where} is required")
+        elif e["type"] in _EXPECTED:
+            lines.append(f"{source}: {where}: must be {_EXPECTED[e['type']]}, not {_got(e['input'])}")
         else:
             msg = str(e["msg"]).removeprefix("Value error, ")
             lines.append(f"{source}: {where}: {msg}")
@@ -363,11 +465,13 @@ def parse_spec(data: dict[str, Any], source: Path | str, base_dir: Path) -> JobS
     spec = spec.model_copy(update={"base_dir": base_dir, "source": Path(source)})
     for name in spec.sections:  # each provider validates its own sections
         owner = provider.for_section(name)
-        assert owner is not None
+        if owner is None:  # only a hand-edited ledger row can get here
+            raise JobFileError(f"{source}: no installed provider owns the section [{name}]")
+        model = owner.sections[name]
         try:
-            spec.section(name, owner.sections[name])
+            spec.section(name, model)
         except ValidationError as err:
-            raise JobFileError(format_validation_error(source, err, prefix=(name,))) from None
+            raise JobFileError(format_validation_error(source, err, (name,), model)) from None
     return spec
 
 
@@ -384,4 +488,7 @@ def load_spec(path: Path | str) -> JobSpec:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise JobFileError(f"{path}: not valid TOML: {err}") from None
+    for key in _INTERNAL_KEYS:  # fields of the model, but never the job file's to set
+        if key in data:
+            raise JobFileError(_unknown_key(path, key, "", known_keys(JobSpec, ())))
     return parse_spec(data, path, path.resolve().parent)

@@ -16,10 +16,12 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from shardrun.core.errors import JobFileError, SplitError
+from shardrun.core.filecopy import copy_file
 from shardrun.core.plugins import load_callable, render_argv, tail
 from shardrun.core.spec import JobSpec
 
 CHUNK = 1 << 20
+FUNCTION_ARGS = ("inputs", "outdir", "per_task")  # how a [split] function is called
 
 
 def natural_key(path: Path) -> list[object]:
@@ -34,19 +36,31 @@ def resolve_inputs(spec: JobSpec) -> list[Path]:
     if glob.has_magic(raw):
         pattern = str(spec.path(raw))
         paths = sorted((Path(p) for p in glob.glob(pattern, recursive=True)), key=natural_key)
-        files = [p for p in paths if p.is_file()]
+        files = [p for p in paths if _regular(p, where)]
         if not files:
             raise JobFileError(f"{where} {raw!r} matches no file")
         return files
     path = spec.path(raw)
     if path.is_dir():
-        files = sorted((p for p in path.iterdir() if p.is_file()), key=natural_key)
+        files = sorted((p for p in path.iterdir() if _regular(p, where)), key=natural_key)
         if not files and spec.split.kind != "command":
             raise JobFileError(f"{where} folder {raw!r} has no files")
         return files if spec.split.kind != "command" else [path]
     if not path.exists():
         raise JobFileError(f"{where} {raw!r} does not exist")
+    _regular(path, where)
     return [path]
+
+
+def _regular(path: Path, where: str) -> bool:
+    """True for a regular file, False for a folder; anything else is an error: reading a FIFO
+    blocks until some writer comes, and a device never ends."""
+    if path.is_file():
+        return True
+    if path.is_dir() or not path.exists():  # a dangling link matched by a glob: not an input
+        return False
+    raise JobFileError(f"{where}: {str(path)!r} is not a regular file (a FIFO, socket or device "
+                       "cannot be split)")
 
 
 def _piece_name(index: int, suffix: str) -> str:
@@ -54,38 +68,51 @@ def _piece_name(index: int, suffix: str) -> str:
 
 
 def split_lines(inputs: list[Path], outdir: Path, per_task: int) -> list[Path]:
-    """`per_task` lines per piece, across files in order. Bytes are kept as they are."""
+    """`per_task` lines per piece, across files in order. Bytes are kept as they are.
+
+    Lines are streamed in chunks of at most CHUNK bytes, so a huge line costs no memory.
+    """
     suffix = inputs[0].suffix if inputs else ""
     pieces: list[Path] = []
     out = None
     count = 0
     try:
-        for line in _lines(inputs):
+        for chunk, line_ends in _line_chunks(inputs):
             if out is None:
                 path = outdir / _piece_name(len(pieces) + 1, suffix)
                 pieces.append(path)
                 out = path.open("wb")
-            out.write(line)
-            count += 1
-            if count == per_task:
-                out.close()
-                out, count = None, 0
+            out.write(chunk)
+            if line_ends:
+                count += 1
+                if count == per_task:
+                    out.close()
+                    out, count = None, 0
     finally:
         if out is not None:
             out.close()
     return pieces
 
 
-def _lines(inputs: Iterable[Path]) -> Iterator[bytes]:
+def _line_chunks(inputs: Iterable[Path]) -> Iterator[tuple[bytes, bool]]:
+    """(bytes, whether they end a line): whole lines, or the parts of a line longer than CHUNK."""
     for path in inputs:
         with path.open("rb") as f:
-            for line in f:
+            ended = True
+            while chunk := f.readline(CHUNK):
+                ended = chunk.endswith(b"\n")
+                yield chunk, ended
+            if not ended:
                 # a last line without newline must not run into the next file's first line
-                yield line if line.endswith(b"\n") else line + b"\n"
+                yield b"\n", True
 
 
 def split_files(inputs: list[Path], outdir: Path, per_task: int) -> list[Path]:
-    """`per_task` files per piece. One file: the piece is that file; more: a folder of them."""
+    """`per_task` files per piece. One file: the piece is a copy of it; more: a folder of copies.
+
+    Copies, never links: a task that appends to its input, or a later edit of the input, must not
+    change both the user's file and what the run stored (a reflink makes the copy cheap).
+    """
     pieces: list[Path] = []
     used: set[str] = set()
     for start in range(0, len(inputs), per_task):
@@ -96,10 +123,11 @@ def split_files(inputs: list[Path], outdir: Path, per_task: int) -> list[Path]:
             # inputs share a name, since every mkdir costs at thousands of tasks.
             name = group[0].name
             folder = outdir if name not in used and not name.startswith("piece-") else outdir / f"{index:06d}"
-            folder.mkdir(exist_ok=True)
+            if folder is not outdir:
+                folder.mkdir(exist_ok=True)
             used.add(name)
             dest = folder / name
-            _link_or_copy(group[0], dest)
+            copy_file(group[0], dest)
         else:
             dest = outdir / _piece_name(index, "")
             dest.mkdir()
@@ -108,17 +136,9 @@ def split_files(inputs: list[Path], outdir: Path, per_task: int) -> list[Path]:
                 if src.name in names:
                     raise SplitError(f"two inputs named {src.name!r} would land in one task")
                 names.add(src.name)
-                _link_or_copy(src, dest / src.name)
+                copy_file(src, dest / src.name)
         pieces.append(dest)
     return pieces
-
-
-def _link_or_copy(src: Path, dest: Path) -> None:
-    # A hard link costs nothing; tasks treat inputs as read-only.
-    try:
-        os.link(src, dest)
-    except OSError:
-        shutil.copyfile(src, dest)
 
 
 def split_json(inputs: list[Path], outdir: Path, per_task: int) -> list[Path]:
@@ -232,18 +252,65 @@ def split_with_function(spec: JobSpec, inputs: list[Path], outdir: Path) -> list
 
 
 def split_job(spec: JobSpec, outdir: Path) -> list[Path]:
-    """Run the job's splitter into the empty folder `outdir` and return the pieces in task order."""
+    """Run the job's splitter into the empty folder `outdir` and return the pieces in task order.
+
+    Every piece returned is shardrun's own: a file or folder inside `outdir`, neither a link nor
+    holding one, so the caller may move it into the store without touching a file of the user's.
+    """
     inputs = resolve_inputs(spec)
     kind = spec.split.kind
     if kind == "command":
-        pieces = split_with_command(spec, inputs, outdir)
+        pieces = own_pieces(split_with_command(spec, inputs, outdir), outdir)
     elif kind == "function":
-        pieces = split_with_function(spec, inputs, outdir)
+        pieces = own_pieces(split_with_function(spec, inputs, outdir), outdir)
     else:
-        pieces = BUILTIN[kind](inputs, outdir, spec.split.per_task)
+        pieces = BUILTIN[kind](inputs, outdir, spec.split.per_task)  # new files, written here
     if not pieces:
         raise SplitError(f"{spec.source}: [split] made no pieces from {spec.split.input!r}")
-    for p in pieces:
-        if not p.exists():
-            raise SplitError(f"splitter listed {p}, which does not exist")
     return pieces
+
+
+def own_pieces(pieces: list[Path], outdir: Path) -> list[Path]:
+    """The user's splitter's pieces, made shardrun's own: a piece outside `outdir` (say, the
+    user's input itself) is copied in, and links inside it are replaced by copies of what they
+    point at. Nothing outside `outdir` is moved, changed or deleted."""
+    root = outdir.resolve()
+    owned = []
+    for index, piece in enumerate(pieces, 1):
+        if not (piece.is_file() or piece.is_dir()):
+            raise SplitError(f"splitter listed {piece}, which is not a file or folder")
+        parent = piece.absolute().parent.resolve()
+        if parent == root or root in parent.parents:
+            _own_in_place(piece)
+            owned.append(piece)
+        else:
+            owned.append(_copy_in(piece, root, index))
+    return owned
+
+
+def _copy_in(src: Path, root: Path, index: int) -> Path:
+    dest = root / src.name
+    if dest.exists() or dest.is_symlink():
+        dest = root / f".shardrun-{index:06d}" / src.name  # a hidden folder: not a listed piece
+        dest.parent.mkdir(exist_ok=True)
+    if src.is_dir():
+        shutil.copytree(src, dest, copy_function=copy_file, ignore_dangling_symlinks=True)
+    else:
+        copy_file(src, dest)
+    return dest
+
+
+def _own_in_place(path: Path) -> None:
+    """Replace symbolic and hard links at or under `path` (inside the pieces folder) by copies."""
+    if path.is_symlink() and path.is_dir():
+        target = path.resolve()
+        path.unlink()  # the link only; copytree follows links, so the copy holds none
+        shutil.copytree(target, path, copy_function=copy_file, ignore_dangling_symlinks=True)
+    elif path.is_file():
+        if path.is_symlink() or path.stat().st_nlink > 1:
+            tmp = path.with_name(f".{path.name}.shardrun-copy")
+            copy_file(path, tmp)
+            os.replace(tmp, path)
+    elif path.is_dir():
+        for entry in os.scandir(path):
+            _own_in_place(Path(entry.path))

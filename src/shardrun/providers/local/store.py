@@ -8,6 +8,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from shardrun.core.filecopy import copy_file
 from shardrun.core.layout import split_key
 from shardrun.core.store import ObjectInfo
 
@@ -28,6 +29,7 @@ class LocalStore:
         return self.root / key
 
     def put_file(self, key: str, src: Path, *, move: bool = False) -> int:
+        """Store a copy of `src`; with `move` (only ever shardrun's own files) a rename instead."""
         dest = self._path(key)
         if move:
             try:
@@ -38,7 +40,7 @@ class LocalStore:
         fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".part-")
         os.close(fd)
         try:
-            shutil.copyfile(src, tmp)
+            copy_file(src, tmp)  # never a link: a task or a later edit must not reach both sides
             os.replace(tmp, dest)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -60,8 +62,7 @@ class LocalStore:
         if not src.is_file():
             raise FileNotFoundError(key)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, dest)
-        return dest.stat().st_size
+        return copy_file(src, dest)
 
     def put_bytes(self, key: str, data: bytes) -> None:
         dest = self._path(key)
