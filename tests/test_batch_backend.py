@@ -112,7 +112,7 @@ def test_faults_and_preemption_still_give_every_output_exactly_once(
     # 20% of requests answered 429 or 503 (half with Retry-After), Spot nodes preempted while busy.
     faults = FaultConfig(seed=7, throttle_rate=0.1, busy_rate=0.1, retry_after_share=0.5,
                          retry_after_seconds=1, preempt_rate=0.5, max_preemptions=3,
-                         preempt_recover_seconds=2.0)  # a poll sees the node preempted
+                         preempt_recover_seconds=5.0)  # a poll sees the node preempted, even on a busy machine
     emu = start_emulator(faults=faults)
     try:
         monkeypatch.setenv("AZURE_BATCH_KEY", emu.config.account_key)
