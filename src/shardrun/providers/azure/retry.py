@@ -22,6 +22,7 @@ import email.utils
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -131,10 +132,12 @@ class AzureRetryPolicy(HTTPPolicy[Any, Any]):
     """`RetryRule` as an azure-core pipeline policy. `storage`: in a Blob client's pipeline, which
     reads the location each response came from (always the primary here) off the response."""
 
-    def __init__(self, rule: RetryRule, *, storage: bool = False) -> None:
+    def __init__(self, rule: RetryRule, *, storage: bool = False,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         super().__init__()
         self.rule = rule
         self.storage = storage
+        self.sleep = sleep
 
     def send(self, request: PipelineRequest[Any]) -> PipelineResponse[Any, Any]:
         rule = self._per_request(request.context.options)
@@ -151,12 +154,12 @@ class AzureRetryPolicy(HTTPPolicy[Any, Any]):
                 if wait is None or not _rewind(body, position):
                     _last.tries = Tries(tries, time.monotonic() - started)
                     raise
-                time.sleep(wait)
+                self.sleep(wait)
                 continue
             if response.http_response.status_code in rule.statuses:
                 wait = rule.wait(tries, time.monotonic() - started, _retry_after(response))
                 if wait is not None and _rewind(body, position):
-                    time.sleep(wait)
+                    self.sleep(wait)
                     continue
             _last.tries = Tries(tries, time.monotonic() - started)
             if self.storage:
