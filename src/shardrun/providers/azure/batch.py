@@ -155,8 +155,8 @@ class AzureBatchBackend:
         assert self.pool_id is not None  # settings: node_identity needs pool_id
         pool = call(lambda: self.client.get_pool(self.pool_id, select=["id", "identity"]),
                     f"read pool {self.pool_id}")
-        ids = [u.resource_id.lower() for u in getattr(pool.identity, "user_assigned_identities",
-                                                      None) or []]
+        held = pool.identity.user_assigned_identities if pool.identity is not None else None
+        ids = [u.resource_id.lower() for u in held or []]
         if identity.lower() not in ids:
             raise BatchError(f"pool {self.pool_id} does not have the managed identity [batch] "
                              f"node_identity names ({identity}); add it to the pool (Azure portal "

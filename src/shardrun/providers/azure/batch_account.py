@@ -68,6 +68,7 @@ def create_owned(client: Any, kind: str, rid: str, run_id: str, create: Callable
 def preflight(client: Any, account_url: str, image: str | None, registry: Any, store: Any,
               prefix: str) -> None:
     """Credentials, the image and the storage account, before anything costs money."""
+    reset_tries()
     try:
         next(iter(client.list_pools(max_results=1, select=["id"])), None)
     except Exception as err:  # azure-core errors and connection errors alike
