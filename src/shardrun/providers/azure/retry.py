@@ -168,7 +168,6 @@ class AzureRetryPolicy(HTTPPolicy[Any, Any]):
                 response.http_response.location_mode = LocationMode.PRIMARY
             return response
 
-
     def _per_request(self, options: dict[str, Any]) -> RetryRule:
         """Take the retry options a call may pass (azure-core's, and the storage SDK's own) off
         the request, so they never reach the transport; a call's retry_total/timeout apply."""
