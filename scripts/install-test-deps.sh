@@ -19,6 +19,7 @@ APT_PACKAGES=(
   busybox-static      # ... the test images are FROM scratch with a static busybox
   docker-registry     # ... a loopback registry, the stand-in for Azure Container Registry
   apache2-utils       # ... htpasswd, for that registry's auth
+  mmdebstrap          # tests/test_batch_registry.py: an offline Debian base image with python3
 )
 
 # Azurite (tests/fixtures/azurite.py) runs on node; keep a node that is already there.

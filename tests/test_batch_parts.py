@@ -125,14 +125,79 @@ def pool(**kw: Any) -> Any:
     return SimpleNamespace(**{**base, **kw})
 
 
-def test_a_quota_resize_error_with_no_nodes_is_fatal_and_said_once() -> None:
+# What each resize error the emulator (and the service) gives must tell the user to do.
+RESIZE_ADVICE = {
+    "AccountCoreQuotaReached": ("ask for more dedicated cores", "Spot"),
+    "AccountLowPriorityCoreQuotaReached": ("ask for more Spot cores", "dedicated nodes"),
+    "AllocationFailed": ("another vm_size or region", "dedicated nodes instead of Spot"),
+    "AllocationTimedOut": ("another vm_size or region", "run again later"),
+}
+
+
+@pytest.mark.parametrize("code", sorted(RESIZE_ADVICE))
+def test_a_resize_error_with_no_usable_node_stops_the_run_with_advice(code: str) -> None:
+    from shardrun.emulator.faults import RESIZE_ERRORS
+
     health = PoolHealth()
-    errors = [SimpleNamespace(code="AccountCoreQuotaReached", message="Cores quota exceeded")]
+    errors = [SimpleNamespace(code=code, message=RESIZE_ERRORS[code][0])]
     notes, fatal = health.review(pool(resize_errors=errors), None)
-    assert fatal is not None and "ask for more cores" in str(fatal)
-    assert len(notes) == 1
-    again, _ = health.review(pool(resize_errors=errors), None)
-    assert again == []
+    assert fatal is not None and notes == []
+    text = str(fatal)
+    assert f"pool p1 cannot get any node ({code}: {RESIZE_ERRORS[code][0]}" in text
+    assert all(advice in text for advice in RESIZE_ADVICE[code]), text
+    assert "deletes its job and pool" in text
+
+
+def test_a_resize_error_with_usable_nodes_is_said_once_and_the_run_goes_on() -> None:
+    health = PoolHealth()
+    errors = [SimpleNamespace(code="AccountCoreQuotaReached", message="quota")]
+    counts = [SimpleNamespace(unusable=0, start_task_failed=0, preempted=0, total=0),
+              SimpleNamespace(unusable=0, start_task_failed=0, preempted=0, total=2)]
+    grown = pool(resize_errors=errors, current_low_priority_nodes=2)
+    notes, fatal = health.review(grown, counts)
+    assert fatal is None
+    assert notes == ["pool p1 could not grow (AccountCoreQuotaReached: quota; the Batch account's "
+                     + notes[0].split("; the Batch account's ", 1)[1]]
+    assert "the tasks run on the 2 node(s) it has" in notes[0]
+    assert health.review(grown, counts) == ([], None)
+    # nodes that are all unusable are no nodes
+    broken = [SimpleNamespace(unusable=0, start_task_failed=0, preempted=0, total=0),
+              SimpleNamespace(unusable=2, start_task_failed=0, preempted=0, total=2)]
+    _, fatal = PoolHealth().review(grown, broken)
+    assert fatal is not None and "cannot get any node" in str(fatal)
+
+
+def unusable_node(node_id: str, code: str = "ContainerImagePullFailed") -> Any:
+    detail = [SimpleNamespace(name="ContainerImage", value="127.0.0.1:5000/app:1"),
+              SimpleNamespace(name="Message", value="manifest unknown")]
+    return SimpleNamespace(id=node_id, errors=[SimpleNamespace(
+        code=code, message="A container image of the pool could not be pulled.", error_details=detail)])
+
+
+def test_an_image_pull_failure_on_every_node_stops_the_run_at_once() -> None:
+    counts = [SimpleNamespace(unusable=2, start_task_failed=0, preempted=0, total=2),
+              SimpleNamespace(unusable=0, start_task_failed=0, preempted=0, total=0)]
+    nodes = [unusable_node("n1"), unusable_node("n2")]
+    _, fatal = PoolHealth().review(pool(current_dedicated_nodes=2), counts, now=0.0,
+                                   unusable_nodes=nodes)
+    assert fatal is not None  # at once, not after dead_after
+    text = str(fatal)
+    assert "no node of pool p1 could get the app's image (ContainerImagePullFailed" in text
+    assert "ContainerImage: 127.0.0.1:5000/app:1; Message: manifest unknown" in text
+    assert "shardrun image push" in text and "password_secret" in text
+
+
+def test_an_image_pull_failure_on_some_nodes_is_said_once() -> None:
+    health = PoolHealth()
+    counts = [SimpleNamespace(unusable=1, start_task_failed=0, preempted=0, total=3),
+              SimpleNamespace(unusable=0, start_task_failed=0, preempted=0, total=0)]
+    notes, fatal = health.review(pool(current_dedicated_nodes=3), counts,
+                                 unusable_nodes=[unusable_node("n1")])
+    assert fatal is None
+    assert any("1 node(s) of pool p1 could not get the app's image" in n for n in notes)
+    again, _ = health.review(pool(current_dedicated_nodes=3), counts,
+                             unusable_nodes=[unusable_node("n1")])
+    assert not any("image" in n for n in again)
 
 
 def test_unusable_nodes_and_preemptions_are_reported() -> None:

@@ -10,26 +10,29 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from shardrun.core.compute import AttemptEvent, RunContext, TaskSpec
 from shardrun.core.errors import ShardrunError, UsageError
-from shardrun.core.layout import app_key, log_key, split_key
+from shardrun.core.layout import log_key
 from shardrun.core.spec import JobSpec
 from shardrun.providers.azure.batch_account import (
     JOB,
     POOL,
+    create_owned,
     delete_job,
     delete_pool,
     open_batch_client,
     preflight,
 )
+from shardrun.providers.azure.batch_files import RunFiles
 from shardrun.providers.azure.batch_monitor import (
     COMPLETED_SELECT,
     OVERLAP,
     BatchError,
     PoolHealth,
+    call,
     error_code,
     explain,
     submitted_attempt,
@@ -37,24 +40,16 @@ from shardrun.providers.azure.batch_monitor import (
 )
 from shardrun.providers.azure.batch_submit import submit_tasks
 from shardrun.providers.azure.batch_tasks import (
-    APP_DIR,
-    CONFIG_DIR,
-    INPUT_DIR,
-    MOUNT_POINT,
-    OUTPUT_DIR,
     JobTemplate,
-    TaskFiles,
-    blob_name,
     build_job,
     build_pool,
     build_task,
-    container_run_options,
     mount_configuration,
 )
 from shardrun.providers.azure.blob import BlobStore
+from shardrun.providers.azure.blob_auth import scrub
+from shardrun.providers.azure.retry import reset_tries
 from shardrun.providers.azure.settings import batch_settings
-
-SAS_MARGIN = 3600.0  # task URLs outlive the job's kill switch by this much
 
 
 class AzureBatchBackend:
@@ -76,12 +71,14 @@ class AzureBatchBackend:
         self.job_active = False
         self.pool_id = self.settings.pool_id
         self.template: JobTemplate | None = None
+        self.files: RunFiles | None = None
         self.watch: dict[str, TaskSpec] = {}
         self.reported: set[str] = set()
         self.queue: list[AttemptEvent] = []
         self.notes: list[str] = []
         # Every node unusable this long (20 polls: 100 s at the default interval): give up the pool.
         self.health = PoolHealth(dead_after=20 * self.settings.poll_interval)
+        self.unusable_listed = 0
         self.watermark: Any = None
         self.last_completed = -1
         self.next_poll = 0.0
@@ -97,13 +94,16 @@ class AzureBatchBackend:
             raise UsageError(f"{self.spec.source}: the azure-batch backend needs [run] storage = 'blob' "
                              "(Batch nodes read and write the run's files in Blob Storage)")
         self._preflight()
+        if self.settings.node_identity:
+            self._check_identity(self.settings.node_identity)
         jobs = [rid for kind, rid in ctx.resources if kind == JOB]
         pools = [rid for kind, rid in ctx.resources if kind == POOL]
         if pools and self.settings.pool_id is None:
             self.pool_id = pools[-1]
         if jobs:
             self._attach(jobs[-1])
-        self.template = self._template(ctx)
+        self.files = RunFiles(self.spec, self.settings, ctx, self.image)
+        self.template = self.files.template()
 
     def submit(self, tasks: Sequence[TaskSpec]) -> None:
         assert self.ctx is not None
@@ -150,12 +150,25 @@ class AzureBatchBackend:
         preflight(self.client, self.settings.account_url, self.image, self.registry, self.ctx.store,
                   f"{self.ctx.run_id}/config/")
 
+    def _check_identity(self, identity: str) -> None:
+        """The pool must have the identity: only Azure Resource Manager can give it one."""
+        assert self.pool_id is not None  # settings: node_identity needs pool_id
+        pool = call(lambda: self.client.get_pool(self.pool_id, select=["id", "identity"]),
+                    f"read pool {self.pool_id}")
+        held = pool.identity.user_assigned_identities if pool.identity is not None else None
+        ids = [u.resource_id.lower() for u in held or []]
+        if identity.lower() not in ids:
+            raise BatchError(f"pool {self.pool_id} does not have the managed identity [batch] "
+                             f"node_identity names ({identity}); add it to the pool (Azure portal "
+                             "or Azure Resource Manager), or remove node_identity (docs/azure.md)")
+
     def _record(self, kind: str, rid: str, deleted: bool = False) -> None:
         assert self.ctx is not None
         if self.ctx.on_resource is not None:
             self.ctx.on_resource(kind, rid, deleted)
 
     def _attach(self, job_id: str) -> None:
+        reset_tries()
         try:
             job = self.client.get_job(job_id, select=["id", "state"])
         except Exception as err:
@@ -169,19 +182,18 @@ class AzureBatchBackend:
 
     def _existing_ids(self) -> set[str]:
         assert self.job_id is not None
-        return {t.id for t in self.client.list_tasks(self.job_id, select=["id"])}
+        job_id = self.job_id
+        return call(lambda: {t.id for t in self.client.list_tasks(job_id, select=["id"])},
+                    f"list the tasks of job {job_id}")
 
     def _harvest(self, todo: list[TaskSpec]) -> list[TaskSpec]:
         """On re-attach, once: results the job got while the client was away. Returns what is left
         to submit (tasks the job never got, or whose result the ledger already has)."""
         assert self.job_id is not None
         left = []
-        seen = {}
-        try:
-            for t in self.client.list_tasks(self.job_id, select=["id", "state", *COMPLETED_SELECT]):
-                seen[t.id] = t
-        except Exception as err:
-            raise explain(err, f"list the tasks of job {self.job_id}") from err
+        job_id = self.job_id
+        seen = call(lambda: {t.id: t for t in self.client.list_tasks(
+            job_id, select=["id", "state", *COMPLETED_SELECT])}, f"list the tasks of job {job_id}")
         now = time.time()
         for spec in todo:
             task = seen.get(spec.task_id)
@@ -197,70 +209,6 @@ class AzureBatchBackend:
             # active or running: the polls will see it finish
         return left
 
-    def _template(self, ctx: RunContext) -> JobTemplate:
-        store: Any = ctx.store
-        lifetime = self.settings.max_wall_clock + SAS_MARGIN
-        shared = []
-        config_path = ""
-        if ctx.config_key:
-            config_path = f"{CONFIG_DIR}/{ctx.config_key.rsplit('/', 1)[-1]}"
-            shared.append((config_path, store.read_url(ctx.config_key, lifetime)))
-        shared += [(k.rsplit("/", 1)[-1], store.read_url(k, lifetime)) for k in ctx.file_keys]
-        command = self._ship_programs(ctx, shared, lifetime)
-        options = container_run_options(list(self.spec.run.container_options),
-                                        self.settings.storage_mode, ctx.run_id)
-        return JobTemplate(
-            command=command, shared_files=tuple(shared), config_path=config_path,
-            output_container_url=store.container_write_url(ctx.run_id, lifetime),
-            env=dict(ctx.env), retries=ctx.retries, timeout=ctx.timeout, image=self.image,
-            container_options=options,
-        )
-
-    def _ship_programs(self, ctx: RunContext, shared: list[tuple[str, str]],
-                       lifetime: float) -> list[str] | None:
-        """A command naming a file beside the job file (`python3 count.py`) gets that file on the
-        node too, as on the local backend; in an image, the image has it."""
-        if ctx.command is None:
-            return None
-        command = list(ctx.command)
-        if self.image is not None:
-            return command
-        store: Any = ctx.store
-        for i, arg in enumerate(command):
-            path = self.spec.path(arg) if arg and "{" not in arg and not arg.startswith("-") else None
-            if i == 0 or path is None or not path.is_file():
-                continue
-            key = app_key(ctx.run_id, path.name)
-            if store.size(key) is None:
-                store.put_file(key, path)
-            rel = f"{APP_DIR}/{path.name}"
-            shared.append((rel, store.read_url(key, lifetime)))
-            command[i] = rel
-        return command
-
-    def _task_files(self, spec: TaskSpec) -> TaskFiles:
-        assert self.ctx is not None
-        store: Any = self.ctx.store
-        lifetime = self.settings.max_wall_clock + SAS_MARGIN
-        name = spec.input_key.rstrip("/").rsplit("/", 1)[-1]
-        out_name = spec.output_key.rsplit("/", 1)[-1]
-        logs = {s: blob_name(log_key(self.ctx.run_id, spec.task_id, spec.first_attempt, s))
-                for s in ("stdout", "stderr")}
-        if self.settings.storage_mode == "mount":
-            return TaskFiles(inputs=(), input_path=f"{MOUNT_POINT}/{split_key(spec.input_key)[1]}",
-                             output_path=f"{OUTPUT_DIR}/{out_name}", output_blob=blob_name(spec.output_key),
-                             log_blobs=logs, output_copy=f"{MOUNT_POINT}/{blob_name(spec.output_key)}")
-        # Without the task script (an image's ENTRYPOINT runs) nothing makes out/: use the wd.
-        out_path = f"{OUTPUT_DIR}/{out_name}" if self.template and self.template.command else out_name
-        if spec.input_key.endswith("/"):
-            inputs = tuple((f"{INPUT_DIR}/{name}/{o.key[len(spec.input_key):]}",
-                            store.read_url(o.key, lifetime)) for o in store.list(spec.input_key))
-        else:
-            inputs = ((f"{INPUT_DIR}/{name}", store.read_url(spec.input_key, lifetime)),)
-        return TaskFiles(inputs=inputs, input_path=f"{INPUT_DIR}/{name}",
-                         output_path=out_path, output_blob=blob_name(spec.output_key),
-                         log_blobs=logs)
-
     def _new_job(self) -> None:
         """A pool if the run has none, then a new job: the run id, or run-retryN for later ones."""
         assert self.ctx is not None
@@ -269,13 +217,11 @@ class AzureBatchBackend:
             self.pool_id = f"{run_id}-pool"
         if not self._pool_exists(self.pool_id):
             mounts = None
-            if self.settings.storage_mode == "mount":
+            if self.settings.storage_mode == "mount" and self.files is not None:
                 store: Any = self.ctx.store
-                sas = store.container_write_url(run_id, self.settings.max_wall_clock + SAS_MARGIN)
-                mounts = mount_configuration(store.conn.account_name, run_id, sas.split("?", 1)[1])
+                mounts = mount_configuration(store.conn.account_name, run_id, self.files.mount_sas())
             pool = build_pool(self.settings, self.pool_id, run_id, self.image, self.registry, mounts)
-            self._call(lambda: self.client.create_pool(pool), f"create pool {self.pool_id}",
-                       ok_codes=("PoolExists",))
+            create_owned(self.client, POOL, self.pool_id, run_id, lambda: self.client.create_pool(pool))
             if self.settings.pool_id is None:
                 self._record(POOL, self.pool_id)
         earlier = {rid for kind, rid in self.ctx.resources_ever if kind == JOB}
@@ -283,12 +229,16 @@ class AzureBatchBackend:
             earlier.add(self.job_id)
         job_id = f"{run_id}-retry{len(earlier)}" if earlier else run_id
         job = build_job(job_id, self.pool_id, run_id, self.settings, self.ctx.retries)
-        self._call(lambda: self.client.create_job(job), f"create job {job_id}", ok_codes=("JobExists",))
+        existing = create_owned(self.client, JOB, job_id, run_id, lambda: self.client.create_job(job))
         self._record(JOB, job_id)
+        if existing is not None and not str(existing.state).lower().endswith("active"):
+            raise BatchError(f"job {job_id} of this run already exists and is not active; delete the "
+                             f"run's jobs with `shardrun cleanup {run_id}`, then run again")
         self.job_id, self.job_active = job_id, True
         self.watermark, self.last_completed = None, -1
 
     def _pool_exists(self, pool_id: str) -> bool:
+        reset_tries()
         try:
             self.client.get_pool(pool_id, select=["id"])
             return True
@@ -301,10 +251,11 @@ class AzureBatchBackend:
         from azure.batch import models as bm
 
         assert self.template is not None and self.ctx is not None and self.job_id is not None
+        assert self.files is not None
         tasks = []
         for spec in todo:
             task = build_task(self.template, self.ctx.run_id, spec.task_id, spec.first_attempt,
-                              self._task_files(spec))
+                              self.files.task_files(spec, self.template))
             task.display_name = f"{spec.task_id} attempt {spec.first_attempt}"
             tasks.append(task)
         report = submit_tasks(self.client, self.job_id, tasks,
@@ -315,17 +266,10 @@ class AzureBatchBackend:
             raise BatchError(f"Azure Batch did not take {len(report.failed)} task(s) of job "
                              f"{self.job_id}, e.g. {first[0]}: {first[1]}")
         update = bm.BatchJobUpdateOptions(all_tasks_complete_mode=bm.BatchAllTasksCompleteMode.TERMINATE_JOB)
-        self._call(lambda: self.client.update_job(self.job_id, update), f"update job {self.job_id}")
+        job_id = self.job_id
+        call(lambda: self.client.update_job(job_id, update), f"update job {job_id}")
         self.notes.append(f"{len(tasks)} tasks submitted to Batch job {self.job_id} on pool "
                           f"{self.pool_id} in {report.requests} request(s)")
-
-    def _call(self, fn: Callable[[], Any], action: str, ok_codes: tuple[str, ...] = ()) -> Any:
-        try:
-            return fn()
-        except Exception as err:
-            if error_code(err) in ok_codes:
-                return None
-            raise explain(err, action) from err
 
     # -- monitoring -----------------------------------------------------------------------------
     def poll(self) -> int:
@@ -334,8 +278,9 @@ class AzureBatchBackend:
             self.done = True
             return 0
         requests = 1
-        counts = self._call(lambda: self.client.get_job_task_counts(self.job_id),
-                            f"read the task counts of job {self.job_id}").task_counts
+        job_id = self.job_id
+        counts = call(lambda: self.client.get_job_task_counts(job_id),
+                      f"read the task counts of job {job_id}").task_counts
         if counts.completed != self.last_completed:
             requests += self._read_completed()
             self.last_completed = counts.completed
@@ -355,6 +300,7 @@ class AzureBatchBackend:
             query += f" and stateTransitionTime ge DateTime'{since}'"
         now = time.time()
         pages = 0
+        reset_tries()
         try:
             for page in self.client.list_tasks(self.job_id, filter=query, select=COMPLETED_SELECT).by_page():
                 pages += 1
@@ -387,20 +333,32 @@ class AzureBatchBackend:
                 store.put_bytes(log_key(self.ctx.run_id, task_id, final, stream), data)
 
     def _check_pool(self) -> int:
-        assert self.pool_id is not None
-        pool = self._call(lambda: self.client.get_pool(self.pool_id, select=[
+        """Resize errors, unusable nodes (and why, when their number changes), preemptions."""
+        pool_id = self.pool_id
+        assert pool_id is not None
+        requests = 2
+        pool = call(lambda: self.client.get_pool(pool_id, select=[
             "id", "resizeErrors", "currentDedicatedNodes", "currentLowPriorityNodes"]),
-            f"read pool {self.pool_id}")
+            f"read pool {pool_id}")
         counts = None
         with contextlib.suppress(Exception):  # node counts are advice only
-            for item in self.client.list_pool_node_counts(filter=f"poolId eq '{self.pool_id}'"):
+            for item in self.client.list_pool_node_counts(filter=f"poolId eq '{pool_id}'"):
                 counts = [item.dedicated, item.low_priority]
-        notes, fatal = self.health.review(pool, counts)
-        self.notes += notes
+        unusable = sum(int(c.unusable or 0) for c in counts or [])
+        nodes = None
+        if unusable and unusable != self.unusable_listed:
+            self.unusable_listed = unusable
+            requests += 1
+            with contextlib.suppress(Exception):  # the reason is advice only
+                nodes = list(self.client.list_nodes(pool_id, filter="state eq 'unusable'",
+                                                    select=["id", "errors"]))
+        notes, fatal = self.health.review(pool, counts, unusable_nodes=nodes)
+        secret = self.registry.password if self.registry is not None else None
+        self.notes += [scrub(n, secret) for n in notes]
         if fatal is not None:
             self.done = True  # nothing can run: release the pool and job now
-            raise fatal
-        return 2
+            raise BatchError(scrub(str(fatal), secret))
+        return requests
 
     # -- cleanup --------------------------------------------------------------------------------
     def release(self) -> list[str]:

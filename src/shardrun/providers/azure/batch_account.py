@@ -10,10 +10,14 @@ from typing import Any
 
 from shardrun.core.errors import ShardrunError, UsageError
 from shardrun.core.spec import JobSpec
-from shardrun.providers.azure.batch_monitor import error_code, explain
+from shardrun.providers.azure.batch_monitor import BatchError, call, error_code, explain
+from shardrun.providers.azure.batch_tasks import RUN_METADATA
+from shardrun.providers.azure.retry import AZURE_RETRY, reset_tries
 from shardrun.providers.azure.settings import batch_settings
 
 POOL, JOB = "batch-pool", "batch-job"
+# A delete answered while the resource is already going (a retried delete whose answer was lost).
+GONE_CODES = {"JobNotFound", "PoolNotFound", "JobBeingDeleted", "PoolBeingDeleted"}
 
 
 def open_batch_client(spec: JobSpec, **client_options: Any) -> Any:
@@ -34,15 +38,37 @@ def open_batch_client(spec: JobSpec, **client_options: Any) -> Any:
         from azure.identity import DefaultAzureCredential
 
         credential = DefaultAzureCredential()
-    # Whole requests: bounded retries that honour Retry-After (batch_submit relies on this).
-    options = {"retry_total": 6, "retry_backoff_factor": 0.5, "retry_backoff_max": 30}
-    options.update(client_options)
+    # Every request follows shardrun's retry rule (retry.py), POST and PATCH included.
+    options = {**AZURE_RETRY.client_options(), **client_options}
     return BatchClient(settings.account_url, credential, **options)
+
+
+def create_owned(client: Any, kind: str, rid: str, run_id: str, create: Callable[[], Any]) -> Any:
+    """Create this run's pool or job. Returns None when created, or the existing resource when
+    one with this id is already the run's (by its metadata): a create retried after its answer
+    was lost, or a client that died after creating it. One of another run is an error."""
+    label = kind.split("-")[1]
+    reset_tries()
+    try:
+        create()
+        return None
+    except Exception as err:
+        if error_code(err) != f"{label.capitalize()}Exists":
+            raise explain(err, f"create {label} {rid}") from err
+    get = client.get_pool if kind == POOL else client.get_job
+    existing = call(lambda: get(rid, select=["id", "metadata", "state"]), f"read {label} {rid}")
+    owner = {m.name: m.value for m in existing.metadata or []}.get(RUN_METADATA)
+    if owner != run_id:
+        whose = f"run {owner}" if owner else "no shardrun run"
+        raise BatchError(f"Azure Batch {label} {rid} already exists and belongs to {whose}, not to "
+                         f"run {run_id}; delete it or choose another {'pool_id' if kind == POOL else 'run'}")
+    return existing
 
 
 def preflight(client: Any, account_url: str, image: str | None, registry: Any, store: Any,
               prefix: str) -> None:
     """Credentials, the image and the storage account, before anything costs money."""
+    reset_tries()
     try:
         next(iter(client.list_pools(max_results=1, select=["id"])), None)
     except Exception as err:  # azure-core errors and connection errors alike
@@ -88,19 +114,21 @@ def _delete(client: Any, collection: str, rid: str, wait: bool) -> None:
 
 
 def delete_job(client: Any, job_id: str, wait: bool = False) -> None:
-    try:
-        _delete(client, "jobs", job_id, wait)
-    except Exception as err:
-        if error_code(err) != "JobNotFound" and getattr(err, "status_code", None) != 404:
-            raise explain(err, f"delete job {job_id}") from err
+    _delete_quietly(client, "jobs", job_id, wait)
 
 
 def delete_pool(client: Any, pool_id: str, wait: bool = False) -> None:
+    _delete_quietly(client, "pools", pool_id, wait)
+
+
+def _delete_quietly(client: Any, collection: str, rid: str, wait: bool) -> None:
+    """Gone or going already counts as deleted."""
+    reset_tries()
     try:
-        _delete(client, "pools", pool_id, wait)
+        _delete(client, collection, rid, wait)
     except Exception as err:
-        if error_code(err) != "PoolNotFound" and getattr(err, "status_code", None) != 404:
-            raise explain(err, f"delete pool {pool_id}") from err
+        if error_code(err) not in GONE_CODES and getattr(err, "status_code", None) != 404:
+            raise explain(err, f"delete {collection[:-1]} {rid}") from err
 
 
 def delete_run_resources(spec: JobSpec, resources: list[tuple[str, str]],

@@ -10,12 +10,16 @@ from __future__ import annotations
 import datetime as dt
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from shardrun.core.compute import AttemptEvent
 from shardrun.core.errors import ShardrunError
 from shardrun.providers.azure.batch_tasks import NO_OUTPUT_EXIT
+from shardrun.providers.azure.retry import last_tries, reset_tries
+
+T = TypeVar("T")
 
 OVERLAP = dt.timedelta(seconds=5)  # re-read a little of the last window: clocks and ties
 COMPLETED_SELECT = ["id", "displayName", "stateTransitionTime", "executionInfo", "nodeInfo"]
@@ -27,21 +31,30 @@ ADVICE = {
     "(`shardrun gc --job JOB`, `shardrun cleanup RUN`) or ask for a higher quota in the Azure portal",
     "PoolQuotaReached": "the account has too many pools: delete unused ones (`shardrun cleanup RUN` "
     "for kept pools) or ask for a higher quota",
-    "AccountCoreQuotaReached": "the account's dedicated core quota is used up: ask for more cores "
-    "(Azure portal, Batch account, Quotas), use fewer or smaller nodes, or Spot nodes",
-    "AccountLowPriorityCoreQuotaReached": "the account's Spot core quota is used up: ask for more "
-    "Spot cores, or use dedicated nodes",
-    "AccountVMSeriesCoreQuotaReached": "the quota for this VM series is used up: ask for more, or "
-    "pick another vm_size",
-    "AllocationFailed": "Azure has no capacity for this VM size in the region now: try another "
-    "vm_size, or dedicated instead of Spot nodes",
-    "AllocationTimedout": "the nodes did not arrive in time: try again, or another vm_size",
+    "AccountCoreQuotaReached": "the Batch account's dedicated core quota is used up: ask for more "
+    "dedicated cores (Azure portal, Batch account, Quotas), use fewer or smaller nodes, or Spot "
+    "nodes (spot_nodes, or autoscale_spot = true), which have a quota of their own",
+    "AccountLowPriorityCoreQuotaReached": "the Batch account's Spot core quota is used up: ask for "
+    "more Spot cores (Azure portal, Batch account, Quotas), use fewer or smaller nodes, or dedicated "
+    "nodes (dedicated_nodes, or autoscale_spot = false)",
+    "AccountVMSeriesCoreQuotaReached": "the account's quota for this VM series is used up: ask for "
+    "more, or pick a vm_size of another series",
+    "AllocationFailed": "Azure has no capacity for this vm_size in the region now: try another "
+    "vm_size or region, or dedicated nodes instead of Spot (Spot capacity goes first)",
+    "AllocationTimedOut": "the nodes did not arrive before the resize timeout (no capacity for this "
+    "vm_size in the region now): run again later, or try another vm_size or region",
     "AuthenticationFailed": "the Batch account rejected the credentials: check [batch] auth and the "
     "account key secret, or `az login` for default_credential",
     "InsufficientSubnetSize": "the pool's subnet has too few free addresses",
+    "ContainerImagePullFailed": "check that the image was pushed (`shardrun image push`), the "
+    "[image] registry login (username, password_secret), and that the nodes can reach the registry",
 }
-QUOTA_CODES = {"AccountCoreQuotaReached", "AccountLowPriorityCoreQuotaReached",
-               "AccountVMSeriesCoreQuotaReached", "PoolQuotaReached", "ActiveJobAndScheduleQuotaReached"}
+ADVICE["AllocationTimedout"] = ADVICE["AllocationTimedOut"]  # both spellings are in the wild
+# Resize errors that leave a pool without the nodes it asked for: the service does not retry them.
+RESIZE_STOPPERS = {"AccountCoreQuotaReached", "AccountLowPriorityCoreQuotaReached",
+                   "AccountVMSeriesCoreQuotaReached", "AllocationFailed", "AllocationTimedOut",
+                   "AllocationTimedout", "InsufficientSubnetSize"}
+PULL_FAILED = "ContainerImagePullFailed"
 TIMEOUT_CODES = {"MaxWallClockTimeExceeded", "TaskEnded"}
 SECRET_PROPERTY = re.compile(r"password|key|sas|secret|token|containerUrl|httpUrl|Url$", re.I)
 
@@ -55,9 +68,19 @@ def error_code(err: BaseException) -> str | None:
     return getattr(inner, "code", None)
 
 
+def call(fn: Callable[[], T], action: str) -> T:
+    """One Batch request (retried by the client's policy, retry.py); its error explained."""
+    reset_tries()
+    try:
+        return fn()
+    except Exception as err:
+        raise explain(err, action) from err
+
+
 def explain(err: BaseException, action: str) -> BatchError:
-    """An azure-core error as one line with advice. Messages from the service carry no secrets,
-    but only the first line is kept: the rest is request ids and times."""
+    """An azure-core error as one line with advice, and the tries it took when the request was
+    retried (`explain` runs in the thread that made it). Messages from the service carry no
+    secrets, but only the first line is kept: the rest is request ids and times."""
     code = error_code(err)
     status = getattr(err, "status_code", None)
     message = str(getattr(getattr(err, "error", None), "message", "") or err).strip().splitlines()
@@ -78,7 +101,10 @@ def explain(err: BaseException, action: str) -> BatchError:
     if details:
         first = f"{first} ({'; '.join(details)})"
     label = f"{code} " if code else (f"HTTP {status} " if status else "")
-    return BatchError(f"Azure Batch could not {action}: {label}{first}" + (f"; {advice}" if advice else ""))
+    tries = last_tries()
+    spent = f" {tries}" if tries is not None and tries.count > 1 else ""
+    return BatchError(f"Azure Batch could not {action}{spent}: {label}{first}"
+                      + (f"; {advice}" if advice else ""))
 
 
 def task_reason(info: Any, image: str | None = None) -> str:
@@ -142,10 +168,25 @@ def task_events(task: Any, first_attempt: int, now: float, image: str | None = N
     return events
 
 
+def node_problem(node: Any) -> str:
+    """What an unusable node's errors say: 'Code: message (Name: value; ...)'."""
+    parts = []
+    for err in getattr(node, "errors", None) or []:
+        details = "; ".join(f"{d.name}: {d.value}" for d in err.error_details or [])
+        parts.append(f"{err.code}: {(err.message or '').strip()}" + (f" ({details})" if details else ""))
+    return "; ".join(parts)
+
+
 @dataclass
 class PoolHealth:
     """What was last said about the pool, so each problem is reported once, when it appears.
-    `dead_after`: how long every node may be unusable before the run gives up on the pool."""
+    `dead_after`: how long every node may be unusable before the run gives up on the pool.
+
+    The rule (docs/azure.md): a resize error is said on the first poll that sees it, with what it
+    means and what to do. The service does not retry a failed resize, so if no node of the pool
+    is usable then, the run stops (the pool and job are deleted); with some usable nodes it goes
+    on with those. An image pull failure stops the run as soon as every node is unusable (each
+    would pull the same image with the same login); other unusable nodes get `dead_after`."""
 
     dead_after: float = 600.0
     said: set[str] = field(default_factory=set)
@@ -153,47 +194,72 @@ class PoolHealth:
     all_unusable_since: float | None = None
 
     def review(self, pool: Any, counts: Any | None, now: float | None = None,
-               ) -> tuple[list[str], BatchError | None]:
-        """-> (notices, a fatal error when no node can ever come)."""
+               unusable_nodes: list[Any] | None = None) -> tuple[list[str], BatchError | None]:
+        """-> (notices, a fatal error when no node can ever come). `counts`: the pool's
+        [dedicated, spot] node counts; `unusable_nodes`: its unusable nodes, with their errors."""
         now = time.monotonic() if now is None else now
         notes: list[str] = []
         fatal = None
         nodes = (pool.current_dedicated_nodes or 0) + (pool.current_low_priority_nodes or 0)
+        unusable = sum(int(getattr(c, "unusable", 0) or 0) for c in counts or [])
         for err in pool.resize_errors or []:
-            key = f"resize:{err.code}"
-            if key in self.said:
+            code = err.code or ""
+            if f"resize:{code}" in self.said:
                 continue
-            self.said.add(key)
-            advice = ADVICE.get(err.code or "", "")
-            notes.append(f"pool {pool.id} could not grow: {err.code}: {err.message}"
-                         + (f"; {advice}" if advice else ""))
-            if err.code in QUOTA_CODES and nodes == 0:
-                fatal = BatchError(f"pool {pool.id} cannot get any node: {err.code}: {err.message}"
-                                   + (f"; {advice}" if advice else ""))
-        if counts is not None:
-            unusable = sum(int(getattr(c, "unusable", 0) or 0) for c in counts)
-            start_failed = sum(int(getattr(c, "start_task_failed", 0) or 0) for c in counts)
-            preempted = int(getattr(counts[-1], "preempted", 0) or 0)
-            total = sum(int(getattr(c, "total", 0) or 0) for c in counts)
-            if unusable and f"unusable:{unusable}" not in self.said:
-                self.said.add(f"unusable:{unusable}")
-                notes.append(f"{unusable} of {total or unusable} node(s) of pool {pool.id} are "
-                             "unusable (they failed to start or lost their disk); tasks run on the "
-                             "others. If it persists, try another vm_size or image")
-            if unusable and unusable >= total:
-                self.all_unusable_since = self.all_unusable_since or now
-                if now - self.all_unusable_since >= self.dead_after:
-                    fatal = BatchError(
-                        f"every node of pool {pool.id} has been unusable for "
-                        f"{now - self.all_unusable_since:.0f}s, so no task can run; the pool and "
-                        "job are deleted. Try another vm_size or image, then run again")
+            self.said.add(f"resize:{code}")
+            advice = ADVICE.get(code, "")
+            what = f"{code}: {(err.message or '').strip()}" + (f"; {advice}" if advice else "")
+            if code in RESIZE_STOPPERS and nodes - unusable <= 0:
+                fatal = BatchError(f"pool {pool.id} cannot get any node ({what}). The run stops and "
+                                   "deletes its job and pool; run it again once that is fixed")
             else:
-                self.all_unusable_since = None
-            if start_failed and f"startfail:{start_failed}" not in self.said:
-                self.said.add(f"startfail:{start_failed}")
-                notes.append(f"{start_failed} node(s) of pool {pool.id} failed their start task")
-            if preempted and preempted != self.preempted_seen:
-                notes.append(f"{preempted} Spot node(s) preempted in pool {pool.id}; their tasks are "
-                             "requeued and run again (this uses no retry)")
-            self.preempted_seen = preempted
+                notes.append(f"pool {pool.id} could not grow ({what}); the tasks run on the "
+                              f"{nodes - unusable} node(s) it has")
+        fatal = fatal or self._pull_failures(pool, unusable_nodes or [], nodes, unusable, notes)
+        if counts is not None:
+            fatal = fatal or self._node_counts(pool, counts, now, notes)
         return notes, fatal
+
+    def _pull_failures(self, pool: Any, unusable_nodes: list[Any], nodes: int, unusable: int,
+                       notes: list[str]) -> BatchError | None:
+        failed = [n for n in unusable_nodes if any(e.code == PULL_FAILED for e in n.errors or [])]
+        if not failed:
+            return None
+        problem = node_problem(failed[0])
+        if nodes and unusable >= nodes:
+            return BatchError(f"no node of pool {pool.id} could get the app's image ({problem}); "
+                              f"{ADVICE[PULL_FAILED]}. The run stops and deletes its job and pool")
+        if "pull" not in self.said:
+            self.said.add("pull")
+            notes.append(f"{len(failed)} node(s) of pool {pool.id} could not get the app's image "
+                         f"({problem}); {ADVICE[PULL_FAILED]}. Tasks run on the other nodes")
+        return None
+
+    def _node_counts(self, pool: Any, counts: Any, now: float, notes: list[str]) -> BatchError | None:
+        fatal = None
+        unusable = sum(int(getattr(c, "unusable", 0) or 0) for c in counts)
+        start_failed = sum(int(getattr(c, "start_task_failed", 0) or 0) for c in counts)
+        preempted = int(getattr(counts[-1], "preempted", 0) or 0)
+        total = sum(int(getattr(c, "total", 0) or 0) for c in counts)
+        if unusable and f"unusable:{unusable}" not in self.said:
+            self.said.add(f"unusable:{unusable}")
+            notes.append(f"{unusable} of {total or unusable} node(s) of pool {pool.id} are "
+                         "unusable (they failed to start or lost their disk); tasks run on the "
+                         "others. If it persists, try another vm_size or image")
+        if unusable and unusable >= total:
+            self.all_unusable_since = self.all_unusable_since or now
+            if now - self.all_unusable_since >= self.dead_after:
+                fatal = BatchError(
+                    f"every node of pool {pool.id} has been unusable for "
+                    f"{now - self.all_unusable_since:.0f}s, so no task can run; the pool and "
+                    "job are deleted. Try another vm_size or image, then run again")
+        else:
+            self.all_unusable_since = None
+        if start_failed and f"startfail:{start_failed}" not in self.said:
+            self.said.add(f"startfail:{start_failed}")
+            notes.append(f"{start_failed} node(s) of pool {pool.id} failed their start task")
+        if preempted and preempted != self.preempted_seen:
+            notes.append(f"{preempted} Spot node(s) preempted in pool {pool.id}; their tasks are "
+                         "requeued and run again (this uses no retry)")
+        self.preempted_seen = preempted
+        return fatal

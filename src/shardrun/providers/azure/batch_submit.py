@@ -2,11 +2,13 @@
 
 Why not the SDK's `create_tasks`: it retries a whole-request 5xx forever, loses its results on a 429
 without Retry-After, and submits in reverse order. Here every retry is bounded:
-- whole-request throttling and 5xx are retried by azure-core's RetryPolicy (bounded, honours
-  Retry-After), configured on the client;
-- tasks the service answers with `servererror`, or whose request still failed after that, are sent
-  again in a later round, at most `max_rounds` rounds, with backoff;
-- `TaskExists` means an earlier request already added the task: success;
+- a whole request that is throttled, fails with a 5xx, or loses its answer is retried by the
+  client's policy (retry.py: bounded, honours Retry-After, POST included); once that gives up, the
+  submission stops with an error naming the job and the tries;
+- tasks the service answers with `servererror`, or does not answer for, are sent again in a later
+  round, at most `max_rounds` rounds, with backoff;
+- `TaskExists` means an earlier request already added the task (a resubmission after a lost
+  answer, or a client that died): success;
 - a request rejected as too large (413 RequestBodyTooLarge) is split in half and both halves sent.
 """
 
@@ -20,11 +22,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from shardrun.core.errors import ShardrunError
+from shardrun.providers.azure.batch_monitor import error_code, explain
+from shardrun.providers.azure.retry import reset_tries
 
 MAX_TASKS_PER_REQUEST = 100
 MAX_BODY_BYTES = 1_000_000 - 16_384  # the service's limit is 1 MB; leave room for the envelope
-RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
 
 class TaskCollectionClient(Protocol):
@@ -69,11 +71,6 @@ def make_chunks(tasks: Sequence[Any], max_tasks: int = MAX_TASKS_PER_REQUEST,
     return chunks
 
 
-def _error_code(err: Exception) -> str | None:
-    error = getattr(err, "error", None)
-    return getattr(error, "code", None)
-
-
 def submit_tasks(
     client: TaskCollectionClient,
     job_id: str,
@@ -85,8 +82,9 @@ def submit_tasks(
     backoff: float = 1.0,
     sleep: Callable[[float], None] = time.sleep,
 ) -> SubmitReport:
-    """Add `tasks` to the job. `group` wraps a chunk in the SDK's BatchTaskGroup."""
-    from azure.core.exceptions import HttpResponseError, ServiceRequestError
+    """Add `tasks` to the job. `group` wraps a chunk in the SDK's BatchTaskGroup. Raises
+    BatchError when a whole request fails for good (after the client's retries)."""
+    from azure.core.exceptions import HttpResponseError
 
     report = SubmitReport()
     by_id = {t.id: t for t in tasks}
@@ -96,22 +94,18 @@ def submit_tasks(
         """-> (task id, outcome, detail) with outcome in added | exists | retry | failed."""
         with lock:
             report.requests += 1
+        reset_tries()
         try:
             result = client.create_task_collection(job_id, group(chunk))
         except HttpResponseError as err:
-            code = _error_code(err)
-            if err.status_code == 413 or code == "RequestBodyTooLarge":
+            if err.status_code == 413 or error_code(err) == "RequestBodyTooLarge":
                 if len(chunk) == 1:
                     return [(chunk[0].id, "failed", "RequestBodyTooLarge: this one task is over 1 MB")]
                 half = len(chunk) // 2
                 return send(chunk[:half]) + send(chunk[half:])
-            if err.status_code in RETRYABLE_STATUS:
-                return [(t.id, "retry", f"{code or err.status_code}") for t in chunk]
-            raise ShardrunError(
-                f"adding tasks to job {job_id} failed: {code or err.status_code}: {err.reason}"
-            ) from err
-        except ServiceRequestError:
-            return [(t.id, "retry", "connection failed") for t in chunk]
+            raise explain(err, f"add {len(chunk)} tasks to job {job_id}") from err
+        except Exception as err:  # no answer, after the client's retries
+            raise explain(err, f"add {len(chunk)} tasks to job {job_id}") from err
         out = []
         answered = set()
         for r in result.result_values or []:

@@ -19,6 +19,7 @@ from shardrun.providers.azure.settings import BatchSection
 
 # Exit code of TASK_SCRIPT when the app exited 0 but wrote no output.
 NO_OUTPUT_EXIT = 86
+RUN_METADATA = "shardrun.run"  # on every pool and job shardrun creates: the run it belongs to
 INPUT_DIR, OUTPUT_DIR, CONFIG_DIR, APP_DIR = "in", "out", "cfg", "app"
 
 # Runs in the task's working directory: makes the contract's paths absolute, runs the app (its argv
@@ -62,13 +63,15 @@ class JobTemplate:
     command: list[str] | None  # app argv, placeholders already rendered; None: image ENTRYPOINT
     shared_files: tuple[tuple[str, str], ...]  # (relative path, read URL): config, [app] files
     config_path: str  # relative, '' when there is none
-    output_container_url: str  # create/write-only SAS of the run's container
+    output_container_url: str  # create/write-only SAS of the run's container (plain with identity)
     env: dict[str, str] = field(default_factory=dict)
     retries: int = 3
     timeout: float | None = None
     image: str | None = None
     container_options: tuple[str, ...] = ()
     registry_server: str | None = None
+    # [batch] node_identity: the URLs are plain and the node signs in as this managed identity.
+    identity: str | None = None
 
 
 def command_line(command: Sequence[str] | None, files: TaskFiles, config_path: str) -> str:
@@ -97,15 +100,18 @@ def task_environment(template: JobTemplate, task_id: str, run_id: str, attempt: 
 def build_task(template: JobTemplate, run_id: str, task_id: str, attempt: int, files: TaskFiles) -> Any:
     from azure.batch import models as bm
 
+    identity = (bm.BatchNodeIdentityReference(resource_id=template.identity)
+                if template.identity else None)
+
     def output(pattern: str, blob: str, condition: Any) -> Any:
         return bm.OutputFile(
             file_pattern=pattern,
             destination=bm.OutputFileDestination(container=bm.OutputFileBlobContainerDestination(
-                container_url=template.output_container_url, path=blob)),
+                container_url=template.output_container_url, path=blob, identity_reference=identity)),
             upload_options=bm.OutputFileUploadConfiguration(upload_condition=condition),
         )
 
-    resource_files = [bm.ResourceFile(http_url=url, file_path=path)
+    resource_files = [bm.ResourceFile(http_url=url, file_path=path, identity_reference=identity)
                       for path, url in (*files.inputs, *template.shared_files)]
     outputs = []
     if not files.output_copy:
@@ -134,6 +140,17 @@ def build_task(template: JobTemplate, run_id: str, task_id: str, attempt: int, f
         constraints=constraints,
         container_settings=container,
     )
+
+
+def sas_expiry(url: str) -> dt.datetime | None:
+    """When a SAS URL stops working (its `se`), or None for a URL without one."""
+    from urllib.parse import parse_qs, urlsplit
+
+    values = parse_qs(urlsplit(url).query).get("se")
+    if not values:
+        return None
+    when = dt.datetime.fromisoformat(values[0].replace("Z", "+00:00"))
+    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
 
 
 def blob_name(key: str) -> str:
@@ -209,7 +226,7 @@ def build_pool(settings: BatchSection, pool_id: str, run_id: str, image: str | N
         id=pool_id, vm_size=settings.vm_size, virtual_machine_configuration=vm,
         task_slots_per_node=settings.task_slots_per_node,
         mount_configuration=mounts,
-        metadata=[bm.BatchMetadataItem(name="shardrun.run", value=run_id)],
+        metadata=[bm.BatchMetadataItem(name=RUN_METADATA, value=run_id)],
         **scale,
     )
 
@@ -225,5 +242,5 @@ def build_job(job_id: str, pool_id: str, run_id: str, settings: BatchSection, re
         constraints=bm.BatchJobConstraints(
             max_wall_clock_time=dt.timedelta(seconds=settings.max_wall_clock),
             max_task_retry_count=retries),
-        metadata=[bm.BatchMetadataItem(name="shardrun.run", value=run_id)],
+        metadata=[bm.BatchMetadataItem(name=RUN_METADATA, value=run_id)],
     )

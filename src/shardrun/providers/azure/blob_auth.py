@@ -26,13 +26,11 @@ from azure.core.exceptions import (
     ServiceResponseError,
 )
 from azure.core.pipeline.transport import RequestsTransport
-from azure.storage.blob import BlobServiceClient, ExponentialRetry
+from azure.storage.blob import BlobServiceClient
 
 from shardrun.core.errors import ShardrunError, UsageError
 from shardrun.core.secrets import Secret, SecretSource, open_secret_source
-
-CONNECT_TIMEOUT = 10  # seconds; a dead endpoint fails fast, then the bounded retry takes over
-READ_TIMEOUT = 120
+from shardrun.providers.azure.retry import AZURE_RETRY, last_tries, reset_tries
 
 _SECRET_PATTERNS = [
     re.compile(r"(?i)(sig=)[^&\s\"']+"),
@@ -70,7 +68,8 @@ class BlobConnection:
 
 
 def client_options(retries: int, max_concurrency: int) -> dict[str, Any]:
-    """Keyword arguments for every Blob client: bounded retries, fast connect timeout, a big pool."""
+    """Keyword arguments for every Blob client: shardrun's retry rule (retry.py) with `retries`
+    retries per request, its timeouts, and a connection pool as big as the transfers."""
     session = requests.Session()
     # requests keeps 10 connections per host by default; more threads than that would open and
     # throw away a connection per request.
@@ -79,10 +78,7 @@ def client_options(retries: int, max_concurrency: int) -> dict[str, Any]:
     session.mount("https://", adapter)
     return {
         "transport": RequestsTransport(session=session, session_owner=False),
-        "retry_policy": ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=retries,
-                                         random_jitter_range=1),
-        "connection_timeout": CONNECT_TIMEOUT,
-        "read_timeout": READ_TIMEOUT,
+        **AZURE_RETRY.with_tries(retries + 1).client_options(storage=True),
     }
 
 
@@ -198,6 +194,7 @@ def azure_errors(action: str, where: str, *secrets: Secret | None) -> Iterator[N
 
     Not-found errors pass through: callers decide what a missing blob means.
     """
+    reset_tries()
     try:
         yield
     except ResourceNotFoundError:
@@ -216,14 +213,21 @@ def azure_errors(action: str, where: str, *secrets: Secret | None) -> Iterator[N
                 "check the account key, SAS or login, and the SAS permissions and expiry"
             ) from _clean(err, secrets)
         raise ShardrunError(
-            f"{action}: {where} answered {err.status_code} {_code(err)}".rstrip()
+            f"{action}: {where} answered {err.status_code} {_code(err)}".rstrip() + _tries(" ")
         ) from _clean(err, secrets)
     except (ServiceRequestError, ServiceResponseError) as err:
         raise ShardrunError(
-            f"{action}: cannot reach {where} (gave up after the retries: {_reason(err)})"
+            f"{action}: cannot reach {where} (gave up{_tries(' ') or ' after the retries'}: "
+            f"{_reason(err)})"
         ) from _clean(err, secrets)
     except AzureError as err:
         raise ShardrunError(f"{action}: {where}: {type(err).__name__}") from _clean(err, secrets)
+
+
+def _tries(sep: str) -> str:
+    """' after 4 tries over 9 s' when the last request of this thread was retried, else ''."""
+    tries = last_tries()
+    return f"{sep}{tries}" if tries is not None and tries.count > 1 else ""
 
 
 def _code(err: HttpResponseError) -> str:

@@ -32,13 +32,16 @@ from azure.keyvault.secrets import SecretClient
 
 from shardrun.core.errors import UsageError
 from shardrun.core.secrets import Secret, SecretError, _check_name
+from shardrun.providers.azure.retry import AZURE_RETRY
 
 VAULT_NAME_RE = re.compile(r"^[0-9A-Za-z-]{1,127}$")
 READER_ROLE = "Key Vault Secrets User"
 
 # The SDK defaults (10 retries, 300 s connect timeout) would leave a CLI hanging for minutes on
-# a wrong vault_url; a few quick tries are enough for a handful of reads.
-_CLIENT_DEFAULTS: dict[str, Any] = {"retry_total": 3, "connection_timeout": 10, "read_timeout": 60}
+# a wrong vault_url; shardrun's retry rule (retry.py) with a few quick tries is enough for a
+# handful of reads.
+VAULT_RETRIES = 3
+VAULT_READ_TIMEOUT = 60
 
 # (vault url, vault secret name) -> value, or None for a secret the vault does not have.
 _CACHE: dict[tuple[str, str], Secret | None] = {}
@@ -88,7 +91,9 @@ class KeyVaultSecrets:
                     "(letters, digits and '-' only, at most 127)"
                 )
         self._credential = credential
-        self._client_kwargs = {**_CLIENT_DEFAULTS, **client_kwargs}
+        rule = AZURE_RETRY.with_tries(int(client_kwargs.pop("retry_total", VAULT_RETRIES)) + 1)
+        self._client_kwargs = {**rule.client_options(), "read_timeout": VAULT_READ_TIMEOUT,
+                               **client_kwargs}
         self._client: SecretClient | None = None
 
     def __repr__(self) -> str:

@@ -13,6 +13,8 @@ from shardrun.core.spec import SECRET_NAME_RE, JobSpec, parse_duration
 
 # Batch ids: letters, digits, '-' and '_', at most 64 characters.
 BATCH_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+IDENTITY_RE = re.compile(r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/"
+                         r"Microsoft\.ManagedIdentity/userAssignedIdentities/[^/]+$", re.I)
 
 
 class BatchSection(BaseModel):
@@ -48,6 +50,9 @@ class BatchSection(BaseModel):
         "files", description="'files': resource and output files; 'mount': blobfuse2 in the container.")
     poll_interval: float = Field(5.0, gt=0, description="Seconds between monitoring polls.")
     submit_concurrency: int = Field(8, ge=1, le=64, description="Task collections in flight at once.")
+    node_identity: str | None = Field(
+        None, description="Resource id of a user-assigned managed identity of the pool (pool_id): "
+        "nodes read and write Blob Storage as it, with plain URLs instead of SAS URLs.")
 
     @field_validator("autoscale_interval", "max_wall_clock", "poll_interval", mode="before")
     @classmethod
@@ -71,12 +76,27 @@ class BatchSection(BaseModel):
             raise ValueError("must be 1-64 letters, digits, '-' or '_'")
         return v
 
+    @field_validator("node_identity")
+    @classmethod
+    def _identity(cls, v: str | None) -> str | None:
+        if v is not None and not IDENTITY_RE.match(v):
+            raise ValueError("must be the resource id of a user-assigned managed identity, "
+                             "'/subscriptions/SUB/resourceGroups/RG/providers/"
+                             "Microsoft.ManagedIdentity/userAssignedIdentities/NAME'")
+        return v
+
     @model_validator(mode="after")
     def _size(self) -> BatchSection:
         if self.pool_id is None and not self.autoscale and self.dedicated_nodes + self.spot_nodes == 0:
             raise ValueError("say how many nodes: dedicated_nodes and/or spot_nodes, or autoscale = true")
         if self.autoscale_interval < 5 * 60 and "batch.azure.com" in self.account_url:
             raise ValueError("autoscale_interval must be at least 5 minutes on Azure Batch")
+        if self.node_identity and self.pool_id is None:
+            # The Batch service API cannot give a pool an identity; only Azure Resource Manager can.
+            raise ValueError("node_identity needs pool_id: a pool with that identity, created in the "
+                             "Azure portal or through Azure Resource Manager (docs/azure.md)")
+        if self.node_identity and self.storage_mode == "mount":
+            raise ValueError("node_identity works with storage_mode = 'files' only")
         return self
 
     @property
