@@ -178,3 +178,53 @@ def test_a_task_that_fails_before_it_starts_records_why(tmp_path: Path, shardrun
     attempts = ledger.attempts(run_id, "task-00002")
     ledger.close()
     assert [(a["attempt"], a["result"]) for a in attempts] == [(1, "succeeded"), (2, "failed")]
+
+
+def test_a_merger_does_not_outlive_a_client_killed_9(tmp_path: Path, shardrun_home: Path) -> None:
+    sleep = tmp_path / "sleep"
+    sleep.write_text("30")
+    job = job_with(tmp_path, merge_sleep=sleep)
+    client = start_client(job, {"SHARDRUN_HOME": str(shardrun_home)})
+    wait_status(shardrun_home, client, "merging")
+    merger = _children_running(client.pid, "sh")  # the merger itself, the client's child
+    assert merger, "the merger should be running"
+    client.send_signal(signal.SIGKILL)
+    client.wait(timeout=30)
+    import time
+
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{pid}").exists() for pid in merger) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(pid) for pid in merger)
+    sleep.write_text("0")
+    again = shardrun(shardrun_home, "run", str(job))
+    assert again.returncode == 0, again.stderr
+    assert (tmp_path / "result.txt").read_text() == EXPECTED
+    assert not list(tmp_path.glob(".result.txt.*"))  # the killed merge's part file is gone too
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def _children_running(parent: int, name: str) -> list[int]:
+    """Children of `parent` whose command is `name`."""
+    import time
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        found = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().split()
+            except OSError:
+                continue
+            if fields[1] == f"({name})" and int(fields[3]) == parent:
+                found.append(int(fields[0]))
+        if found:
+            return found
+        time.sleep(0.05)
+    return []

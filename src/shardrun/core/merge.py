@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import IO
 
 from shardrun.core.errors import JobFileError, MergeError, SplitError
-from shardrun.core.plugins import load_callable, render_argv, tail
+from shardrun.core.plugins import die_with_parent, load_callable, render_argv, tail
 from shardrun.core.spec import JobSpec
 from shardrun.core.split import csv_records, resolve_inputs
 from shardrun.core.workspace import default_home
@@ -279,6 +279,7 @@ def merge_with_command(spec: JobSpec, outdir: Path, dest: Path) -> None:
                 stdout=subprocess.DEVNULL if writes_itself else out,
                 stderr=subprocess.PIPE,
                 check=False,
+                preexec_fn=die_with_parent,
             )
         except FileNotFoundError:
             raise JobFileError(f"{where}: program {argv[0]!r} not found") from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import re
 import sys
@@ -39,3 +40,14 @@ def tail(data: bytes | str, lines: int) -> str:
     text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
     last = [ln.strip() for ln in text.strip().splitlines()[-lines:] if ln.strip()]
     return " | ".join(last) if last else "(no output)"
+
+
+def die_with_parent() -> None:
+    """For subprocess preexec_fn: the child is killed when the client dies, however it dies (kill -9
+    included), so a splitter or merger never outlives the run that started it. Linux only."""
+    import ctypes
+    import signal
+
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from shardrun.core.errors import JobFileError, SplitError
 from shardrun.core.filecopy import copy_file
-from shardrun.core.plugins import load_callable, render_argv, tail
+from shardrun.core.plugins import die_with_parent, load_callable, render_argv, tail
 from shardrun.core.spec import JobSpec
 
 CHUNK = 1 << 20
@@ -233,7 +233,8 @@ def split_with_command(spec: JobSpec, inputs: list[Path], outdir: Path) -> list[
     argv = render_argv(spec.split.command, values)
     try:
         proc = subprocess.run(
-            argv, cwd=spec.base_dir, capture_output=True, stdin=subprocess.DEVNULL, check=False
+            argv, cwd=spec.base_dir, capture_output=True, stdin=subprocess.DEVNULL, check=False,
+            preexec_fn=die_with_parent,
         )
     except FileNotFoundError:
         raise JobFileError(f"{spec.source}: [split] command: program {argv[0]!r} not found") from None
