@@ -8,7 +8,7 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -111,8 +111,17 @@ class _Pluggable(_Section):
 class SplitSection(_Pluggable):
     input: str = Field(description="A file, a glob, or a folder.")
     method: Literal["lines", "files", "json", "csv"] | None = None
-    per_task: int = Field(1, ge=1)
+    per_task: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        1, description='Units per task, or "auto": the planner chooses when a run starts.')
     _default_method = "lines"
+
+    @field_validator("per_task", mode="before")
+    @classmethod
+    def _whole_or_auto(cls, v: Any) -> Any:
+        """One plain error for anything else (not one per member of the union)."""
+        if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+            return v
+        raise ValueError(f'must be a whole number of units, 1 or more, or "auto" (got {v!r})')
 
 
 class MergeSection(_Pluggable):
