@@ -72,7 +72,8 @@ def _timed(attempts: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
 
 
 def startup_of(row: RunRow, attempts: Sequence[Mapping[str, Any]], lag: float) -> float | None:
-    """From the run's start to the first attempt on each node, the median over nodes, less `lag`."""
+    """From the run's start to the first attempt on each node, the median over nodes, less `lag`
+    (any attempt: one that was lost still started when it says)."""
     first: dict[str, float] = {}
     for a in attempts:
         node = str(a["worker"] or "").split("/", 1)[0]
@@ -160,7 +161,7 @@ def calibrate(ledger: Ledger, spec: JobSpec, work: Workload, *, backend: str) ->
         if not _timed(attempts):
             continue
         used.append(row.run_id)
-        start = startup_of(row, _timed(attempts), _lag(old, backend))
+        start = startup_of(row, attempts, _lag(old, backend))
         if start is not None:
             starts.append(start)
         gaps += slot_gaps(attempts, _slots_per_worker(old, backend))
