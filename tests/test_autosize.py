@@ -83,8 +83,13 @@ def test_only_the_planner_resolves_auto(tmp_path: Path, capsys: pytest.CaptureFi
     job = auto_job(tmp_path)
     with pytest.raises(UsageError, match='per_task = "auto" needs the planner'):
         pipeline.run_job(job)  # core alone: no ShardSizer given
-    assert main(["split", str(job), "-o", str(tmp_path / "pieces")]) == 2
-    assert 'per_task = "auto" is chosen when a run starts' in capsys.readouterr().err
+    with pytest.raises(UsageError, match='per_task = "auto" is chosen when a run starts'):
+        split_job(load_spec(job), tmp_path)
+    # the command splits as a new run would
+    assert main(["split", str(job), "-o", str(tmp_path / "pieces")]) == 0
+    out = capsys.readouterr().out
+    assert 'per_task = "auto": 20 lines per task' in out and "2 pieces in" in out
+    assert len(list((tmp_path / "pieces").iterdir())) == 2
 
 
 # -- choosing -------------------------------------------------------------------------------------

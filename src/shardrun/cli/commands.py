@@ -83,11 +83,19 @@ def validate(job: Path) -> None:
 @click.argument("job", type=click.Path(path_type=Path))
 @click.option("-o", "--outdir", type=click.Path(path_type=Path), required=True,
               help="Empty or new folder for the pieces.")
-def split(job: Path, outdir: Path) -> None:
-    """Split only, so the pieces can be inspected."""
+@click.pass_context
+def split(ctx: click.Context, job: Path, outdir: Path) -> None:
+    """Split only, so the pieces can be inspected (per_task = "auto": as a new run would)."""
     spec = load_spec(job)
     if outdir.exists() and any(outdir.iterdir()):
         raise click.UsageError(f"{outdir} is not empty")
+    if spec.split.per_task == "auto":
+        from shardrun.core.workspace import Workspace
+        from shardrun.planning.autosize import sized
+
+        with Workspace(_home(ctx)) as ws:
+            spec, choice = sized(spec, ws.ledger)
+        out.print(choice.line(), markup=False)
     outdir.mkdir(parents=True, exist_ok=True)
     pieces = split_job(spec, outdir)
     out.print(f"{len(pieces)} pieces in {outdir}")

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from shardrun.cli.app import _home, cli, out
-from shardrun.core.errors import UsageError
 from shardrun.core.spec import load_spec
 from shardrun.providers.azure.settings import batch_settings
 
@@ -102,7 +101,7 @@ def plan(ctx: click.Context, job: Path, deadline: float | None, budget: float | 
     from shardrun.core.preflight import check_job
     from shardrun.core.workspace import Workspace
     from shardrun.planning import plan as planner
-    from shardrun.planning.autosize import AutoChoice, choose_for_job
+    from shardrun.planning.autosize import AutoChoice, NoSizeFits, choose_for_job
     from shardrun.planning.calibrate import calibrate
     from shardrun.planning.plot import plot_svg
     from shardrun.providers.azure import BATCH
@@ -132,8 +131,8 @@ def plan(ctx: click.Context, job: Path, deadline: float | None, budget: float | 
         try:
             auto = choose_for_job(spec, ws.ledger, work, deadline=deadline, budget=budget)
             auto_line = auto.line()
-        except UsageError as err:
-            auto_line = f'per_task = "auto" finds no size: {err}'
+        except NoSizeFits as err:
+            auto_line = f'per_task = "auto" finds no size: {err.why}'
     basis = _overhead_basis(startup, task_overhead, calibration)
     if startup is None:
         startup = 300.0 if calibration.startup is None else calibration.startup

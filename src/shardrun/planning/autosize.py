@@ -84,6 +84,14 @@ def auto_sizes(work: Workload, pool: Pool) -> list[int]:
     return sorted({*series(work.units), *(u for u in waves if u >= 1)})
 
 
+class NoSizeFits(UsageError):
+    """No shard size meets the deadline or the budget on the job's pool; `why` says by how much."""
+
+    def __init__(self, spec: JobSpec, why: str) -> None:
+        super().__init__(f'{spec.source}: [split] per_task = "auto": {why}')
+        self.why = why
+
+
 @dataclass(frozen=True)
 class AutoChoice:
     plan: Plan
@@ -121,11 +129,11 @@ def choose_for_job(spec: JobSpec, ledger: Ledger, work: Workload, *, deadline: f
     calibration = calibrate(ledger, spec, work, backend=spec.run.backend)
     pool, kind, priced = job_pool(spec, calibration)
     if budget is not None and not priced:
-        raise UsageError(f"{spec.source}: a budget prices a Batch pool; this job runs on "
-                         f"{spec.run.backend}, which no one bills")
+        raise NoSizeFits(spec, f"a budget prices a Batch pool; this job runs on {spec.run.backend}, "
+                               "which no one bills")
     plan, rec = choose(work, pool, deadline=deadline, budget=budget)
     if plan is None:
-        raise UsageError(f'{spec.source}: [split] per_task = "auto": {rec.why}')
+        raise NoSizeFits(spec, rec.why)
     if deadline is None and budget is None:
         why = "the balanced plan (smallest makespan x cost)" if priced else "the fastest plan here"
     else:
@@ -133,14 +141,21 @@ def choose_for_job(spec: JobSpec, ledger: Ledger, work: Workload, *, deadline: f
     return AutoChoice(plan, why, pool, kind, priced, work, calibration)
 
 
-def choose_shard_size(spec: JobSpec, ledger: Ledger, view: ProgressView, *,
-                      deadline: float | None = None, budget: float | None = None) -> JobSpec:
-    """The spec with per_task = "auto" replaced by the chosen size; says what and why on `view`."""
+def sized(spec: JobSpec, ledger: Ledger, *, deadline: float | None = None,
+          budget: float | None = None) -> tuple[JobSpec, AutoChoice]:
+    """The spec with per_task = "auto" replaced by the chosen size, and the choice."""
     work = measure_workload(spec, timeout=spec.run.timeout or 60.0)
     choice = choose_for_job(spec, ledger, work, deadline=deadline, budget=budget)
-    view.message(choice.line())
     split = spec.split.model_copy(update={"per_task": choice.plan.units_per_task})
-    return spec.model_copy(update={"split": split})
+    return spec.model_copy(update={"split": split}), choice
+
+
+def choose_shard_size(spec: JobSpec, ledger: Ledger, view: ProgressView, *,
+                      deadline: float | None = None, budget: float | None = None) -> JobSpec:
+    """sized(), saying what was chosen and why on `view`."""
+    spec, choice = sized(spec, ledger, deadline=deadline, budget=budget)
+    view.message(choice.line())
+    return spec
 
 
 def shard_sizer(*, deadline: float | None = None, budget: float | None = None) -> ShardSizer:
