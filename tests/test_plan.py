@@ -5,11 +5,12 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import re
 import sys
 import textwrap
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -21,16 +22,20 @@ from shardrun.planning.plan import (
     Plan,
     Pool,
     estimate,
+    job_plan,
     pareto,
     plan_grid,
     recommend,
     same_time,
+    table_rows,
 )
 from shardrun.planning.workload import Sample, Workload
 from shardrun.providers.azure.prices import PRICES_AS_OF, VmPrice, choose_vm, load_prices
 
 if TYPE_CHECKING:
     from azure.batch import BatchClient
+
+    from .fixtures.azurite import Azurite
 
 VM = VmPrice("Test_VM", 2, 1.0, 0.1)
 
@@ -281,6 +286,23 @@ def test_plan_json_and_unmet_deadline(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "no recommendation" in capsys.readouterr().out
 
 
+def test_the_job_files_own_shard_size_is_a_row_even_off_the_front(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """per_task = 1 (40 tasks) is as fast as 20 tasks of 2 and dearer: not on the Pareto front, but
+    the table still shows it, marked, as the legend promises."""
+    job = make_job(tmp_path / "job", 'method = "lines"\nper_task = 1')
+    work = Workload(units=40, unit_seconds=2.0, job_per_task=1)
+    big = Pool(vm=choose_vm("Standard_D4s_v5"), max_nodes=20, slots=4)
+    own = job_plan(work, big)
+    assert own is not None and own not in pareto(plan_grid(work, big))
+    assert own in table_rows(plan_grid(work, big), None, own=own)
+    assert main(["plan", str(job), "--unit-time", "2s", "--no-plot", "--max-nodes", "20"]) == 0
+    text = capsys.readouterr().out
+    marked = [line for line in text.splitlines() if re.search(r"│\s+40 \*\s+│\s+1\s+│\s+10\s+│", line)]
+    assert len(marked) == 1, text
+    assert "* = the shard size in the job file" in text
+
+
 # -- the model against the Batch emulator ---------------------------------------------------------
 # The same 24 s of work (72 units of 1/3 s, each task one `sleep`) split into 8, 24 and 72 tasks and run
 # on the emulator with simulated node start-up; the makespan is read off the service's own timestamps.
@@ -403,3 +425,93 @@ def test_plan_takes_the_pool_from_the_jobs_batch_section(tmp_path: Path) -> None
     out = runner.invoke(cli, ["plan", str(job), "--unit-time", "1ms", "--no-plot", "--vm",
                               "Standard_D8s_v5", "--max-nodes", "5"]).output
     assert "VM: Standard_D8s_v5" in out and "up to 5 nodes" in out
+
+
+# -- calibration from the ledger, checked against a second emulator run ----------------------------
+# Copies its input and sleeps a quarter of a second per line: a shell and `sleep`, nothing else to start.
+SLEEP_PER_LINE = ["sh", "-c", 'n=0; while IFS= read -r line; do printf "%s\\n" "$line"; n=$((n + 1)); '
+                  'done < "$INPUT_PATH" > "$OUTPUT_PATH"; sleep "$((n / 4)).$((n % 4 * 25))"']
+
+
+@pytest.mark.slow
+def test_a_calibrated_plan_predicts_a_second_emulator_run_within_20_percent(
+    azurite: Azurite, tmp_path: Path, shardrun_home: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A rehearsal on the emulator (12 tasks of 4 lines on 2 nodes x 2 slots) calibrates start-up
+    and per-task overhead; the plan for 24 tasks of 2 lines on the same pool then predicts that run's
+    makespan (the run's start to its last attempt's end, as the ledger records them) within 20%.
+
+    Both runs are `shardrun run` in a process of its own, as a user runs them. The app's time is
+    given (`--unit-time`, what it sleeps), so the check is of the calibration, not of the local
+    measurement.
+    """
+    import os
+    import subprocess
+
+    from azure.batch import BatchClient
+    from azure.core.credentials import AzureNamedKeyCredential
+
+    from shardrun.core.workspace import Workspace
+
+    from .fixtures.azurite import DEV_KEY
+    from .fixtures.emulator import start_emulator
+    from .helpers import write_job
+
+    emu = start_emulator(check_responses=False)  # timing, not the spec, is checked here
+    try:
+        monkeypatch.setenv("AZURE_BATCH_KEY", emu.config.account_key)
+        monkeypatch.setenv("AZURE_STORAGE_KEY", DEV_KEY)
+        (tmp_path / "big.txt").write_text("".join(f"line {i}\n" for i in range(48)))
+
+        def job(per_task: int, name: str = "job.toml") -> Path:
+            return write_job(tmp_path, {
+                "app": {"command": SLEEP_PER_LINE},
+                "split": {"input": "big.txt", "method": "lines", "per_task": per_task},
+                "merge": {"method": "concat", "output": "result.txt"},
+                "run": {"backend": "azure-batch", "storage": "blob", "timeout": "1m"},
+                "storage": {"account_url": azurite.account_url, "auth": "key"},
+                "batch": {"account_url": emu.url, "account_name": emu.config.account_name,
+                          "auth": "shared_key", "dedicated_nodes": 2, "task_slots_per_node": 2,
+                          "poll_interval": 0.3},
+            }, name=name)
+
+        def run(path: Path) -> str:
+            done = subprocess.run([sys.executable, "-m", "shardrun", "run", "-q", "--new", str(path)],
+                                  env=os.environ.copy(), capture_output=True, text=True, timeout=300)
+            assert done.returncode == 0, done.stderr
+            with Workspace() as ws:
+                return ws.ledger.runs()[0].run_id
+
+        def plan(path: Path) -> dict[str, Any]:
+            assert main(["plan", str(path), "--json", "--no-plot", "--unit-time", "0.25s"]) == 0
+            answer: dict[str, Any] = json.loads(capsys.readouterr().out)
+            return answer
+
+        before = plan(job(4))["calibration"]
+        assert before["runs"] == [] and before["how"].startswith("defaults")
+        # The in-process emulator's first pool and job take it about half a second longer than later
+        # ones: a pool of its own first, so that the rehearsal starts as the next run will.
+        warm = BatchClient(emu.url, AzureNamedKeyCredential(emu.config.account_name, emu.config.account_key))
+        _emulator_makespan(warm, "warm-up", 1, 0.0, nodes=1, slots=1)
+        rehearsal = run(job(4))
+        planned = plan(job(2))
+        calibration = planned["calibration"]
+        assert calibration["runs"] == [rehearsal]
+        assert "calibrated from 1 earlier run of this job" in calibration["how"]
+        assert calibration["task_overhead"] < 2.0 and calibration["startup"] < 300  # not the defaults
+        predicted = planned["job_plan"]
+        assert (predicted["tasks"], predicted["nodes"]) == (24, 2)
+
+        second = run(job(2))
+        with Workspace() as ws:
+            row = ws.ledger.get_run(second)
+            assert row is not None
+            measured = max(a["ended_at"] for a in ws.ledger.attempts(second)) - row.created_at
+    finally:
+        emu.stop()
+    report = (f"calibration: {calibration['how']}; start-up {calibration['startup']:.2f}s, overhead "
+              f"{calibration['task_overhead'] * 1000:.0f}ms; predicted {predicted['makespan']:.2f}s, "
+              f"measured {measured:.2f}s ({(predicted['makespan'] - measured) / measured:+.1%})")
+    print(report)
+    assert abs(predicted["makespan"] - measured) <= 0.20 * measured, report

@@ -23,8 +23,11 @@ from shardrun.core import layout
 from shardrun.core.ledger import RunRow
 from shardrun.core.pipeline import run_job
 from shardrun.core.spec import parse_spec
+from shardrun.core.states import retry_flags
 from shardrun.core.workspace import Workspace
-from shardrun.planning.report import write_report
+from shardrun.planning.report import collect, write_report
+
+from .ledger_records import Attempt, batch_job, local_job, record_run
 
 ARTIFACTS = Path(os.environ.get("SHARDRUN_ARTIFACTS") or Path(__file__).parent / "artifacts")
 
@@ -240,7 +243,7 @@ def check_page(drv: Any, path: Path, attempts: list[dict[str, Any]]) -> None:
     bars = drv.find_elements("css selector", "#timeline rect.bar")
     assert len(bars) == len(attempts)
     retries = drv.execute_script("return document.querySelectorAll('#timeline rect.bar.retry').length")
-    assert retries == sum(1 for a in attempts if a["attempt"] > 1)
+    assert retries == sum(retry_flags(attempts))
     failed = drv.execute_script("return document.querySelectorAll('#timeline rect.bar.r1').length")
     assert failed == sum(1 for a in attempts if a["result"] == "failed")
 
@@ -292,3 +295,63 @@ def test_report_without_its_storage_still_renders(flaky_run: str, tmp_path: Path
     html = write_report(flaky_run, tmp_path / "nostore.html").read_text()
     assert html.count("stderr not available: cannot open storage") == 4
     assert len(timeline_data(html)["s"]) == 43
+
+
+# -- the figures count right ------------------------------------------------------------------------
+T0 = 1_790_000_000.0
+
+
+def cards(run_id: str, now: float = T0 + 200_000) -> dict[str, tuple[str, str]]:
+    with Workspace() as ws:
+        summary = collect(ws, run_id, now=now)["summary"]
+    return {label: (value, note) for label, value, note in summary}
+
+
+def test_busy_share_is_over_task_slots_never_above_all(tmp_path: Path) -> None:
+    """2 nodes x 2 slots, all four busy for 100 s: 100% of 4 task slots, not 200% of 2 'workers'."""
+    nodes = ["tvm-a", "tvm-a", "tvm-b", "tvm-b"]
+    full = [Attempt(i, 1, node, 10.0, 110.0) for i, node in enumerate(nodes, 1)]
+    run_id = record_run(tmp_path / "batch.toml", batch_job(nodes=2, slots=2), full, tasks=4, created_at=T0)
+    assert cards(run_id)["total task time"][1] == "100% of 4 task slots busy (2 nodes x 2 task slots)"
+    # a pool edited to one slot per node that still ran two at once: counted by what was seen
+    run_id = record_run(tmp_path / "batch.toml", batch_job(nodes=2, slots=1), full, tasks=4, created_at=T0)
+    assert cards(run_id)["total task time"][1] == "100% of 4 task slots busy (4 at once, the most seen)"
+    # half busy on this machine: 3 slots (concurrency 3), 300 s of them, 150 s of tasks
+    half = [Attempt(1, 1, "local-1", 0.0, 100.0), Attempt(2, 1, "local-2", 0.0, 50.0),
+            Attempt(3, 1, "local-3", 0.0, 0.0)]
+    run_id = record_run(tmp_path / "local.toml", local_job(concurrency=3), half, tasks=3, created_at=T0)
+    assert cards(run_id)["total task time"] == ("2m30s", "50% of 3 task slots busy (concurrency 3)")
+
+
+def test_the_report_of_a_real_local_run_counts_its_concurrency(flaky_run: str) -> None:
+    _, note = cards(flaky_run, now=2e9)["total task time"]
+    share = int(note.split("%")[0])
+    assert 0 < share <= 100 and note.endswith("of 3 task slots busy (concurrency 3)")
+
+
+def test_interrupted_and_lost_attempts_are_not_retries(tmp_path: Path) -> None:
+    attempts = [
+        Attempt(1, 1, "local-1", 0.0, 5.0, "interrupted"), Attempt(1, 2, "local-1", 100.0, 110.0),
+        # the client died: the next one closed the attempt when it started, 95 s later
+        Attempt(2, 1, "local-2", 0.0, 100.0, "lost"), Attempt(2, 2, "local-2", 100.0, 110.0),
+        Attempt(3, 1, "local-1", 0.0, 1.0, "failed"), Attempt(3, 2, "local-1", 1.0, 2.0, "timeout"),
+        Attempt(3, 3, "local-1", 2.0, 3.0),
+    ]
+    run_id = record_run(tmp_path / "job.toml", local_job(concurrency=2), attempts, tasks=3, created_at=T0)
+    assert cards(run_id)["retries"] == ("2", "7 attempts in all; 2 resumed after the client stopped")
+    html = write_report(run_id, tmp_path / "r.html").read_text()
+    assert timeline_data(html)["y"] == [0, 0, 0, 0, 0, 1, 1]  # attempts by task, then attempt
+
+
+def test_wall_time_leaves_out_the_idle_gap_before_a_retry(tmp_path: Path) -> None:
+    """A run whose tasks ran for 11 s, 5 s after it started; a day later a retry ran one for 10 s."""
+    day = 86_400.0
+    attempts = [Attempt(1, 1, "local-1", 5.0, 15.0), Attempt(2, 1, "local-2", 6.0, 16.0, "failed"),
+                Attempt(2, 2, "local-1", day, day + 10.0)]
+    run_id = record_run(tmp_path / "job.toml", local_job(concurrency=2), attempts, tasks=2, created_at=T0)
+    value, note = cards(run_id)["wall time"]
+    assert value == "26s"  # 5 s to the first attempt, 11 s and then 10 s with tasks running
+    assert note == ("5.0s to the first attempt + 21s with tasks running; "
+                    "1d00h from start to last attempt, 1d00h of it idle")
+    html = write_report(run_id, tmp_path / "r.html").read_text()
+    assert "Wall time is the time the run was at work" in html  # defined on the page itself

@@ -89,9 +89,9 @@ def test_fingerprint_changes_with_split_not_with_run(tmp_path: Path) -> None:
     ("sections", "expected"),
     [
         ({**MIN, "split": {"input": "x", "per_task": "10"}},
-         '[split] per_task: must be an integer, not the string "10"'),
-        ({**MIN, "split": {"input": "x", "per_task": True}}, "[split] per_task: must be an integer, not true"),
-        ({**MIN, "split": {"input": "x", "per_task": 2.5}}, "[split] per_task: must be an integer"),
+         '[split] per_task: must be an integer or "auto", not the string "10"'),
+        ({**MIN, "split": {"input": "x", "per_task": True}}, '[split] per_task: must be an integer or "auto", not true'),
+        ({**MIN, "split": {"input": "x", "per_task": 2.5}}, '[split] per_task: must be an integer or "auto"'),
         ({**MIN, "run": {"retries": "3"}}, "[run] retries: must be an integer"),
         ({**MIN, "run": {"concurrency": True}}, "[run] concurrency: must be an integer, not true"),
         ({**MIN, "run": {"allow_failures": "yes"}},

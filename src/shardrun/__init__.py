@@ -5,16 +5,32 @@ The public API is exactly `__all__`; everything else may change.
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from shardrun.core import pipeline
 from shardrun.core.cleanup import cleanup_run
 from shardrun.core.errors import JobFileError, RunInterrupted, ShardrunError, UsageError
 from shardrun.core.outcome import FailedTask, RunResult
-from shardrun.core.pipeline import merge_run, retry_run, run_job
+from shardrun.core.pipeline import merge_run, retry_run
 from shardrun.core.preflight import validate_job
+from shardrun.core.progress import ProgressView
 from shardrun.core.spec import JobSpec, load_spec
 from shardrun.core.split import split_job
 from shardrun.core.status import list_runs, run_status, task_log
+from shardrun.version import __version__
 
-__version__ = "0.1.0"
+
+def run_job(job_path: Path | str, *, home: Path | str | None = None, new: bool = False,
+            progress: ProgressView | None = None, wait: bool = False,
+            deadline: float | None = None, budget: float | None = None) -> RunResult:
+    """Run a job file, or resume its unfinished run (shardrun.core.pipeline.run_job). A new run of a
+    job file with [split] per_task = "auto" gets its size from the planner: the balanced plan, or
+    the cheapest that ends within `deadline` seconds, or the fastest within `budget` USD."""
+    from shardrun.planning.autosize import shard_sizer  # the planner only when a run starts
+
+    return pipeline.run_job(job_path, home=home, new=new, progress=progress, wait=wait,
+                            size_shards=shard_sizer(deadline=deadline, budget=budget))
+
 
 __all__ = [
     "FailedTask",

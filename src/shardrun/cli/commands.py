@@ -68,20 +68,33 @@ def init(path: Path, force: bool, app: Path | None, input_: str, method: str, pe
 @click.argument("job", type=click.Path(path_type=Path))
 def validate(job: Path) -> None:
     """Check a job file and what it names, without running anything."""
+    from shardrun.planning.autosize import many_tasks_warning
+
     spec, inputs = validate_job(job)
     out.print(f"{job}: ok ({len(inputs)} input file(s), split by {spec.split.kind}, "
               f"merge by {spec.merge.kind}, backend {spec.run.backend})")
+    warning = many_tasks_warning(spec)
+    if warning:
+        out.print(warning, markup=False)
 
 
 @cli.command()
 @click.argument("job", type=click.Path(path_type=Path))
 @click.option("-o", "--outdir", type=click.Path(path_type=Path), required=True,
               help="Empty or new folder for the pieces.")
-def split(job: Path, outdir: Path) -> None:
-    """Split only, so the pieces can be inspected."""
+@click.pass_context
+def split(ctx: click.Context, job: Path, outdir: Path) -> None:
+    """Split only, so the pieces can be inspected (per_task = "auto": as a new run would)."""
     spec = load_spec(job)
     if outdir.exists() and any(outdir.iterdir()):
         raise click.UsageError(f"{outdir} is not empty")
+    if spec.split.per_task == "auto":
+        from shardrun.core.workspace import Workspace
+        from shardrun.planning.autosize import sized
+
+        with Workspace(_home(ctx)) as ws:
+            spec, choice = sized(spec, ws.ledger)
+        out.print(choice.line(), markup=False)
     outdir.mkdir(parents=True, exist_ok=True)
     pieces = split_job(spec, outdir)
     out.print(f"{len(pieces)} pieces in {outdir}")
@@ -91,16 +104,30 @@ def split(job: Path, outdir: Path) -> None:
 @click.argument("job", type=click.Path(path_type=Path))
 @click.option("--new", is_flag=True, help="Start a new run even if an unfinished one exists.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@click.option("--deadline", help='per_task = "auto": the cheapest shard size that ends in time ("2h").')
+@click.option("--budget", type=float, help='per_task = "auto": the fastest shard size within this (USD).')
 @WAIT
 @click.pass_context
-def run(ctx: click.Context, job: Path, new: bool, quiet: bool, wait: bool) -> None:
+def run(ctx: click.Context, job: Path, new: bool, quiet: bool, deadline: str | None,
+        budget: float | None, wait: bool) -> None:
     """Run a job (or resume its unfinished run).
 
     A resumed run takes the job file's current [run] timeout, retries, concurrency and
     allow_failures, and its [merge]; an edit of [app] or [split] needs --new."""
+    from shardrun.core.spec import parse_duration
+    from shardrun.planning.autosize import shard_sizer
+
+    try:
+        seconds = parse_duration(deadline) if deadline is not None else None
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint="--deadline") from None
+    if (deadline or budget) and load_spec(job).split.per_task != "auto":
+        raise click.UsageError(f'--deadline and --budget choose [split] per_task = "auto"; '
+                               f"{job} sets a number")
     view = progress_for(quiet=quiet)
     try:
-        result = run_job(job, home=_home(ctx), new=new, progress=view, wait=wait)
+        result = run_job(job, home=_home(ctx), new=new, progress=view, wait=wait,
+                         size_shards=shard_sizer(deadline=seconds, budget=budget))
     finally:
         view.close()  # also when the run stops on an error: the terminal gets its cursor back
     _print_result(result)

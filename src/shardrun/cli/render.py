@@ -9,9 +9,10 @@ from rich.table import Table
 from shardrun.planning.plan import Plan, fmt_duration, fmt_money
 
 
-def plan_table(rows: list[Plan], chosen: Plan | None, job_per_task: int, pricing: str) -> Table:
+def plan_table(rows: list[Plan], chosen: Plan | None, job_per_task: int | None, pricing: str) -> Table:
     """The planner's rows: the cost the plans are judged by first (priced `pricing`), then the same
-    node-hours all dedicated and all Spot where that differs."""
+    node-hours all dedicated and all Spot where that differs. Rows of the job file's shard size are
+    marked `*` (none when it says "auto")."""
     costs: list[tuple[str, Callable[[Plan], float]]] = [(pricing, lambda p: p.cost)]
     costs += [(name, cost) for name, cost in (("dedicated", lambda p: p.dedicated_cost),
                                               ("Spot", lambda p: p.spot_cost)) if name != pricing]

@@ -7,13 +7,17 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from shardrun.cli.app import _home, cli, out
 from shardrun.core.spec import load_spec
+
+if TYPE_CHECKING:
+    from shardrun.planning.calibrate import Calibration
 
 
 def _seconds(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
@@ -59,10 +63,12 @@ def report(ctx: click.Context, run_id: str, output: Path | None, vm_size: str | 
 @click.option("--spot-price", type=float, help="Spot USD per node-hour (overrides the table).")
 @click.option("--prices", "prices_file", type=click.Path(path_type=Path, exists=True, dir_okay=False),
               help="TOML price table to add to or replace the built-in one.")
-@click.option("--startup", **DURATION, default="5m", show_default=True,
-              help="Node start-up: boot plus image pull.")
-@click.option("--task-overhead", **DURATION, default="2s", show_default=True,
-              help="Per-task cost: scheduling, input download, output upload.")
+@click.option("--startup", **DURATION,
+              help="Node start-up: boot plus image pull [default: calibrated from earlier runs on the "
+                   "job's Batch account, else 5m].")
+@click.option("--task-overhead", **DURATION,
+              help="Per-task cost: scheduling, input download, output upload [default: calibrated from "
+                   "earlier runs on the job's Batch account, else 2s].")
 @click.option("--unit-time", **DURATION, help="Runtime per unit of work; skips the measurement.")
 @click.option("--samples", type=click.IntRange(1, 50), default=3, show_default=True,
               help="Sample pieces to time locally.")
@@ -82,7 +88,7 @@ def report(ctx: click.Context, run_id: str, output: Path | None, vm_size: str | 
 @click.pass_context
 def plan(ctx: click.Context, job: Path, deadline: float | None, budget: float | None, spot: bool,
          vm_size: str, price: float | None, spot_price: float | None, prices_file: Path | None,
-         startup: float, task_overhead: float, unit_time: float | None, samples: int,
+         startup: float | None, task_overhead: float | None, unit_time: float | None, samples: int,
          sample_timeout: float, max_nodes: int | None, slots: int | None,
          autoscale_interval: float | None,
          plot_path: Path | None, no_plot: bool, as_json: bool) -> None:
@@ -92,8 +98,12 @@ def plan(ctx: click.Context, job: Path, deadline: float | None, budget: float | 
     """
     from shardrun.cli.render import plan_table
     from shardrun.core.preflight import check_job
+    from shardrun.core.workspace import Workspace
     from shardrun.planning import plan as planner
+    from shardrun.planning.autosize import AutoChoice, NoSizeFits, choose_for_job
+    from shardrun.planning.calibrate import calibrate
     from shardrun.planning.plot import plot_svg
+    from shardrun.providers.azure import BATCH
     from shardrun.providers.azure.prices import DEFAULT_VM, choose_vm, spot_share
     from shardrun.providers.azure.settings import batch_settings
 
@@ -101,34 +111,55 @@ def plan(ctx: click.Context, job: Path, deadline: float | None, budget: float | 
     check_job(spec)
     batch = batch_settings(spec)  # the pool the job file asks for, unless the options say otherwise
     share = 1.0 if spot else (spot_share(batch) if batch is not None else 0.0)
+    fixed = False
     if batch is not None:
         vm_size = vm_size or batch.vm_size
         slots = slots or batch.task_slots_per_node
         if max_nodes is None:
-            fixed = batch.dedicated_nodes + batch.spot_nodes
-            max_nodes = batch.max_nodes if batch.autoscale else max(1, fixed)
+            fixed = not batch.autoscale
+            fixed_size = max(1, batch.dedicated_nodes + batch.spot_nodes)
+            max_nodes = batch.max_nodes if batch.autoscale else fixed_size
         if autoscale_interval is None:
             autoscale_interval = batch.autoscale_interval if batch.autoscale else 0.0
     vm = choose_vm(vm_size or DEFAULT_VM, prices_file=prices_file, price=price, spot_price=spot_price)
-    pool = planner.Pool(vm=vm, startup=startup, task_overhead=task_overhead, slots=slots or vm.vcpus,
-                        max_nodes=max_nodes or 10, autoscale_interval=autoscale_interval or 0.0,
-                        spot_share=share)
     work = planner.workload_for(spec, unit_time=unit_time, samples=samples,
                                 sample_timeout=sample_timeout)
+    with Workspace(_home(ctx)) as ws:
+        # the plans are of a Batch pool: calibrated by Batch runs on the job's account
+        calibration = calibrate(ws.ledger, spec, work, backend=BATCH)
+        auto: AutoChoice | None = None
+        try:
+            auto = choose_for_job(spec, ws.ledger, work, deadline=deadline, budget=budget)
+            auto_line = auto.line()
+        except NoSizeFits as err:
+            auto_line = f'per_task = "auto" finds no size: {err.why}'
+    basis = _overhead_basis(startup, task_overhead, calibration)
+    if startup is None:
+        startup = 300.0 if calibration.startup is None else calibration.startup
+    if task_overhead is None:
+        task_overhead = 2.0 if calibration.task_overhead is None else calibration.task_overhead
+    pool = planner.Pool(vm=vm, startup=startup, task_overhead=task_overhead, slots=slots or vm.vcpus,
+                        max_nodes=max_nodes or 10, autoscale_interval=autoscale_interval or 0.0,
+                        spot_share=share, fixed=fixed)
     plans = planner.plan_grid(work, pool)
     rec = planner.recommend(plans, deadline=deadline, budget=budget, pricing=pool.pricing)
+    own = planner.job_plan(work, pool)
     if not no_plot:
         plot_path = plot_path or Path(f"{spec.name}.plan.svg")
         plot_path.write_text(plot_svg(plans, rec, title=f"shardrun plan: {spec.name}", pricing=pool.pricing,
                                       deadline=deadline, budget=budget), encoding="utf-8")
     if as_json:
-        click.echo(json.dumps(planner.to_json(work, pool, plans, rec), indent=2))
+        extra = {"calibration": {**asdict(calibration), "used": basis},
+                 "auto": {"per_task": auto.plan.units_per_task, "plan": asdict(auto.plan),
+                          "why": auto.why, "line": auto_line} if auto is not None else None}
+        click.echo(json.dumps(planner.to_json(work, pool, plans, rec, **extra), indent=2))
     else:
-        for line in planner.describe(work, pool):
+        for line in planner.describe(work, pool, basis):
             out.print(line, markup=False)
-        rows = planner.table_rows(plans, rec.plan)
+        rows = planner.table_rows(plans, rec.plan, own=own)
         out.print(plan_table(rows, rec.plan, work.job_per_task, pool.pricing))
-        out.print("* = the shard size in the job file", style="dim")
+        if own is not None:
+            out.print("* = the shard size in the job file", style="dim")
         if rec.plan:
             p = rec.plan
             out.print(f"recommended: {p.tasks:,} tasks of {p.units_per_task:,} {work.unit_name} "
@@ -137,9 +168,21 @@ def plan(ctx: click.Context, job: Path, deadline: float | None, budget: float | 
                       f"{planner.fmt_money(p.cost)} — {rec.why}", markup=False)
         else:
             out.print(f"no recommendation: {rec.why}", markup=False)
+        out.print(f"on the job's own pool, {auto_line}", markup=False)
         if not no_plot:
             out.print(f"plot: {plot_path}")
     ctx.exit(0 if rec.met else 1)
+
+
+def _overhead_basis(startup: float | None, task_overhead: float | None,
+                    calibration: Calibration) -> str:
+    """Where the plan's start-up and per-task overhead come from, in words."""
+    if startup is not None and task_overhead is not None:
+        return "start-up and overhead given"
+    given = " (start-up given)" if startup is not None else (
+        " (overhead given)" if task_overhead is not None else "")
+    return f"{calibration.how}{given}"
+
 
 @cli.group()
 def image() -> None:

@@ -18,7 +18,7 @@ from shardrun.core.interrupts import sigterm_as_interrupt
 from shardrun.core.outcome import RunResult, merge, result_of
 from shardrun.core.owner import holding, job_lock, run_lock
 from shardrun.core.preflight import check_job
-from shardrun.core.prepare import abandon, prepare_run
+from shardrun.core.prepare import ShardSizer, abandon, prepare_run
 from shardrun.core.progress import NullProgress, ProgressView
 from shardrun.core.run import Run, open_run
 from shardrun.core.spec import load_spec
@@ -33,8 +33,12 @@ def run_job(
     new: bool = False,
     progress: ProgressView | None = None,
     wait: bool = False,
+    size_shards: ShardSizer | None = None,
 ) -> RunResult:
     """Run a job file; resume its unfinished run if there is one (unless `new`).
+
+    `size_shards` chooses [split] per_task = "auto" for a new run (`shardrun.run_job` passes the
+    planner's); a resumed run keeps the size it started with.
 
     Another client working on the same job makes this stop at once (RunBusy, exit 3), or with
     `wait` wait until that client is done.
@@ -70,10 +74,16 @@ def run_job(
                 return _to_the_end(run, lambda: execute(run, progress=progress, resumed=True))
         # Costly checks (credentials, reachability) before anything is uploaded or recorded.
         provider.for_compute(spec.run.backend).preflight(spec, ws.store(spec.run.storage, spec))
+        sized = spec
+        if spec.split.per_task == "auto":
+            if size_shards is None:
+                raise UsageError(f'{job_path}: [split] per_task = "auto" needs the planner: run it with '
+                                 "`shardrun run` or shardrun.run_job")
+            sized = size_shards(spec, ws.ledger, view)
         run_id = layout.new_run_id(spec.name)
         owned_job.record(run_id)
         with holding(run_lock(ws.home, run_id), run_id=run_id):
-            run = prepare_run(ws, spec, job_key, run_id, view)
+            run = prepare_run(ws, sized, job_key, run_id, view, fingerprint=spec.fingerprint())
             return _to_the_end(run, lambda: execute(run, progress=progress))
 
 

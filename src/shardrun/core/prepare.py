@@ -10,10 +10,11 @@ import contextlib
 import json
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from shardrun.core import layout
-from shardrun.core.ledger import RunRow
+from shardrun.core.ledger import Ledger, RunRow
 from shardrun.core.progress import NullProgress, ProgressView
 from shardrun.core.run import Run, open_run
 from shardrun.core.spec import JobSpec
@@ -23,14 +24,23 @@ from shardrun.core.store import ReportsTransfers
 from shardrun.core.workspace import Workspace
 
 BIG_INPUT = 64 * 2**20  # bytes: a split of more than this says what it is doing
+MANY_TASKS = 10_000  # a run of more tasks says so: each task costs scheduling and a round trip
+
+# Chooses [split] per_task = "auto" for a new run: the spec with a number in its place. The planner
+# provides it (shardrun.planning.autosize); core only calls it, so core never imports planning.
+ShardSizer = Callable[[JobSpec, Ledger, ProgressView], JobSpec]
 
 
 def prepare_run(ws: Workspace, spec: JobSpec, job_key: str, run_id: str,
-                view: ProgressView | None = None) -> Run:
-    """Split the input, put the pieces in storage, and record the run and its tasks."""
+                view: ProgressView | None = None, *, fingerprint: str | None = None) -> Run:
+    """Split the input, put the pieces in storage, and record the run and its tasks.
+
+    `fingerprint`: the job file's as written, when `spec` completes it (per_task = "auto" chosen),
+    so that the job file as written still resumes the run.
+    """
     view = view or NullProgress()
     ledger = ws.ledger
-    row = RunRow(run_id, spec.name, job_key, spec.fingerprint(),
+    row = RunRow(run_id, spec.name, job_key, fingerprint or spec.fingerprint(),
                  json.dumps(spec.model_dump(mode="json")), spec.run.backend, spec.run.storage,
                  RunState.SPLITTING, time.time(), None, None, None)
     ledger.create_run(row, [])
@@ -48,6 +58,10 @@ def prepare_run(ws: Workspace, spec: JobSpec, job_key: str, run_id: str,
             view.message(f"splitting {size / 2**20:,.0f} MiB of {spec.split.input} for run {run_id}")
         pieces = split_job(spec, staging)
         view.message(f"{len(pieces)} pieces from {spec.split.input} in {time.monotonic() - began:.1f}s")
+        if len(pieces) > MANY_TASKS:
+            view.message(f"run {run_id} has {len(pieces):,} tasks (more than {MANY_TASKS:,}): each one "
+                         f"costs scheduling and transfers; a larger [split] per_task, or \"auto\", "
+                         "makes fewer")
         tasks = []
         uploads: list[tuple[str, Path]] = []
         for index, piece in enumerate(pieces, 1):

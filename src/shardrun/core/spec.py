@@ -122,7 +122,8 @@ class _Pluggable(_Section):
 class SplitSection(_Pluggable):
     input: str = Field(description="A file, a glob, or a folder.")
     method: Literal["lines", "files", "json", "csv"] | None = None
-    per_task: int = Field(1, ge=1)
+    per_task: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        1, description='Units per task, or "auto": the planner chooses when a run starts.')
     _default_method = "lines"
 
     @field_validator("input")
@@ -131,6 +132,20 @@ class SplitSection(_Pluggable):
         if not v.strip():
             raise ValueError("must name a file, a glob or a folder")
         return v
+
+    @field_validator("per_task", mode="before")
+    @classmethod
+    def _whole_or_auto(cls, v: Any) -> Any:
+        """One plain error for anything else (not one per member of the union)."""
+        if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+            return v
+        if isinstance(v, bool):
+            raise ValueError(f'must be an integer or "auto", not {str(v).lower()}')
+        if isinstance(v, str):
+            raise ValueError(f'must be an integer or "auto", not the string "{v}"')
+        if isinstance(v, int):
+            raise ValueError(f"must be 1 or more (got {v})")
+        raise ValueError(f'must be an integer or "auto" (got {v!r})')
 
 
 class MergeSection(_Pluggable):

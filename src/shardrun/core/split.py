@@ -15,7 +15,7 @@ import subprocess
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from shardrun.core.errors import JobFileError, SplitError
+from shardrun.core.errors import JobFileError, SplitError, UsageError
 from shardrun.core.filecopy import copy_file
 from shardrun.core.plugins import die_with_parent, load_callable, render_argv, tail
 from shardrun.core.spec import JobSpec
@@ -222,6 +222,15 @@ def _listed(outdir: Path) -> list[Path]:
     return sorted((p for p in outdir.iterdir() if not p.name.startswith(".")), key=natural_key)
 
 
+def units_per_task(spec: JobSpec) -> int:
+    """[split] per_task as a number: "auto" is chosen by the planner before a run splits."""
+    per_task = spec.split.per_task
+    if per_task == "auto":
+        raise UsageError(f'{spec.source}: [split] per_task = "auto" is chosen when a run starts; '
+                         f"`shardrun plan {spec.source}` shows the size it would choose")
+    return per_task
+
+
 def split_with_command(spec: JobSpec, inputs: list[Path], outdir: Path) -> list[Path]:
     assert spec.split.command is not None
     if len(inputs) != 1:
@@ -229,7 +238,7 @@ def split_with_command(spec: JobSpec, inputs: list[Path], outdir: Path) -> list[
             f"{spec.source}: [split] command takes one input, but {spec.split.input!r} "
             f"matches {len(inputs)} files; name a folder or one file"
         )
-    values = {"input": str(inputs[0]), "outdir": str(outdir), "per_task": str(spec.split.per_task)}
+    values = {"input": str(inputs[0]), "outdir": str(outdir), "per_task": str(units_per_task(spec))}
     argv = render_argv(spec.split.command, values)
     try:
         proc = subprocess.run(
@@ -248,7 +257,7 @@ def split_with_command(spec: JobSpec, inputs: list[Path], outdir: Path) -> list[
 def split_with_function(spec: JobSpec, inputs: list[Path], outdir: Path) -> list[Path]:
     assert spec.split.function is not None
     fn = load_callable(spec.split.function, spec.base_dir, f"{spec.source}: [split] function")
-    result = fn(inputs, outdir, spec.split.per_task)
+    result = fn(inputs, outdir, units_per_task(spec))
     return [Path(p) for p in result] if result is not None else _listed(outdir)
 
 
@@ -265,7 +274,7 @@ def split_job(spec: JobSpec, outdir: Path) -> list[Path]:
     elif kind == "function":
         pieces = own_pieces(split_with_function(spec, inputs, outdir), outdir)
     else:
-        pieces = BUILTIN[kind](inputs, outdir, spec.split.per_task)  # new files, written here
+        pieces = BUILTIN[kind](inputs, outdir, units_per_task(spec))  # new files, written here
     if not pieces:
         raise SplitError(f"{spec.source}: [split] made no pieces from {spec.split.input!r}")
     return pieces

@@ -13,7 +13,9 @@ The values are the ledger's strings, so old ledgers read the same.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from enum import StrEnum
+from typing import Any
 
 
 class RunState(StrEnum):
@@ -71,3 +73,19 @@ class BadTransition(RuntimeError):
 def check_transition(current: str, new: RunState) -> None:
     if new not in TRANSITIONS[RunState(current)]:
         raise BadTransition(f"a run cannot go from {current} to {new}")
+
+
+RETRIED_AFTER = ("failed", "timeout")  # an attempt after one of these is a retry
+
+
+def is_retry(attempt: Mapping[str, Any], previous: Mapping[str, Any] | None) -> bool:
+    """An attempt after a failed or timed-out one of its task (an unknown earlier one counts too)."""
+    if int(attempt["attempt"]) <= 1:
+        return False
+    return previous is None or previous["result"] in RETRIED_AFTER
+
+
+def retry_flags(attempts: Sequence[Mapping[str, Any]]) -> list[bool]:
+    """is_retry for each attempt, in the order given."""
+    by_key = {(a["task_id"], int(a["attempt"])): a for a in attempts}
+    return [is_retry(a, by_key.get((a["task_id"], int(a["attempt"]) - 1))) for a in attempts]

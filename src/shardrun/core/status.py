@@ -12,7 +12,7 @@ from shardrun.core.errors import UsageError
 from shardrun.core.outcome import failed_tasks
 from shardrun.core.provider import Cost
 from shardrun.core.run import Run, open_run
-from shardrun.core.states import RunState
+from shardrun.core.states import RunState, retry_flags
 from shardrun.core.workspace import Workspace
 
 
@@ -36,7 +36,8 @@ def run_status(run_id: str, *, home: Path | str | None = None) -> dict[str, Any]
             "finished_at": _iso(run.finished_at),
             "tasks": {"total": sum(counts.values()), **counts},
             "attempts": len(attempts),
-            "retries": sum(1 for a in attempts if a["attempt"] > 1),
+            # an attempt after a failed or timed-out one; not one after the client stopped
+            "retries": sum(retry_flags(attempts)),
             "task_seconds": round(sum(a["ended_at"] - a["started_at"] for a in attempts
                                       if a["ended_at"]), 3),
             "span_seconds": round(max(ends) - min(starts), 3) if ends and starts else None,

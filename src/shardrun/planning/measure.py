@@ -8,6 +8,7 @@ in the ledger and everything is made in a temporary folder that is removed after
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 import time
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from shardrun.core.errors import ShardrunError
 from shardrun.core.plugins import tail
 from shardrun.core.preflight import resolved_command
 from shardrun.core.spec import JobSpec
-from shardrun.core.split import BUILTIN, csv_records, split_job
+from shardrun.core.split import BUILTIN, csv_records, resolve_inputs, split_job
 from shardrun.core.store import Store
 from shardrun.planning.workload import Sample, Workload
 from shardrun.providers.local.container import container_settings
@@ -28,6 +29,41 @@ from shardrun.providers.local.processes import LocalBackend
 from shardrun.providers.local.store import LocalStore
 
 UNIT_NAMES = {"lines": "lines", "files": "files", "json": "items", "csv": "rows"}
+MEASURE_PIECES = 50  # per_task = "auto": the input is cut into about this many pieces to sample
+
+
+def _input_lines(path: Path) -> int:
+    """Lines as split_lines counts them: a last line without a newline is a line too."""
+    count, last = 0, b"\n"
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            count += chunk.count(b"\n")
+            last = chunk[-1:]
+    return count + (last != b"\n")
+
+
+def count_input_units(spec: JobSpec) -> int | None:
+    """The units of work in the job's input, as its built-in splitter counts them, read without
+    splitting anything (None: a custom splitter, which only running it can tell)."""
+    kind = spec.split.kind
+    if kind not in UNIT_NAMES:
+        return None
+    inputs = resolve_inputs(spec)
+    if kind == "files":
+        return len(inputs)
+    if kind == "lines":
+        return sum(_input_lines(p) for p in inputs)
+    return sum(count_units(kind, p) for p in inputs)
+
+
+def count_tasks(spec: JobSpec) -> int | None:
+    """How many tasks the job file makes, counted without splitting (None: not known before the
+    split, for a custom splitter or per_task = "auto")."""
+    per_task = spec.split.per_task
+    units = count_input_units(spec)
+    if units is None or per_task == "auto":
+        return None
+    return math.ceil(units / per_task)
 
 
 def count_units(kind: str, piece: Path) -> int:
@@ -77,31 +113,46 @@ def _other_size_piece(kind: str, pieces: list[Path], units: list[int], folder: P
 class _Split:
     pieces: list[Path]
     units: list[int]  # units of work in each piece
-    per_task: int  # units per task in the job file
+    per_task: int | None  # units per task in the job file (None: "auto")
     unit_name: str
     other: tuple[Path, int] | None = None  # a piece of another size, for the fit
+
+
+def _with_per_task(spec: JobSpec, per_task: int) -> JobSpec:
+    return spec.model_copy(update={"split": spec.split.model_copy(update={"per_task": per_task})})
+
+
+def _measuring_size(spec: JobSpec, root: Path) -> int:
+    """per_task = "auto": a size that cuts the input into about MEASURE_PIECES pieces to sample."""
+    units = count_input_units(spec)
+    if units is None:  # a custom splitter: one unit per piece tells how many there are
+        (root / "count").mkdir()
+        units = len(split_job(_with_per_task(spec, 1), root / "count"))
+    return max(1, math.ceil(units / MEASURE_PIECES))
 
 
 def _split(spec: JobSpec, root: Path, *, other_size: bool = True) -> _Split:
     """Split with the job's own splitter and count the units in each piece."""
     kind = spec.split.kind
-    per_task = spec.split.per_task
+    job_per_task = None if spec.split.per_task == "auto" else spec.split.per_task
+    per_task = _measuring_size(spec, root) if job_per_task is None else job_per_task
+    spec = _with_per_task(spec, per_task)
     (root / "pieces").mkdir()
     pieces = split_job(spec, root / "pieces")
     if kind in UNIT_NAMES:
         units = [count_units(kind, p) for p in pieces]
         other = _other_size_piece(kind, pieces, units, root / "other") if other_size else None
-        return _Split(pieces, units, per_task, UNIT_NAMES[kind],
+        return _Split(pieces, units, job_per_task, UNIT_NAMES[kind],
                       (other, count_units(kind, other)) if other else None)
     # A custom splitter gets {per_task}: splitting again with 1 tells how many units there are.
     if per_task > 1:
         (root / "ones").mkdir()
-        single = spec.split.model_copy(update={"per_task": 1})
-        ones = split_job(spec.model_copy(update={"split": single}), root / "ones")
+        ones = split_job(_with_per_task(spec, 1), root / "ones")
         if len(ones) > len(pieces):
             units = [per_task] * (len(pieces) - 1) + [max(1, len(ones) - (len(pieces) - 1) * per_task)]
-            return _Split(pieces, units, per_task, "units", (ones[0], 1) if other_size else None)
-    return _Split(pieces, [1] * len(pieces), 1, "pieces")  # it ignores per_task: a piece is a unit
+            return _Split(pieces, units, job_per_task, "units", (ones[0], 1) if other_size else None)
+    # it ignores per_task: a piece is a unit
+    return _Split(pieces, [1] * len(pieces), None if job_per_task is None else 1, "pieces")
 
 
 def measure_workload(spec: JobSpec, samples: int = 3, timeout: float = 60.0) -> Workload:
@@ -122,8 +173,8 @@ def measure_workload(spec: JobSpec, samples: int = 3, timeout: float = 60.0) -> 
         )
 
 
-def count_work(spec: JobSpec) -> tuple[int, int, str]:
-    """(units, units per task in the job file, unit name), without running the app."""
+def count_work(spec: JobSpec) -> tuple[int, int | None, str]:
+    """(units, units per task in the job file (None: "auto"), unit name), without running the app."""
     with tempfile.TemporaryDirectory(prefix="shardrun-plan-") as tmp:
         split = _split(spec, Path(tmp), other_size=False)
         return sum(split.units), split.per_task, split.unit_name

@@ -36,7 +36,9 @@ from shardrun.providers.azure.prices import (
 @dataclass(frozen=True)
 class Pool:
     """The nodes. `autoscale_interval` 0 means a fixed-size pool created for the run; `spot_share` is
-    the share (0..1) of its nodes that are Spot nodes, as in the job's [batch] section."""
+    the share (0..1) of its nodes that are Spot nodes, as in the job's [batch] section. `fixed`: the
+    pool has exactly `max_nodes` nodes whatever the tasks (the job's own fixed-size pool, or this
+    machine); otherwise a run gets as many nodes as its tasks keep busy, up to `max_nodes`."""
 
     vm: VmPrice
     startup: float = 300.0
@@ -45,10 +47,15 @@ class Pool:
     max_nodes: int = 10
     autoscale_interval: float = 0.0
     spot_share: float = 0.0
+    fixed: bool = False
 
     @property
     def pricing(self) -> str:
         return mix_label(self.spot_share)
+
+    def nodes_for(self, tasks: int) -> int:
+        """The nodes a run of `tasks` tasks gets on this pool."""
+        return self.max_nodes if self.fixed else max(1, min(self.max_nodes, math.ceil(tasks / self.slots)))
 
 
 @dataclass(frozen=True)
@@ -98,7 +105,7 @@ def estimate(work: Workload, pool: Pool, units_per_task: int, nodes: int) -> Pla
     )
 
 
-def _series(limit: int) -> list[int]:
+def series(limit: int) -> list[int]:
     """1, 2, 5, 10, 20, 50, ... up to `limit`, and `limit` itself."""
     out: list[int] = []
     scale = 1
@@ -115,7 +122,8 @@ def plan_grid(work: Workload, pool: Pool) -> list[Plan]:
     """
     if work.units < 1:
         raise UsageError("the job has no units of work to plan")
-    sizes = sorted({*_series(work.units), min(work.job_per_task, work.units)})
+    own = [min(work.job_per_task, work.units)] if work.job_per_task else []
+    sizes = sorted({*series(work.units), *own})
     plans = []
     seen_tasks: set[int] = set()
     for u in sizes:
@@ -200,14 +208,25 @@ def recommend(
     return Recommendation(best, why, True, extremes)
 
 
-def table_rows(plans: list[Plan], chosen: Plan | None, limit: int = 14) -> list[Plan]:
-    """The Pareto plans to show, thinned evenly to `limit` rows, always with the chosen one."""
+def job_plan(work: Workload, pool: Pool) -> Plan | None:
+    """The job file's own shard size on the pool, on the nodes its tasks get (None: "auto")."""
+    if work.job_per_task is None:
+        return None
+    u = max(1, min(work.job_per_task, work.units))
+    return estimate(work, pool, u, pool.nodes_for(math.ceil(work.units / u)))
+
+
+def table_rows(plans: list[Plan], chosen: Plan | None, limit: int = 14,
+               own: Plan | None = None) -> list[Plan]:
+    """The Pareto plans to show, thinned evenly to `limit` rows, always with the chosen one and the
+    job file's own (`own`), even when no other plan is beaten by it."""
     front = pareto(plans)
     if len(front) > limit:
         step = (len(front) - 1) / (limit - 1)
         front = [front[round(i * step)] for i in range(limit)]
-    if chosen is not None and chosen not in front:
-        front = sorted([*front, chosen], key=lambda p: p.makespan)
+    for extra in (chosen, own):
+        if extra is not None and extra not in front:
+            front = sorted([*front, extra], key=lambda p: p.makespan)
     return front
 
 
@@ -236,7 +255,9 @@ def fmt_money(usd: float) -> str:
     return f"${usd:.{1 - math.floor(math.log10(usd))}f}"  # two significant digits, never 1e-05
 
 
-def to_json(work: Workload, pool: Pool, plans: list[Plan], rec: Recommendation) -> dict[str, Any]:
+def to_json(work: Workload, pool: Pool, plans: list[Plan], rec: Recommendation,
+            **extra: Any) -> dict[str, Any]:
+    """What `plan --json` prints; `extra` adds keys (the job's own plan, the calibration)."""
     return {
         "workload": asdict(work),
         "pool": asdict(pool),
@@ -248,6 +269,8 @@ def to_json(work: Workload, pool: Pool, plans: list[Plan], rec: Recommendation) 
         "recommended": asdict(rec.plan) if rec.plan else None,
         "why": rec.why,
         "met": rec.met,
+        "job_plan": asdict(own) if (own := job_plan(work, pool)) else None,
+        **extra,
     }
 
 
@@ -263,21 +286,24 @@ def workload_for(spec: JobSpec, *, unit_time: float | None = None, samples: int 
     return Workload(units=units, unit_seconds=unit_time, job_per_task=per_task, unit_name=unit_name)
 
 
-def describe(work: Workload, pool: Pool) -> list[str]:
-    """What the plan rests on, in a few lines the user can check."""
+def describe(work: Workload, pool: Pool, overhead_basis: str = "") -> list[str]:
+    """What the plan rests on, in a few lines the user can check; `overhead_basis` says where the
+    start-up and per-task overhead come from (calibrated, given or defaults)."""
     vm = pool.vm
     timing = f"{fmt_duration(work.unit_seconds)} per {work.unit_name[:-1] or 'unit'}"
     if work.app_start_seconds:
         timing += f" + {fmt_duration(work.app_start_seconds)} app start"
     mode = (f"autoscale every {fmt_duration(pool.autoscale_interval)}" if pool.autoscale_interval
             else "fixed-size pool")
+    own = (f"the job file puts {work.job_per_task} per task" if work.job_per_task is not None
+           else 'the job file says per_task = "auto"')
     return [
-        f"work: {work.units:,} {work.unit_name}; {timing} ({work.how}); "
-        f"the job file puts {work.job_per_task} per task",
+        f"work: {work.units:,} {work.unit_name}; {timing} ({work.how}); {own}",
         f"VM: {vm.size}, {vm.vcpus} vCPU, {fmt_money(vm.dedicated)}/h dedicated, "
         f"{fmt_money(vm.spot)}/h Spot; plans priced {pool.pricing}, "
         f"{fmt_money(hourly_price(vm, pool.spot_share))} per node-hour "
         f"(prices as of {PRICES_AS_OF}: {PRICES_SOURCE})",
         f"pool: node start-up {fmt_duration(pool.startup)}, {fmt_duration(pool.task_overhead)} per-task "
-        f"overhead, {pool.slots} task slots per node, up to {pool.max_nodes} nodes, {mode}",
+        f"overhead, {pool.slots} task slots per node, up to {pool.max_nodes} nodes, {mode}"
+        + (f" ({overhead_basis})" if overhead_basis else ""),
     ]

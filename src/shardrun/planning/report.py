@@ -26,9 +26,12 @@ from shardrun.core import layout
 from shardrun.core.errors import UsageError
 from shardrun.core.provider import Cost
 from shardrun.core.run import Run, open_run
+from shardrun.core.states import retry_flags
 from shardrun.core.status import run_cost
 from shardrun.core.workspace import Workspace
 from shardrun.planning.plan import fmt_duration, fmt_money
+from shardrun.planning.run_figures import Slots, figures
+from shardrun.providers.azure import BATCH
 from shardrun.providers.azure.prices import (
     BUSY_BASIS,
     DEFAULT_VM,
@@ -90,6 +93,32 @@ def _provider_note(run_id: str, cost: Cost) -> str:
             f"{fmt_money(cost.usd_per_node_hour or 0.0)}/h, prices as of {cost.prices_as_of}. The same "
             f"figure as shardrun status {run_id} --json. Node start-up and idle time are not in the "
             "ledger, so the nodes cost at least this.")
+
+
+def configured_slots(run: Run, attempts: Sequence[Mapping[str, Any]], tasks: int) -> Slots:
+    """The run's task slots: nodes x task slots per node on Azure Batch (the nodes its attempts ran
+    on), else its concurrency (at most one slot per task)."""
+    settings = batch_settings(run.spec) if run.row.backend == BATCH else None
+    if settings is not None:
+        nodes = len({str(a["worker"] or "").split("/", 1)[0] for a in attempts if a["worker"]})
+        per = settings.task_slots_per_node
+        return Slots(nodes * per, f"{nodes} node{'s' if nodes != 1 else ''} x {per} task "
+                                  f"slot{'s' if per != 1 else ''}")
+    concurrency = run.spec.concurrency
+    if 0 < tasks < concurrency:
+        return Slots(tasks, f"concurrency {concurrency}, {tasks} tasks")
+    return Slots(concurrency, f"concurrency {concurrency}")
+
+
+DEFINITIONS = (
+    "Wall time is the time the run was at work: from its start to its first attempt (splitting, "
+    "uploading, starting nodes), plus every stretch in which at least one attempt ran. Stretches in "
+    "which none ran (the idle gap before a later retry or resume) are left out, and so is the merge, "
+    "which the ledger does not time. A retry is an attempt after a failed or timed-out one; an "
+    "attempt after one interrupted or lost when the client stopped is the run resuming. Busy is "
+    "task time over the task slots (nodes x slots per node on Azure Batch, the concurrency "
+    "elsewhere) for the time tasks ran. Attempts lost when the client stopped have no known end "
+    "and count in none of these times.")
 
 
 def _tail(data: bytes) -> str:
@@ -161,6 +190,7 @@ def collect(ws: Workspace, run_id: str, *, vm_size: str | None = None, price: fl
     t0 = min((a["started_at"] for a in attempts), default=run.created_at)
 
     cols: dict[str, list[Any]] = {k: [] for k in ("w", "s", "d", "r", "t", "a", "x", "m")}
+    cols["y"] = [int(flag) for flag in retry_flags(attempts)]  # 1: a retry (outlined)
     reasons: list[str] = []
     reason_index: dict[str, int] = {}
     durations: list[tuple[float, bool]] = []
@@ -186,8 +216,7 @@ def collect(ws: Workspace, run_id: str, *, vm_size: str | None = None, price: fl
         if a["task_id"] not in longest or dur > longest[a["task_id"]][0]:
             longest[a["task_id"]] = (dur, a)
     span = max((s + d for s, d in zip(cols["s"], cols["d"], strict=True)), default=0.0)
-    task_time = sum(cols["d"])
-    wall = (run.finished_at or now) - run.created_at
+    figs = figures(attempts, run.created_at, now, configured_slots(handle, attempts, len(tasks)))
     cost = report_cost(handle, attempts, now, vm_size=vm_size, price=price)
     by_task = {t.task_id: t for t in tasks}
     per_task_attempts = Counter(a["task_id"] for a in attempts)
@@ -224,15 +253,19 @@ def collect(ws: Workspace, run_id: str, *, vm_size: str | None = None, price: fl
                        "reason": last.get("reason") or "unknown", "exit_code": last.get("exit_code"),
                        "worker": last.get("worker") or "?", "stderr": stderr})
 
-    retries = sum(1 for a in attempts if a["attempt"] > 1)
-    busy = (f"{task_time / (span * len(workers)):.0%} of {len(workers)} workers busy"
-            if span and workers else "")
+    resumed = f"; {figs.resumed:,} resumed after the client stopped" if figs.resumed else ""
+    idle = (f"; {fmt_duration(figs.elapsed_seconds)} from start to last attempt, "
+            f"{fmt_duration(figs.idle_seconds)} of it idle") if figs.idle_seconds >= 1 else ""
+    busy = (f"{figs.busy_share:.0%} of {figs.slots.count} task slots busy ({figs.slots.basis})"
+            if figs.busy_share is not None else "")
     summary = [
         ("tasks", f"{len(tasks):,}", f"{counts['succeeded']:,} succeeded"),
         ("failed", f"{counts['failed']:,}", f"{counts['pending'] + counts['running']:,} not finished"),
-        ("retries", f"{retries:,}", f"{len(attempts):,} attempts in all"),
-        ("wall time", fmt_duration(wall), f"tasks ran for {fmt_duration(span)}"),
-        ("total task time", fmt_duration(task_time), busy),
+        ("retries", f"{figs.retries:,}", f"{len(attempts):,} attempts in all{resumed}"),
+        ("wall time", fmt_duration(figs.wall_seconds),
+         f"{fmt_duration(figs.prep_seconds)} to the first attempt + "
+         f"{fmt_duration(figs.running_seconds)} with tasks running{idle}"),
+        ("total task time", fmt_duration(figs.task_seconds), busy),
         ("cost" + (" (estimated)" if cost.estimated else ""),
          "unknown" if cost.cost.usd is None else fmt_money(cost.cost.usd),
          f"{cost.cost.nodes} x {cost.cost.vm_size}, "
@@ -241,7 +274,7 @@ def collect(ws: Workspace, run_id: str, *, vm_size: str | None = None, price: fl
     return {
         "run": run, "generated": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now)),
         "created": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.created_at)),
-        "summary": summary, "cost": cost,
+        "summary": summary, "cost": cost, "definitions": DEFINITIONS, "figures": figs,
         "hist": _histogram(durations), "slowest": slowest, "failed": failed,
         "failed_total": len(failed_rows), "attempt_count": len(attempts), "worker_count": len(workers),
         "timeline": _script_json({

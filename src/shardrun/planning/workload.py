@@ -19,7 +19,7 @@ class Workload:
     units: int
     unit_seconds: float
     app_start_seconds: float = 0.0
-    job_per_task: int = 1
+    job_per_task: int | None = 1  # None: the job file says "auto" (the planner chooses)
     unit_name: str = "units"
     how: str = "given"
     samples: tuple[Sample, ...] = ()

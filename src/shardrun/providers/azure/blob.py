@@ -22,7 +22,6 @@ from typing import Any
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import ContainerClient, ContentSettings
 
-from shardrun import __version__
 from shardrun.core.errors import ShardrunError
 from shardrun.core.layout import is_run_id, split_key
 from shardrun.core.progress import NullProgress, ProgressView
@@ -46,6 +45,7 @@ from shardrun.providers.azure.sas import (
     download_url,
     sas_lifetime,
 )
+from shardrun.version import __version__
 
 META_TOOL = "shardrun_tool"
 META_RUN = "shardrun_run"
