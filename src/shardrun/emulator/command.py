@@ -137,12 +137,23 @@ def _loopback(ctx: click.Context, param: click.Parameter, value: str) -> str:
     type=click.FloatRange(0, 1),
     help="With --resize-error: the share of pool growths that fail, instead of the first of each pool.",
 )
+@click.option(
+    "--identity-storage",
+    "identity_storage",
+    multiple=True,
+    envvar=ENV_PREFIX + "IDENTITY_STORAGE",
+    metavar="ID=CREDENTIAL",
+    help="Development mode: a managed identity's resource ID (or *) and the storage connection string or "
+    "account key it stands for. Prefer the environment variable (entries separated by spaces): a key on "
+    "the command line shows in `ps`.",
+)
 @click.option("--check-responses", is_flag=True, help="Check every response against the spec (slower).")
 @click.option("-v", "--verbose", is_flag=True, help="Log every request (never its credentials).")
 def emulator_command(**options: Any) -> None:
     """Run a local Azure Batch emulator (REST api-version 2025-06-01) on loopback."""
     if options["resize_error_rate"] is not None and options["resize_error"] is None:
         raise click.UsageError("--resize-error-rate needs --resize-error CODE")
+    identity_storage = _identity_storage(options["identity_storage"])
     try:
         from . import DEV_ACCOUNT_KEY, DEV_ACCOUNT_NAME, Emulator, EmulatorConfig, FaultConfig
     except ImportError as exc:
@@ -183,6 +194,7 @@ def emulator_command(**options: Any) -> None:
         autoscale_enable_cooldown=options["autoscale_enable_cooldown"],
         sample_seconds=options["sample_seconds"],
         check_responses=options["check_responses"],
+        identity_storage=identity_storage,
         faults=faults,
     )
     done = threading.Event()
@@ -194,3 +206,16 @@ def emulator_command(**options: Any) -> None:
         while not done.wait(0.5):
             pass
     click.echo("shardrun batch emulator: stopped")
+
+
+def _identity_storage(entries: tuple[str, ...]) -> dict[str, str]:
+    """ID=CREDENTIAL entries as a map; an error names the entry's ID, never its credential."""
+    out: dict[str, str] = {}
+    for entry in entries:
+        identity, sep, credential = entry.partition("=")
+        if not sep or not identity or not credential:
+            # Without "=", the entry may be a bare key: it is not quoted back.
+            named = f" for {identity}" if sep and identity else ""
+            raise click.BadParameter(f"an entry{named} is not ID=CREDENTIAL", param_hint="--identity-storage")
+        out[identity] = credential
+    return out

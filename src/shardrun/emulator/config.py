@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,4 +35,7 @@ class EmulatorConfig:
     max_body_bytes: int = 1024 * 1024
     max_tasks_per_collection: int = 100
     check_responses: bool = False  # validate every response body against the spec (for tests)
+    # Development mode: a managed identity's resource ID (or "*") -> the storage connection string or
+    # account key it stands for here (identity.py). Never logged.
+    identity_storage: Mapping[str, str] = field(default_factory=dict, repr=False)
     faults: FaultConfig = field(default_factory=FaultConfig)

@@ -20,6 +20,7 @@ from typing import Any
 from ..core.contract import base_environment
 from ..providers.local.runtime import Launched, ProcessRuntime
 from .files import TransferError, download_resource_files, upload_output_files
+from .identity import NodeIdentities
 
 STOP_GRACE_SECONDS = 3.0
 
@@ -76,6 +77,7 @@ class AttemptSpec:
     podman_args: tuple[str, ...]
     final_if_failed: bool  # no retries left: a non-zero exit ends the task, so outputs are uploaded
     deadline: float | None  # monotonic time at which the wall clock limit is reached
+    identities: NodeIdentities = field(default_factory=NodeIdentities)  # the pool's, for storage
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -127,7 +129,7 @@ class Attempt:
         wd = task_dir / "wd"
         wd.mkdir(parents=True)
         try:
-            download_resource_files(spec.resource_files, wd)
+            download_resource_files(spec.resource_files, wd, spec.identities)
         except TransferError as exc:
             return Outcome(failure=exc.failure_info())
         env = self._environment(task_dir, wd)
@@ -170,7 +172,7 @@ class Attempt:
             if final:
                 try:
                     succeeded = exit_code == 0 and self.stop_reason is None
-                    upload_output_files(spec.output_files, task_dir, wd, succeeded, env)
+                    upload_output_files(spec.output_files, task_dir, wd, succeeded, env, spec.identities)
                 except TransferError as exc:
                     outcome.failure = exc.failure_info()
         return outcome

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from .execution import Attempt, AttemptSpec, NodeDirs, Outcome
 from .exits import after_completion, dependencies_met
+from .identity import node_identities
 from .preparation import is_prep_key, node_allows, prep_environment
 from .spec import parse_duration
 from .state import Resource, iso, utcnow
@@ -134,6 +135,7 @@ def _start(sched: Scheduler, job: Resource, task: Resource, pool: Resource, node
         podman_args=emu.config.podman_args,
         final_if_failed=max_retries != -1 and info["retryCount"] >= max_retries,
         deadline=time.monotonic() + wall if wall < NO_LIMIT_SECONDS else None,
+        identities=node_identities(pool, emu.config.identity_storage),
         extra={"slots": need},
     )
     sched.launch((job["id"].lower(), task["id"].lower()), pool, node, spec)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from .api import Request, Response, handles, list_page
 from .errors import BatchApiError
 from .execution import Attempt, AttemptSpec, NodeDirs, Outcome
+from .identity import node_identities
 from .jobs import find_job
 from .spec import parse_duration
 from .state import Resource, iso, utcnow
@@ -114,6 +115,7 @@ def _launch(sched: Scheduler, job: Resource, pool: Resource, node: Resource, *, 
         podman_args=emu.config.podman_args,
         final_if_failed=max_retries != -1 and info["retryCount"] >= max_retries,
         deadline=time.monotonic() + wall if wall < NO_LIMIT_SECONDS else None,
+        identities=node_identities(pool, emu.config.identity_storage),
         extra={"key": key, "slots": 0},
     )
     sched.launch(key, pool, node, spec)

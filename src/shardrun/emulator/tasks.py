@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from .api import Request, Response, check_conditions, check_id, get_one, handles, list_page, resource_url
 from .errors import BatchApiError, bad_property, not_found
-from .jobs import UNLIMITED, find_job, job_accepts_changes
+from .jobs import UNLIMITED, check_resource_files, find_job, job_accepts_changes
 from .state import Resource, iso, utcnow
 
 if TYPE_CHECKING:
@@ -44,9 +44,7 @@ def _new_task(emu: Emulator, req: Request, job: Resource, body: dict[str, Any]) 
                 "InvalidPropertyValue",
                 values=[("PropertyName", key), ("Reason", "not supported by the shardrun Batch emulator")],
             )
-    for resource_file in body.get("resourceFiles", []):
-        if "autoStorageContainerName" in resource_file or "identityReference" in resource_file:
-            raise bad_property("resourceFiles", resource_file, "the emulator downloads from SAS URLs only")
+    check_resource_files("resourceFiles", body.get("resourceFiles", []))
     prep = job.get("jobPreparationTask")
     if prep is not None and body["id"].lower() == prep["id"].lower():
         raise BatchApiError(409, "TaskIdSameAsJobPreparationTask")
