@@ -147,6 +147,15 @@ def _loopback(ctx: click.Context, param: click.Parameter, value: str) -> str:
     "account key it stands for. Prefer the environment variable (entries separated by spaces): a key on "
     "the command line shows in `ps`.",
 )
+@click.option(
+    "--simulate-tasks",
+    "simulate_tasks",
+    metavar="SECONDS|LOW-HIGH",
+    callback=lambda ctx, param, value: _seconds_range(value),
+    help="Simulated tasks: no process, no resource files; each completes after SECONDS (or a seeded draw "
+    "from LOW-HIGH) and its output files are written straight into storage. For runs of 100,000 tasks.",
+)
+@click.option("--simulate-seed", type=int, default=0, show_default=True)
 @click.option("--check-responses", is_flag=True, help="Check every response against the spec (slower).")
 @click.option("-v", "--verbose", is_flag=True, help="Log every request (never its credentials).")
 def emulator_command(**options: Any) -> None:
@@ -195,6 +204,8 @@ def emulator_command(**options: Any) -> None:
         sample_seconds=options["sample_seconds"],
         check_responses=options["check_responses"],
         identity_storage=identity_storage,
+        simulate_seconds=options["simulate_tasks"],
+        simulate_seed=options["simulate_seed"],
         faults=faults,
     )
     done = threading.Event()
@@ -219,3 +230,19 @@ def _identity_storage(entries: tuple[str, ...]) -> dict[str, str]:
             raise click.BadParameter(f"an entry{named} is not ID=CREDENTIAL", param_hint="--identity-storage")
         out[identity] = credential
     return out
+
+
+def _seconds_range(value: str | None) -> tuple[float, float] | None:
+    """'2' -> (2.0, 2.0); '1-3' -> (1.0, 3.0)."""
+    if value is None:
+        return None
+    low, _, high = value.partition("-")
+    try:
+        span = (float(low), float(high or low))
+    except ValueError:
+        raise click.BadParameter(
+            "give SECONDS or LOW-HIGH, e.g. 2 or 1-3", param_hint="--simulate-tasks"
+        ) from None
+    if not 0 <= span[0] <= span[1]:
+        raise click.BadParameter("LOW must be 0 or more and at most HIGH", param_hint="--simulate-tasks")
+    return span

@@ -13,6 +13,8 @@ import glob
 import os
 import re
 import urllib.parse
+from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -187,16 +189,22 @@ def _condition_holds(condition: str, succeeded: bool) -> bool:
     return condition == "taskcompletion" or (condition == "tasksuccess") == succeeded
 
 
-def _matches(pattern: str, wd: Path) -> list[tuple[Path, str]]:
+# A file an output pattern matched: its name relative to the pattern's fixed part, its own name, and
+# its content (a file on the node, or the bytes a simulated task made up).
+Match = tuple[str, str, Path | bytes]
+Containers = Callable[[dict[str, Any]], ContainerClient]
+
+
+def _matches(pattern: str, wd: Path) -> list[Match]:
     """Files matched by a Batch file pattern, each with its name relative to the pattern's fixed part."""
     base = re.split(r"[*?\[]", pattern, maxsplit=1)[0]
     base_dir = base if base.endswith("/") or not base else os.path.dirname(base)
-    out = []
+    out: list[Match] = []
     for name in sorted(glob.glob(pattern, root_dir=wd, recursive=True)):
         path = (wd / name).resolve()
         if path.is_file():
             relative = os.path.relpath(wd / name, wd / base_dir) if base_dir else name
-            out.append((path, relative))
+            out.append((relative, path.name, path))
     return out
 
 
@@ -219,46 +227,72 @@ def upload_output_files(
     as on a node.
     """
     log_lines: list[str] = []
+    nodes = identities or NodeIdentities()
     try:
-        for spec in output_files:
-            if not _condition_holds(spec["uploadOptions"]["uploadCondition"], succeeded):
-                continue
-            dest = spec["destination"]["container"]
-            pattern = expand_variables(spec["filePattern"], env)
-            wildcard = re.search(r"[*?\[]", pattern) is not None
-            settings = {
-                _HEADER_SETTINGS[h["name"].lower()]: h.get("value", "")
-                for h in dest.get("uploadHeaders", [])
-                if h["name"].lower() in _HEADER_SETTINGS
-            }
-            try:
-                container = container_client(dest, identities or NodeIdentities())
-                for path, relative in _matches(pattern, wd):
-                    prefix = dest.get("path", "").strip("/")
-                    if wildcard:
-                        name = f"{prefix}/{relative}" if prefix else relative
-                    else:
-                        name = prefix or path.name
-                    with path.open("rb") as data:
-                        container.upload_blob(
-                            name,
-                            data,
-                            overwrite=True,
-                            content_settings=ContentSettings(**settings) if settings else None,
-                        )
-                    log_lines.append(f"uploaded {path} to {redact(dest['containerUrl'])}/{name}")
-            except (AzureError, HttpResponseError, OSError, IdentityDenied) as exc:
-                log_lines.append(
-                    f"failed to upload {pattern} to {redact(dest['containerUrl'])}: {type(exc).__name__}"
-                )
-                _write_log(task_dir / "fileuploaderr.txt", log_lines[-1:])
-                code, message = upload_failure(exc)
-                details = [("FilePattern", pattern), ("ContainerUrl", redact(dest["containerUrl"]))]
-                if isinstance(exc, IdentityDenied):
-                    details.append(("IdentityReference", str(exc)))
-                raise TransferError(code, message, details) from None
+        upload_outputs(
+            output_files,
+            succeeded,
+            env,
+            lambda pattern: _matches(pattern, wd),
+            lambda dest: container_client(dest, nodes),
+            log_lines,
+        )
+    except TransferError:
+        _write_log(task_dir / "fileuploaderr.txt", log_lines[-1:])
+        raise
     finally:
         _write_log(task_dir / "fileuploadout.txt", log_lines)
+
+
+def upload_outputs(
+    output_files: list[dict[str, Any]],
+    succeeded: bool,
+    env: dict[str, str],
+    find: Callable[[str], list[Match]],
+    containers: Containers,
+    log_lines: list[str],
+) -> None:
+    """Upload what `find` gives for each output file whose upload condition holds; a failure raises
+    TransferError with the documented FileUpload* code, and the last log line says what failed."""
+    for spec in output_files:
+        if not _condition_holds(spec["uploadOptions"]["uploadCondition"], succeeded):
+            continue
+        dest = spec["destination"]["container"]
+        pattern = expand_variables(spec["filePattern"], env)
+        wildcard = re.search(r"[*?\[]", pattern) is not None
+        settings = {
+            _HEADER_SETTINGS[h["name"].lower()]: h.get("value", "")
+            for h in dest.get("uploadHeaders", [])
+            if h["name"].lower() in _HEADER_SETTINGS
+        }
+        try:
+            container = containers(dest)
+            for relative, file_name, content in find(pattern):
+                name = _blob_name(dest.get("path", "").strip("/"), wildcard, relative, file_name)
+                with content.open("rb") if isinstance(content, Path) else nullcontext(content) as data:
+                    container.upload_blob(
+                        name,
+                        data,
+                        overwrite=True,
+                        content_settings=ContentSettings(**settings) if settings else None,
+                    )
+                log_lines.append(f"uploaded {relative} to {redact(dest['containerUrl'])}/{name}")
+        except (AzureError, HttpResponseError, OSError, IdentityDenied) as exc:
+            log_lines.append(
+                f"failed to upload {pattern} to {redact(dest['containerUrl'])}: {type(exc).__name__}"
+            )
+            code, message = upload_failure(exc)
+            details = [("FilePattern", pattern), ("ContainerUrl", redact(dest["containerUrl"]))]
+            if isinstance(exc, IdentityDenied):
+                details.append(("IdentityReference", str(exc)))
+            raise TransferError(code, message, details) from None
+
+
+def _blob_name(prefix: str, wildcard: bool, relative: str, file_name: str) -> str:
+    """With wildcards, `path` is a folder for each match's relative name; without, the blob itself."""
+    if wildcard:
+        return f"{prefix}/{relative}" if prefix else relative
+    return prefix or file_name
 
 
 def _write_log(path: Path, lines: list[str]) -> None:

@@ -221,15 +221,5 @@ def enable_job(emu: Emulator, req: Request) -> Response:
 @handles("Jobs_GetJobTaskCounts")
 def task_counts(emu: Emulator, req: Request) -> Response:
     job = find_job(emu, req.params["jobId"])
-    names = ("active", "running", "completed", "succeeded", "failed")
-    counts = dict.fromkeys(names, 0)
-    slots = dict.fromkeys(names, 0)
-    for task in emu.state.job_tasks(job["id"]).values():
-        state = "running" if task["state"] == "preparing" else task["state"]
-        buckets = [state]
-        if state == "completed":
-            buckets.append("succeeded" if task["executionInfo"].get("result") == "success" else "failed")
-        for bucket in buckets:
-            counts[bucket] += 1
-            slots[bucket] += task.get("requiredSlots", 1)
+    counts, slots = emu.state.index.job(job["id"].lower()).task_counts()
     return Response(200, {"taskCounts": counts, "taskSlotCounts": slots})

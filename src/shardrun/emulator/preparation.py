@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from .api import Request, Response, handles, list_page
 from .errors import BatchApiError
-from .execution import Attempt, AttemptSpec, NodeDirs, Outcome
+from .execution import AttemptSpec, NodeDirs, Outcome, RunningAttempt
 from .identity import node_identities
 from .jobs import find_job
 from .spec import parse_duration
@@ -121,7 +121,9 @@ def _launch(sched: Scheduler, job: Resource, pool: Resource, node: Resource, *, 
     sched.launch(key, pool, node, spec)
 
 
-def record_prep(sched: Scheduler, attempt: Attempt, outcome: Outcome, pool: Resource, node: Resource) -> None:
+def record_prep(
+    sched: Scheduler, attempt: RunningAttempt, outcome: Outcome, pool: Resource, node: Resource
+) -> None:
     """How a preparation attempt ended, under the state lock: retried, completed, or forgotten (an
     interrupted run is run again when the node is back)."""
     spec = attempt.spec

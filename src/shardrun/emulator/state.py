@@ -67,6 +67,9 @@ class State:
         self.jobs: dict[str, Resource] = {}
         self.tasks: dict[str, dict[str, Resource]] = {}  # job key -> task key -> task
         self.nodes: dict[str, dict[str, Resource]] = {}  # pool key -> node id -> node
+        from .taskindex import TaskIndexes  # it builds on this module's helpers
+
+        self.index = TaskIndexes()  # per job: counts, ready tasks, list orders (not saved)
         self._last_tick = 0
         self._dirty = False
         self._saved_at = 0.0
@@ -136,4 +139,5 @@ class State:
         self.jobs = data["jobs"]
         self.tasks = data["tasks"]
         self.nodes = data["nodes"]
+        self.index.rebuild(self.tasks)
         self._last_tick = int(data.get("lastTick", 0))
