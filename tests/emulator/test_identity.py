@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import pytest
 from azure.batch import BatchClient
 from azure.batch import models as bm
 from azure.core.exceptions import HttpResponseError
@@ -170,3 +171,42 @@ def test_only_the_management_plane_gives_a_pool_identities(client: BatchClient, 
     assert arm(client, "DELETE", path)[0] == 200
     wait_for(lambda: "armpool" not in {p.id for p in client.list_pools()}, what="the pool deleted")
     assert error_of(lambda: client.get_pool("armpool")).error.code == "PoolNotFound"
+
+
+def test_the_identity_and_simulate_flags_reach_the_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    import shardrun.emulator as package
+    from shardrun.emulator.command import emulator_command
+
+    handlers: dict[int, Any] = {}
+    seen: list[Any] = []
+    monkeypatch.setattr("signal.signal", lambda sig, handler: handlers.__setitem__(sig, handler))
+
+    class FakeEmulator:
+        url = "http://127.0.0.1:1"
+
+        def __init__(self, config: Any) -> None:
+            seen.append(config)
+
+        def __enter__(self) -> FakeEmulator:
+            handlers[15](15, None)  # as if SIGTERM came at once
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+    monkeypatch.setattr(package, "Emulator", FakeEmulator, raising=False)
+    secret = "DefaultEndpointsProtocol=http;AccountName=a;AccountKey=c2VjcmV0LWtleQ=="
+    monkeypatch.setenv("SHARDRUN_EMULATOR_IDENTITY_STORAGE", f"*={secret} {READER}=a2V5")
+    result = CliRunner().invoke(emulator_command, ["--port", "0", "--simulate-tasks", "1-3", "--simulate-seed", "5"])
+    assert result.exit_code == 0, result.output
+    config = seen[0]
+    assert dict(config.identity_storage) == {"*": secret, READER: "a2V5"}
+    assert (config.simulate_seconds, config.simulate_seed) == ((1.0, 3.0), 5)
+    assert "c2VjcmV0" not in repr(config)  # the credential is kept out of the config's repr
+    result = CliRunner().invoke(emulator_command, ["--simulate-tasks", "3-1"])
+    assert result.exit_code == 2
+    monkeypatch.setenv("SHARDRUN_EMULATOR_IDENTITY_STORAGE", "c2VjcmV0LWtleQ==")  # a key without an ID
+    result = CliRunner().invoke(emulator_command, [])
+    assert result.exit_code == 2 and "ID=CREDENTIAL" in result.output and "c2VjcmV0" not in result.output

@@ -224,10 +224,12 @@ def _identity_storage(entries: tuple[str, ...]) -> dict[str, str]:
     out: dict[str, str] = {}
     for entry in entries:
         identity, sep, credential = entry.partition("=")
-        if not sep or not identity or not credential:
-            # Without "=", the entry may be a bare key: it is not quoted back.
-            named = f" for {identity}" if sep and identity else ""
-            raise click.BadParameter(f"an entry{named} is not ID=CREDENTIAL", param_hint="--identity-storage")
+        if not (identity == "*" or identity.startswith("/")) or not sep or not credential:
+            # The entry may be a bare key (base64 holds "="): it is never quoted back.
+            raise click.BadParameter(
+                "each entry is ID=CREDENTIAL, where ID is * or a resource ID (/subscriptions/...)",
+                param_hint="--identity-storage",
+            )
         out[identity] = credential
     return out
 

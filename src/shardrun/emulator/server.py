@@ -34,6 +34,7 @@ from .management import is_management_path
 from .nodes import Scheduler
 from .spec import load_spec
 from .state import State, http_date, iso, utcnow
+from .taskindex import TaskIndexes
 
 log = logging.getLogger("shardrun.emulator")
 JSON_TYPE = "application/json;odata=minimalmetadata"
@@ -45,7 +46,7 @@ class Emulator:
     def __init__(self, config: EmulatorConfig | None = None) -> None:
         self.config = config or EmulatorConfig()
         self.spec = load_spec()
-        self.state = State(self.config.folder)
+        self.state = State(TaskIndexes(), self.config.folder)
         self.faults = Faults(self.config.faults)
         self.creds = Credentials(self.config.account_name, self.config.account_key, self.config.allow_bearer)
         self._temp: Path | None = None
