@@ -124,9 +124,9 @@ def handle(
         return _error(404, "ResourceNotFound", f"The Batch account {match['account']} was not found.")
     pool = emu.state.pools.get(match["pool"].lower())
     if method == "GET":
-        if pool is None or "_arm" not in pool:
+        if pool is None:
             return _error(404, "ResourceNotFound", f"The pool {match['pool']} was not found.")
-        return Response(200, arm_view(pool))
+        return Response(200, arm_view(pool, match.group(0).rstrip("/")))
     if method == "DELETE":
         if pool is None:
             return Response(204)
@@ -141,7 +141,7 @@ def handle(
     except BatchApiError as error:
         reason = "; ".join(f"{k}: {v}" for k, v in error.values)
         return _error(error.status, error.code, f"{error.message} {reason}".strip())
-    return Response(200, arm_view(created))
+    return Response(200, arm_view(created, match.group(0).rstrip("/")))
 
 
 def _create(emu: Emulator, match: re.Match[str], body: Any, base_url: str) -> Resource:
@@ -165,12 +165,7 @@ def _create(emu: Emulator, match: re.Match[str], body: Any, base_url: str) -> Re
                 400, "InvalidRequestBody", values=[("Reason", "UserAssigned needs userAssignedIdentities")]
             )
         identity = pool_identity(ids)
-    pool = add_pool(emu, base_url, data_plane, identity)
-    pool["_arm"] = {
-        "id": match.group(0).rstrip("/"),
-        "scaleSettings": props.get("scaleSettings", {"fixedScale": {"targetDedicatedNodes": 0}}),
-    }
-    return pool
+    return add_pool(emu, base_url, data_plane, identity)
 
 
 def _data_plane_body(pool_id: str, props: dict[str, Any]) -> dict[str, Any]:
@@ -204,8 +199,19 @@ def _data_plane_body(pool_id: str, props: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
-def arm_view(pool: Resource) -> dict[str, Any]:
+def arm_view(pool: Resource, resource_id: str) -> dict[str, Any]:
     """The pool as ARM shows it: name, type, id, etag, identity (keyed by resource ID) and properties."""
+    if pool.get("enableAutoScale"):
+        scale = {"autoScale": {"formula": pool["autoScaleFormula"]}}
+        scale["autoScale"]["evaluationInterval"] = pool["autoScaleEvaluationInterval"]
+    else:
+        scale = {
+            "fixedScale": {
+                "targetDedicatedNodes": pool["targetDedicatedNodes"],
+                "targetLowPriorityNodes": pool["targetLowPriorityNodes"],
+                "resizeTimeout": pool["resizeTimeout"],
+            }
+        }
     vm = copy.deepcopy(pool["virtualMachineConfiguration"])
     vm["nodeAgentSkuId"] = vm.pop("nodeAgentSKUId")
     containers = vm.get("containerConfiguration")
@@ -222,7 +228,7 @@ def arm_view(pool: Resource) -> dict[str, Any]:
         "lastModified": pool["lastModified"],
         "vmSize": pool["vmSize"],
         "deploymentConfiguration": {"virtualMachineConfiguration": vm},
-        "scaleSettings": pool["_arm"]["scaleSettings"],
+        "scaleSettings": scale,
         "taskSlotsPerNode": pool["taskSlotsPerNode"],
         "taskSchedulingPolicy": {"nodeFillType": _upper_first(pool["taskSchedulingPolicy"]["nodeFillType"])},
         "interNodeCommunication": "Enabled" if pool["enableInterNodeCommunication"] else "Disabled",
@@ -233,7 +239,7 @@ def arm_view(pool: Resource) -> dict[str, Any]:
         if key in pool:
             props[key] = pool[key]
     view: dict[str, Any] = {
-        "id": pool["_arm"]["id"],
+        "id": resource_id,
         "name": pool["id"],
         "type": "Microsoft.Batch/batchAccounts/pools",
         "etag": f'W/"{pool["eTag"]}"',

@@ -23,6 +23,7 @@ from __future__ import annotations
 import fnmatch
 import heapq
 import itertools
+import logging
 import posixpath
 import random
 import re
@@ -39,6 +40,7 @@ from .execution import AttemptSpec, Outcome, RunningAttempt, task_environment
 from .files import Match, TransferError, container_client, upload_outputs
 from .identity import NodeIdentities
 
+log = logging.getLogger("shardrun.emulator")
 KILLED_EXIT_CODE = 143  # what a process ended by SIGTERM reports (128 + 15)
 MAX_CLIENTS = 256
 
@@ -115,6 +117,13 @@ class Simulator:
                 self._upload(attempt, succeeded=reason is None)
             except TransferError as exc:
                 outcome.failure = exc.failure_info()
+            except Exception as exc:  # a bug here must not leave the task running forever
+                log.exception("simulated upload of %s failed", attempt.spec.task_id)
+                outcome.failure = {
+                    "category": "servererror",
+                    "code": "Unknown",
+                    "message": f"emulator error: {type(exc).__name__}",
+                }
         attempt.on_done(attempt, outcome)
 
     def _upload(self, attempt: SimulatedAttempt, *, succeeded: bool) -> None:
