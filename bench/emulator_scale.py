@@ -19,8 +19,14 @@ task, and the ratio of each per-task figure to the previous size's (1.0 = linear
 does not grow with the job). The requests grow with the run's length (a poll a second), not with
 the job's size.
 
+`--operations` measures instead, in-process and without HTTP, what each size costs the emulator
+per operation in a job whose tasks are half completed: a task count, a scheduler tick, a poll for
+the 100 tasks completed since a time, and paging through every completed task. All but the last
+should stay flat; the last should grow with the number of completed tasks, not faster.
+
     .venv/bin/python bench/emulator_scale.py                      # 1,000, 10,000 and 100,000 tasks
     .venv/bin/python bench/emulator_scale.py --sizes 1000 10000   # quicker
+    .venv/bin/python bench/emulator_scale.py --operations         # per-operation costs, seconds
 """
 
 from __future__ import annotations
@@ -28,14 +34,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import itertools
+import json
 import os
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -221,6 +229,64 @@ def run_size(args: argparse.Namespace, n: int, azurite: Azurite) -> Result:
     return Result(n, submitted, wall, cpu, storage_cpu, requests)
 
 
+def operation_costs(n: int) -> str:
+    """Per-operation costs (ms) with n tasks, half completed, straight through Emulator.handle."""
+    from shardrun.emulator import Emulator, EmulatorConfig
+
+    emu = Emulator(EmulatorConfig(allow_bearer=True))
+
+    def call(method: str, path: str, body: Any = None, query: str = "") -> Any:
+        headers = {"Authorization": "Bearer x", "Content-Type": "application/json; odata=minimalmetadata"}
+        data = json.dumps(body).encode() if body is not None else b""
+        status, _, payload = emu.handle(method, f"{path}?api-version=2025-06-01{query}", headers, data, "http://x")
+        if status >= 300:
+            raise SystemExit(f"FAIL: {method} {path} -> {status} {payload[:200]!r}")
+        return json.loads(payload) if payload else None
+
+    def timed(action: Callable[[], Any], repeats: int) -> float:
+        began = time.perf_counter()
+        for _ in range(repeats):
+            action()
+        return 1000 * (time.perf_counter() - began) / repeats
+
+    vm = {"imageReference": {"publisher": "a", "offer": "b", "sku": "c"}, "nodeAgentSKUId": "n"}
+    call("POST", "/pools", {"id": "p", "vmSize": "x", "virtualMachineConfiguration": vm})
+    call("POST", "/jobs", {"id": "job", "poolInfo": {"poolId": "p"}})
+    for start in range(0, n, CHUNK):
+        tasks = [{"id": f"t{i:06d}", "commandLine": "x"} for i in range(start, min(n, start + CHUNK))]
+        call("POST", "/jobs/job/addtaskcollection", {"value": tasks})
+    for i in range(200, n, 2):
+        call("POST", f"/jobs/job/tasks/t{i:06d}/terminate")
+    mark = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    for i in range(0, 200, 2):  # the last 100 to complete
+        call("POST", f"/jobs/job/tasks/t{i:06d}/terminate")
+    since = urllib.parse.quote(f"state eq 'completed' and stateTransitionTime ge DateTime'{mark}'")
+    completed = urllib.parse.quote("state eq 'completed'")
+
+    def poll() -> None:
+        if len(call("GET", "/jobs/job/tasks", query=f"&$filter={since}&$select=id")["value"]) != 100:
+            raise SystemExit("FAIL: the poll did not find the 100 tasks completed last")
+
+    def page_all() -> None:
+        body, seen = call("GET", "/jobs/job/tasks", query=f"&$filter={completed}&$select=id"), 0
+        while True:
+            seen += len(body["value"])
+            if "odata.nextLink" not in body:
+                break
+            body = call("GET", "/jobs/job/tasks", query="&" + body["odata.nextLink"].split("&", 1)[1])
+        if seen != n // 2:
+            raise SystemExit(f"FAIL: paging found {seen} completed tasks, not {n // 2}")
+
+    def tick() -> None:
+        with emu.state.lock:
+            emu.scheduler.tick(0.05)
+
+    counts = timed(lambda: call("GET", "/jobs/job/taskcounts"), 20)
+    return (f"{n:>7} tasks: task count {counts:6.2f} ms, scheduler tick {timed(tick, 20):6.2f} ms, "
+            f"poll for the last 100 completed {timed(poll, 5):6.2f} ms, "
+            f"paging through {n // 2} completed {timed(page_all, 1):8.1f} ms")
+
+
 def per_task_ratio(a: float, a_tasks: int, b: float, b_tasks: int) -> float:
     return (b / b_tasks) / (a / a_tasks) if a else float("nan")
 
@@ -238,7 +304,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--logs", action=argparse.BooleanOptionalAction, default=True,
                         help="also upload each task's stdout.txt and stderr.txt")
     parser.add_argument("--timeout", type=float, default=7200.0)
+    parser.add_argument("--operations", action="store_true", help="per-operation costs only (in-process)")
     args = parser.parse_args(argv)
+    if args.operations:
+        for n in args.sizes:
+            print(operation_costs(n), flush=True)
+        return 0
     print(f"simulated tasks {args.simulate}s on {args.nodes} nodes x {args.slots} slots; chunks of {CHUNK}, "
           f"{args.threads} threads; outputs{' + stdout/stderr' if args.logs else ''} into Azurite")
     results = []
