@@ -173,6 +173,8 @@ def test_state_survives_a_restart(tmp_path: Path) -> None:
         # What was running when the emulator stopped runs again; no user asked, so it is not counted.
         task = client.get_task("job1", "running")
         assert task.state in ("active", "running") and task.execution_info.requeue_count == 0
+        counts = client.get_job_task_counts("job1").task_counts  # the indexes are rebuilt on load
+        assert (counts.succeeded, counts.active + counts.running) == (1, 1)
         assert wait_for(lambda: client.get_pool("pool1").current_dedicated_nodes == 1)
         client.terminate_task("job1", "running")
         assert b"".join(client.download_task_file("job1", "done", "stdout.txt")) == b""

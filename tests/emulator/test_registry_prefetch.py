@@ -73,6 +73,18 @@ def test_login_and_pull_commands(tmp_path: Path) -> None:
     assert not (tmp_path / ".batch-agent").exists()  # ...and gone after the pull
 
 
+def test_a_registry_named_by_identity_gets_no_login_and_the_pull_goes_without_credentials(
+    tmp_path: Path,
+) -> None:
+    fake = FakePodman()
+    settings = config("127.0.0.1:5000/app:1")
+    settings["containerRegistries"] = [
+        {"registryServer": "127.0.0.1:5000", "identityReference": {"resourceId": "/subscriptions/s/mi"}}
+    ]
+    prefetch(settings, tmp_path, (), fake)
+    assert [argv[1] for argv, _ in fake.calls] == ["pull"]
+
+
 def test_an_image_already_in_the_local_store_is_not_pulled_but_the_login_still_happens(
     tmp_path: Path,
 ) -> None:

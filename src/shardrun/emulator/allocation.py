@@ -16,7 +16,7 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .execution import Attempt
+from .execution import RunningAttempt
 from .faults import RESIZE_ERRORS, resize_error_stops
 from .placement import SCHEDULABLE
 from .prefetch import PrefetchError, needs_prefetch, prefetch
@@ -31,7 +31,7 @@ log = logging.getLogger("shardrun.emulator")
 
 class NodeAllocation:
     emu: Emulator
-    attempts: dict[tuple[str, str], tuple[Attempt, Resource, Resource]]  # -> attempt, pool, node
+    attempts: dict[tuple[str, str], tuple[RunningAttempt, Resource, Resource]]  # -> attempt, pool, node
 
     def resize_requested(self, pool: Resource) -> None:
         if pool["allocationState"] != "resizing":

@@ -8,7 +8,7 @@ import base64
 import json
 import re
 import urllib.parse
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
@@ -106,11 +106,27 @@ def _decode_token(token: str) -> dict[str, Any]:
     return data
 
 
+# Where a list goes on: gives (position, resource) in list order, after `after` (a position from a
+# previous page, or None), for the filter text (which it may use to start from an index).
+Source = Callable[[str | None, Any], Iterator[tuple[Any, Resource]]]
+
+
 def list_page(
     emu: Emulator, req: Request, definition: str, items: Iterable[tuple[str, Resource]]
 ) -> Response:
-    """One page of a list: filter, select, page by key order. The query rides inside the skip token,
-    so a next link is one short opaque URL whatever the client puts in it."""
+    """A page of a small list, by key order."""
+    ordered = sorted(items, key=lambda pair: pair[0])
+
+    def source(_: str | None, after: Any) -> Iterator[tuple[Any, Resource]]:
+        return iter([pair for pair in ordered if after is None or pair[0] > after])
+
+    return list_from(emu, req, definition, source)
+
+
+def list_from(emu: Emulator, req: Request, definition: str, source: Source) -> Response:
+    """One page of a list: filter, select, page. The query rides inside the skip token, so a next
+    link is one short opaque URL whatever the client puts in it. Only the page's items are copied
+    to wire format; the filter reads the stored resources (odata hides bookkeeping and secrets)."""
     token = req.query.get("$skiptoken")
     if token is not None:
         saved = _decode_token(token)
@@ -123,22 +139,19 @@ def list_page(
     predicate = compile_filter(filter_text)
     emu.spec.check_select(definition, select)
     page: list[Resource] = []
-    last_key: str | None = None
+    last: Any = None
     more = False
-    for key, resource in sorted(items, key=lambda pair: pair[0]):
-        if after is not None and key <= after:
-            continue
-        view = wire(resource)
-        if not predicate(view):
+    for position, resource in source(filter_text, after):
+        if not predicate(resource):
             continue
         if len(page) == limit:
             more = True
             break
-        page.append(emu.spec.select(definition, view, select))
-        last_key = key
+        page.append(emu.spec.select(definition, wire(resource), select))
+        last = position
     body: dict[str, Any] = {"value": page}
     if more:
-        next_token = _encode_token({"f": filter_text, "s": select, "m": limit, "a": last_key})
+        next_token = _encode_token({"f": filter_text, "s": select, "m": limit, "a": last})
         query = urllib.parse.urlencode({"api-version": API_VERSION, "$skiptoken": next_token})
         body["odata.nextLink"] = f"{req.base_url}{req.path.split('?')[0]}?{query}"
     return Response(200, body)

@@ -137,12 +137,32 @@ def _loopback(ctx: click.Context, param: click.Parameter, value: str) -> str:
     type=click.FloatRange(0, 1),
     help="With --resize-error: the share of pool growths that fail, instead of the first of each pool.",
 )
+@click.option(
+    "--identity-storage",
+    "identity_storage",
+    multiple=True,
+    envvar=ENV_PREFIX + "IDENTITY_STORAGE",
+    metavar="ID=CREDENTIAL",
+    help="Development mode: a managed identity's resource ID (or *) and the storage connection string or "
+    "account key it stands for. Prefer the environment variable (entries separated by spaces): a key on "
+    "the command line shows in `ps`.",
+)
+@click.option(
+    "--simulate-tasks",
+    "simulate_tasks",
+    metavar="SECONDS|LOW-HIGH",
+    callback=lambda ctx, param, value: _seconds_range(value),
+    help="Simulated tasks: no process, no resource files; each completes after SECONDS (or a seeded draw "
+    "from LOW-HIGH) and its output files are written straight into storage. For runs of 100,000 tasks.",
+)
+@click.option("--simulate-seed", type=int, default=0, show_default=True)
 @click.option("--check-responses", is_flag=True, help="Check every response against the spec (slower).")
 @click.option("-v", "--verbose", is_flag=True, help="Log every request (never its credentials).")
 def emulator_command(**options: Any) -> None:
     """Run a local Azure Batch emulator (REST api-version 2025-06-01) on loopback."""
     if options["resize_error_rate"] is not None and options["resize_error"] is None:
         raise click.UsageError("--resize-error-rate needs --resize-error CODE")
+    identity_storage = _identity_storage(options["identity_storage"])
     try:
         from . import DEV_ACCOUNT_KEY, DEV_ACCOUNT_NAME, Emulator, EmulatorConfig, FaultConfig
     except ImportError as exc:
@@ -183,6 +203,9 @@ def emulator_command(**options: Any) -> None:
         autoscale_enable_cooldown=options["autoscale_enable_cooldown"],
         sample_seconds=options["sample_seconds"],
         check_responses=options["check_responses"],
+        identity_storage=identity_storage,
+        simulate_seconds=options["simulate_tasks"],
+        simulate_seed=options["simulate_seed"],
         faults=faults,
     )
     done = threading.Event()
@@ -194,3 +217,34 @@ def emulator_command(**options: Any) -> None:
         while not done.wait(0.5):
             pass
     click.echo("shardrun batch emulator: stopped")
+
+
+def _identity_storage(entries: tuple[str, ...]) -> dict[str, str]:
+    """ID=CREDENTIAL entries as a map; an error names the entry's ID, never its credential."""
+    out: dict[str, str] = {}
+    for entry in entries:
+        identity, sep, credential = entry.partition("=")
+        if not (identity == "*" or identity.startswith("/")) or not sep or not credential:
+            # The entry may be a bare key (base64 holds "="): it is never quoted back.
+            raise click.BadParameter(
+                "each entry is ID=CREDENTIAL, where ID is * or a resource ID (/subscriptions/...)",
+                param_hint="--identity-storage",
+            )
+        out[identity] = credential
+    return out
+
+
+def _seconds_range(value: str | None) -> tuple[float, float] | None:
+    """'2' -> (2.0, 2.0); '1-3' -> (1.0, 3.0)."""
+    if value is None:
+        return None
+    low, _, high = value.partition("-")
+    try:
+        span = (float(low), float(high or low))
+    except ValueError:
+        raise click.BadParameter(
+            "give SECONDS or LOW-HIGH, e.g. 2 or 1-3", param_hint="--simulate-tasks"
+        ) from None
+    if not 0 <= span[0] <= span[1]:
+        raise click.BadParameter("LOW must be 0 or more and at most HIGH", param_hint="--simulate-tasks")
+    return span

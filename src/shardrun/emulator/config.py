@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,4 +35,12 @@ class EmulatorConfig:
     max_body_bytes: int = 1024 * 1024
     max_tasks_per_collection: int = 100
     check_responses: bool = False  # validate every response body against the spec (for tests)
+    # Development mode: a managed identity's resource ID (or "*") -> the storage connection string or
+    # account key it stands for here (identity.py). Never logged.
+    identity_storage: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # Simulated tasks (simulate.py): each completes after this many seconds (low, high: drawn per task
+    # with simulate_seed) without a process, its output files written straight into storage.
+    simulate_seconds: tuple[float, float] | None = None
+    simulate_seed: int = 0
+    simulate_upload_workers: int = 8
     faults: FaultConfig = field(default_factory=FaultConfig)

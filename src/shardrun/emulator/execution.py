@@ -15,11 +15,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ..core.contract import base_environment
 from ..providers.local.runtime import Launched, ProcessRuntime
 from .files import TransferError, download_resource_files, upload_output_files
+from .identity import NodeIdentities
 
 STOP_GRACE_SECONDS = 3.0
 
@@ -76,13 +77,27 @@ class AttemptSpec:
     podman_args: tuple[str, ...]
     final_if_failed: bool  # no retries left: a non-zero exit ends the task, so outputs are uploaded
     deadline: float | None  # monotonic time at which the wall clock limit is reached
+    identities: NodeIdentities = field(default_factory=NodeIdentities)  # the pool's, for storage
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+class RunningAttempt(Protocol):
+    """An attempt in progress: a process (`Attempt`) or a simulated one (simulate.py)."""
+
+    spec: AttemptSpec
+    stop_reason: str | None
+
+    def start(self) -> None: ...
+
+    def stop(self, reason: str) -> None: ...
+
+    def join(self, timeout: float) -> None: ...
 
 
 class Attempt:
     """Runs in its own thread; `stop(reason)` ends it early (requeue, terminate, wallclock, ...)."""
 
-    def __init__(self, spec: AttemptSpec, on_done: Callable[[Attempt, Outcome], None]) -> None:
+    def __init__(self, spec: AttemptSpec, on_done: Callable[[RunningAttempt, Outcome], None]) -> None:
         self.spec = spec
         self.on_done = on_done
         self.stop_reason: str | None = None
@@ -94,6 +109,9 @@ class Attempt:
 
     def start(self) -> None:
         self.thread.start()
+
+    def join(self, timeout: float) -> None:
+        self.thread.join(timeout)
 
     def stop(self, reason: str) -> None:
         with self._lock:
@@ -127,10 +145,10 @@ class Attempt:
         wd = task_dir / "wd"
         wd.mkdir(parents=True)
         try:
-            download_resource_files(spec.resource_files, wd)
+            download_resource_files(spec.resource_files, wd, spec.identities)
         except TransferError as exc:
             return Outcome(failure=exc.failure_info())
-        env = self._environment(task_dir, wd)
+        env = task_environment(spec, task_dir, wd)
         argv = self._argv(wd, env)
         if not argv:
             return Outcome(failure=_failure("CommandProgramNotFound", "The command line is empty."))
@@ -170,7 +188,7 @@ class Attempt:
             if final:
                 try:
                     succeeded = exit_code == 0 and self.stop_reason is None
-                    upload_output_files(spec.output_files, task_dir, wd, succeeded, env)
+                    upload_output_files(spec.output_files, task_dir, wd, succeeded, env, spec.identities)
                 except TransferError as exc:
                     outcome.failure = exc.failure_info()
         return outcome
@@ -201,31 +219,32 @@ class Attempt:
         argv += shlex.split(spec.container.get("containerRunOptions", ""))
         return [*argv, spec.container["imageName"], *command]
 
-    def _environment(self, task_dir: Path, wd: Path) -> dict[str, str]:
-        spec = self.spec
-        env = base_environment()
-        env.update(spec.environment)
-        env.update(
-            {
-                "AZ_BATCH_ACCOUNT_NAME": spec.account_name,
-                "AZ_BATCH_ACCOUNT_URL": spec.account_url,
-                "AZ_BATCH_POOL_ID": spec.pool_id,
-                "AZ_BATCH_JOB_ID": spec.job_id,
-                "AZ_BATCH_TASK_ID": spec.task_id,
-                "AZ_BATCH_NODE_ID": spec.node_id,
-                "AZ_BATCH_NODE_IS_DEDICATED": "true" if spec.dedicated else "false",
-                "AZ_BATCH_NODE_ROOT_DIR": str(spec.dirs.root),
-                "AZ_BATCH_NODE_SHARED_DIR": str(spec.dirs.shared),
-                "AZ_BATCH_NODE_STARTUP_DIR": str(spec.dirs.startup),
-                "AZ_BATCH_NODE_STARTUP_WORKING_DIR": str(spec.dirs.startup / "wd"),
-                "AZ_BATCH_NODE_MOUNTS_DIR": str(spec.dirs.mounts),
-                "AZ_BATCH_TASK_DIR": str(task_dir),
-                "AZ_BATCH_TASK_WORKING_DIR": str(wd),
-                "AZ_BATCH_TASK_USER": "_azbatch",
-                "AZ_BATCH_TASK_USER_IDENTITY": "PoolNonAdmin",
-            }
-        )
-        return env
+
+def task_environment(spec: AttemptSpec, task_dir: Path, wd: Path) -> dict[str, str]:
+    """The task's environment: basics, the job's and task's settings, then the AZ_BATCH_* variables."""
+    env = base_environment()
+    env.update(spec.environment)
+    env.update(
+        {
+            "AZ_BATCH_ACCOUNT_NAME": spec.account_name,
+            "AZ_BATCH_ACCOUNT_URL": spec.account_url,
+            "AZ_BATCH_POOL_ID": spec.pool_id,
+            "AZ_BATCH_JOB_ID": spec.job_id,
+            "AZ_BATCH_TASK_ID": spec.task_id,
+            "AZ_BATCH_NODE_ID": spec.node_id,
+            "AZ_BATCH_NODE_IS_DEDICATED": "true" if spec.dedicated else "false",
+            "AZ_BATCH_NODE_ROOT_DIR": str(spec.dirs.root),
+            "AZ_BATCH_NODE_SHARED_DIR": str(spec.dirs.shared),
+            "AZ_BATCH_NODE_STARTUP_DIR": str(spec.dirs.startup),
+            "AZ_BATCH_NODE_STARTUP_WORKING_DIR": str(spec.dirs.startup / "wd"),
+            "AZ_BATCH_NODE_MOUNTS_DIR": str(spec.dirs.mounts),
+            "AZ_BATCH_TASK_DIR": str(task_dir),
+            "AZ_BATCH_TASK_WORKING_DIR": str(wd),
+            "AZ_BATCH_TASK_USER": "_azbatch",
+            "AZ_BATCH_TASK_USER_IDENTITY": "PoolNonAdmin",
+        }
+    )
+    return env
 
 
 def _failure(code: str, message: str) -> dict[str, Any]:

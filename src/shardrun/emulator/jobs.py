@@ -16,6 +16,21 @@ UNLIMITED = "P10675199DT2H48M5.4775807S"
 # Features a job file can name that the emulator does not run; rejected rather than ignored.
 _UNSUPPORTED_JOB = ("jobManagerTask", "jobReleaseTask")
 PREP_DEFAULT_ID = "jobpreparation"
+RESOURCE_SOURCES = ("autoStorageContainerName", "storageContainerUrl", "httpUrl")
+
+
+def check_resource_files(name: str, resource_files: list[dict[str, Any]]) -> None:
+    """One source per file, as the spec requires; the auto-storage account is not emulated."""
+    for resource_file in resource_files:
+        sources = [k for k in RESOURCE_SOURCES if k in resource_file]
+        if sources == ["autoStorageContainerName"]:
+            raise bad_property(name, "autoStorageContainerName", "the emulator has no auto-storage account")
+        if len(sources) != 1:
+            raise bad_property(
+                name,
+                ", ".join(sources) or "none",
+                "exactly one of autoStorageContainerName, storageContainerUrl and httpUrl is required",
+            )
 
 
 def find_job(emu: Emulator, job_id: str) -> Resource:
@@ -100,11 +115,7 @@ def create_job(emu: Emulator, req: Request) -> Response:
 def _preparation(prep: dict[str, Any]) -> dict[str, Any]:
     """Check a jobPreparationTask and fill in what the service fills in: its ID and defaults."""
     check_id("jobPreparationTask.id", prep.get("id", PREP_DEFAULT_ID))
-    for resource_file in prep.get("resourceFiles", []):
-        if "autoStorageContainerName" in resource_file or "identityReference" in resource_file:
-            raise bad_property(
-                "jobPreparationTask.resourceFiles", resource_file, "the emulator downloads from SAS URLs only"
-            )
+    check_resource_files("jobPreparationTask.resourceFiles", prep.get("resourceFiles", []))
     out = {
         "id": PREP_DEFAULT_ID,
         "waitForSuccess": True,
@@ -210,15 +221,5 @@ def enable_job(emu: Emulator, req: Request) -> Response:
 @handles("Jobs_GetJobTaskCounts")
 def task_counts(emu: Emulator, req: Request) -> Response:
     job = find_job(emu, req.params["jobId"])
-    names = ("active", "running", "completed", "succeeded", "failed")
-    counts = dict.fromkeys(names, 0)
-    slots = dict.fromkeys(names, 0)
-    for task in emu.state.job_tasks(job["id"]).values():
-        state = "running" if task["state"] == "preparing" else task["state"]
-        buckets = [state]
-        if state == "completed":
-            buckets.append("succeeded" if task["executionInfo"].get("result") == "success" else "failed")
-        for bucket in buckets:
-            counts[bucket] += 1
-            slots[bucket] += task.get("requiredSlots", 1)
+    counts, slots = emu.state.index.job(job["id"].lower()).task_counts()
     return Response(200, {"taskCounts": counts, "taskSlotCounts": slots})

@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 from .allocation import NodeAllocation
 from .autoscale import Formula, FormulaError, Samples, decide
-from .execution import Attempt, AttemptSpec, Outcome
+from .execution import Attempt, AttemptSpec, Outcome, RunningAttempt
 from .exits import after_completion
 from .jobs import set_state
 from .placement import place_tasks, record_outcome
 from .preparation import forget_node, is_prep_key, record_prep
+from .simulate import SimulatedAttempt, Simulator
 from .spec import parse_duration
 from .state import Resource, iso, parse_iso, utcnow
-from .tasks import task_transition
 
 if TYPE_CHECKING:
     from .server import Emulator
@@ -34,16 +34,24 @@ class Scheduler(NodeAllocation):
     def __init__(self, emu: Emulator) -> None:
         self.emu = emu
         self.attempts: dict[
-            tuple[str, str], tuple[Attempt, Resource, Resource]
+            tuple[str, str], tuple[RunningAttempt, Resource, Resource]
         ] = {}  # -> attempt, pool, node
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        config = emu.config
+        self.simulator = (
+            Simulator(config.simulate_seconds, config.simulate_seed, config.simulate_upload_workers)
+            if config.simulate_seconds is not None
+            else None
+        )
 
     # -- lifecycle -------------------------------------------------------------------------------
 
     def start(self) -> None:
         with self.emu.state.lock:
             self._recover()
+        if self.simulator is not None:
+            self.simulator.start()
         self._thread = threading.Thread(target=self._loop, name="batch-emulator-scheduler", daemon=True)
         self._thread.start()
 
@@ -56,7 +64,9 @@ class Scheduler(NodeAllocation):
         for attempt in running:
             attempt.stop("shutdown")
         for attempt in running:
-            attempt.thread.join(timeout=10)
+            attempt.join(timeout=10)
+        if self.simulator is not None:
+            self.simulator.stop()
 
     def _recover(self) -> None:
         """After a restart from a folder: work that was running runs again; nodes boot again."""
@@ -105,14 +115,12 @@ class Scheduler(NodeAllocation):
 
     def _metrics(self, pool: Resource) -> dict[str, float]:
         counts = dict.fromkeys(("active", "running", "succeeded", "failed"), 0.0)
-        for job in self.emu.state.jobs.values():
+        for key, job in self.emu.state.jobs.items():
             if job["poolInfo"].get("poolId", "").lower() != pool["id"].lower() or job["state"] != "active":
                 continue
-            for task in self.emu.state.job_tasks(job["id"]).values():
-                state = task["state"]
-                if state == "completed":
-                    state = "succeeded" if task["executionInfo"].get("result") == "success" else "failed"
-                counts["running" if state == "preparing" else state] += 1
+            index = self.emu.state.index.job(key)
+            for bucket in counts:
+                counts[bucket] += index.count(bucket)
         preempted = sum(
             1 for n in self.emu.state.pool_nodes(pool["id"]).values() if n["state"] == "preempted"
         )
@@ -199,9 +207,8 @@ class Scheduler(NodeAllocation):
         if found is not None:
             found[0].stop(reason)
         elif reason == "terminate" and task["state"] == "active" and job["state"] != "terminating":
-            task_transition(task, "completed")
+            self.emu.state.index.move(task, "completed", result="failure")
             task["executionInfo"].update(
-                result="failure",
                 endTime=iso(utcnow()),
                 failureInfo={
                     "category": "usererror",
@@ -213,7 +220,7 @@ class Scheduler(NodeAllocation):
             after_completion(self, job, task)
 
     def reactivate(self, task: Resource) -> None:
-        task_transition(task, "active")
+        self.emu.state.index.move(task, "active")  # counted as failed until now: result goes after
         task.pop("_dependencyAction", None)
         info = task["executionInfo"]
         for key in ("endTime", "exitCode", "failureInfo", "result", "startTime"):
@@ -226,7 +233,7 @@ class Scheduler(NodeAllocation):
         `requeue`, a job disabled with `requeue`) counts in requeueCount, as the spec defines it; a
         preemption or a restart of the emulator reschedules the task without counting, and is not
         a retry either."""
-        task_transition(task, "active")
+        self.emu.state.index.move(task, "active")
         if by_user:
             info = task["executionInfo"]
             info["requeueCount"] = info.get("requeueCount", 0) + 1
@@ -246,15 +253,14 @@ class Scheduler(NodeAllocation):
     def _advance_jobs(self) -> None:
         state = self.emu.state
         for key, job in list(state.jobs.items()):
-            tasks = state.job_tasks(job["id"])
-            running = any(k[0] == key for k in self.attempts)
+            running = [attempt for (job_key, _), (attempt, _, _) in self.attempts.items() if job_key == key]
             if job["state"] == "deleting":
-                for task in tasks.values():
-                    self.stop_task(job, task, "delete")
-                self._stop_preparations(job, "delete")
+                for attempt in running:
+                    attempt.stop("delete")  # tasks and preparations alike
                 if not running:
                     del state.jobs[key]
                     state.tasks.pop(key, None)
+                    state.index.drop_job(key)
                     state.changed()
             elif job["state"] == "terminating" and not running:
                 set_state(job, "completed")
@@ -265,8 +271,8 @@ class Scheduler(NodeAllocation):
                 started = job["executionInfo"]["startTime"]
                 if (utcnow() - parse_iso(started)).total_seconds() > limit:
                     self.terminate_job(job, "MaxWallClockTimeExpiry")
-                elif job["onAllTasksComplete"] == "terminatejob" and all(
-                    t["state"] == "completed" for t in tasks.values()
+                elif job["onAllTasksComplete"] == "terminatejob" and not any(
+                    state.index.job(key).count(bucket) for bucket in ("active", "running")
                 ):
                     self.terminate_job(job, "AllTasksComplete")
 
@@ -276,11 +282,15 @@ class Scheduler(NodeAllocation):
     def launch(self, key: tuple[str, str], pool: Resource, node: Resource, spec: AttemptSpec) -> None:
         """Run an attempt: a task's ((job key, task key)) or a job preparation's (preparation.py)."""
         spec.extra["key"] = key
-        attempt = Attempt(spec, self._finished)
+        attempt: RunningAttempt = (
+            Attempt(spec, self._finished)
+            if self.simulator is None
+            else SimulatedAttempt(spec, self._finished, self.simulator)
+        )
         self.attempts[key] = (attempt, pool, node)
         attempt.start()
 
-    def _finished(self, attempt: Attempt, outcome: Outcome) -> None:
+    def _finished(self, attempt: RunningAttempt, outcome: Outcome) -> None:
         with self.emu.state.lock:
             key = attempt.spec.extra["key"]
             found = self.attempts.pop(key, None)

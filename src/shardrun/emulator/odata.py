@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .errors import BatchApiError
+from .state import SECRET_PROPERTIES
 
 Predicate = Callable[[dict[str, Any]], bool]
 
@@ -37,8 +38,12 @@ def _invalid(text: str, reason: str) -> BatchApiError:
 
 
 def _lookup(item: dict[str, Any], path: str) -> Any:
+    """A property path in a stored resource; bookkeeping ("_...") and secret properties read as
+    null, so a filter sees what the wire would show."""
     value: Any = item
     for part in path.split("/"):
+        if part.startswith("_") or part in SECRET_PROPERTIES:
+            return None
         value = value.get(part) if isinstance(value, dict) else None
     return value
 
@@ -58,6 +63,9 @@ class _Parser:
             self.tokens.append((kind, m.group(kind)))
             pos = m.end()
         self.pos = 0
+        self.nesting = 0  # inside parentheses, not() or startswith(): not a top-level conjunct
+        self.top_or = False
+        self.conjuncts: list[tuple[str, str, Any]] = []  # top-level `path op value` comparisons
 
     def peek(self) -> tuple[str, str] | None:
         return self.tokens[self.pos] if self.pos < len(self.tokens) else None
@@ -82,6 +90,7 @@ class _Parser:
     def or_expr(self) -> Predicate:
         left = self.and_expr()
         while (token := self.peek()) and token[1].lower() == "or":
+            self.top_or = self.top_or or self.nesting == 0
             self.take()
             right = self.and_expr()
             left = (lambda a, b: lambda item: a(item) or b(item))(left, right)
@@ -99,11 +108,15 @@ class _Parser:
         token = self.peek()
         if token and token[1].lower() == "not":
             self.take()
+            self.nesting += 1
             inner = self.unary()
+            self.nesting -= 1
             return lambda item: not inner(item)
         if token and token[1] == "(":
             self.take()
+            self.nesting += 1
             inner = self.or_expr()
+            self.nesting -= 1
             self.expect(")")
             return inner
         if token and token[1].lower() == "startswith":
@@ -124,6 +137,8 @@ class _Parser:
         if op not in _COMPARE:
             raise _invalid(self.text, f"unsupported operator {op!r}")
         value = self.literal()
+        if self.nesting == 0:
+            self.conjuncts.append((path, op, value))
         compare = _COMPARE[op]
         if isinstance(value, str) and path.endswith(("Time", "time")):
             return lambda item: compare(_norm_time(_lookup(item, path)), _norm_time(value))
@@ -145,9 +160,11 @@ class _Parser:
 
 
 def _norm_time(value: Any) -> Any:
-    # ISO timestamps compare as text once the zone and fraction are uniform.
-    if not isinstance(value, str):
-        return value
+    return norm_time(value) if isinstance(value, str) else value
+
+
+def norm_time(value: str) -> str:
+    """An ISO timestamp as text that sorts in time order: no zone, 7 fraction digits."""
     text = value.replace("+00:00", "Z").rstrip("Z")
     if "." not in text:
         text += ".0"
@@ -159,3 +176,13 @@ def compile_filter(text: str | None) -> Predicate:
     if not text or not text.strip():
         return lambda item: True
     return _Parser(text).parse()
+
+
+def top_conjuncts(text: str | None) -> list[tuple[str, str, Any]]:
+    """The `path op value` comparisons a filter ANDs at its top level (none if it has a top-level
+    `or`): what a list can use to start from an index instead of scanning."""
+    if not text or not text.strip():
+        return []
+    parser = _Parser(text)
+    parser.parse()
+    return [] if parser.top_or else parser.conjuncts

@@ -8,16 +8,19 @@ requeueCount); a terminated or timed-out task completes with a failure.
 
 from __future__ import annotations
 
+import functools
+import heapq
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .execution import Attempt, AttemptSpec, NodeDirs, Outcome
+from .execution import AttemptSpec, NodeDirs, Outcome, RunningAttempt
 from .exits import after_completion, dependencies_met
-from .preparation import is_prep_key, node_allows, prep_environment
+from .identity import node_identities
+from .preparation import node_allows, prep_environment
 from .spec import parse_duration
 from .state import Resource, iso, utcnow
-from .tasks import task_transition
+from .taskindex import next_ready
 
 if TYPE_CHECKING:
     from .nodes import Scheduler
@@ -41,6 +44,8 @@ def _choose(nodes: list[Resource], need: int, slots: int, fill: str) -> Resource
 
 
 def place_tasks(sched: Scheduler) -> None:
+    """Place ready tasks on free slots, jobs by priority. Each job's ready tasks come off its index
+    (taskindex.py) in the order they were added, so a tick costs what it places, not the job's size."""
     state = sched.emu.state
     jobs = sorted(
         (j for j in state.jobs.values() if j["state"] == "active"),
@@ -52,8 +57,9 @@ def place_tasks(sched: Scheduler) -> None:
             continue
         slots = pool.get("taskSlotsPerNode", 1)
         tasks = state.job_tasks(job["id"])
-        ready = [t for t in tasks.values() if t["state"] == "active" and dependencies_met(t, tasks)]
-        if not ready:
+        index = state.index.job(job["id"].lower())
+        met = functools.partial(dependencies_met, tasks=tasks)
+        if next_ready(index, tasks, met) is None:
             continue
         # A node runs the job's preparation before the job's first task there (preparation.py).
         nodes = [
@@ -65,19 +71,24 @@ def place_tasks(sched: Scheduler) -> None:
         ]
         free = sum(slots - n["_slots"] for n in nodes)
         limit = job.get("maxParallelTasks", -1)
-        job_key = job["id"].lower()
-        running = sum(1 for key in sched.attempts if key[0] == job_key and not is_prep_key(key))
+        running = index.count("running")
         fill = pool.get("taskSchedulingPolicy", {}).get("nodeFillType", "spread")
-        for task in ready:
-            if free <= 0 or (limit >= 0 and running >= limit):
+        unplaced: list[tuple[int, str]] = []  # ready, but no node has the slots they need
+        while free > 0 and (limit < 0 or running < limit):
+            task = next_ready(index, tasks, met)
+            if task is None:
                 break
+            entry = heapq.heappop(index.ready)
             need = task.get("requiredSlots", 1)
             node = _choose(nodes, need, slots, fill)
             if node is None:
+                unplaced.append(entry)
                 continue
             _start(sched, job, task, pool, node)
             free -= need
             running += 1
+        for entry in unplaced:
+            heapq.heappush(index.ready, entry)
 
 
 def _start(sched: Scheduler, job: Resource, task: Resource, pool: Resource, node: Resource) -> None:
@@ -91,7 +102,7 @@ def _start(sched: Scheduler, job: Resource, task: Resource, pool: Resource, node
     info["startTime"] = now
     if task.pop("_retryPending", False):
         info["lastRetryTime"] = now
-    task_transition(task, "running")
+    emu.state.index.move(task, "running")
     relative = task_dir.relative_to(dirs.root).as_posix()
     task["nodeInfo"] = {
         "affinityId": node["affinityId"],
@@ -134,12 +145,13 @@ def _start(sched: Scheduler, job: Resource, task: Resource, pool: Resource, node
         podman_args=emu.config.podman_args,
         final_if_failed=max_retries != -1 and info["retryCount"] >= max_retries,
         deadline=time.monotonic() + wall if wall < NO_LIMIT_SECONDS else None,
+        identities=node_identities(pool, emu.config.identity_storage),
         extra={"slots": need},
     )
     sched.launch((job["id"].lower(), task["id"].lower()), pool, node, spec)
 
 
-def record_outcome(sched: Scheduler, attempt: Attempt, outcome: Outcome, node: Resource) -> None:
+def record_outcome(sched: Scheduler, attempt: RunningAttempt, outcome: Outcome, node: Resource) -> None:
     """Free the slots and move the task on, under the state lock."""
     state = sched.emu.state
     spec = attempt.spec
@@ -179,7 +191,7 @@ def record_outcome(sched: Scheduler, attempt: Attempt, outcome: Outcome, node: R
         if max_retries == -1 or info["retryCount"] < max_retries:
             info["retryCount"] += 1
             task["_retryPending"] = True
-            task_transition(task, "active")
+            state.index.move(task, "active")
             state.touch(task)
             return
         failure = {
@@ -188,10 +200,9 @@ def record_outcome(sched: Scheduler, attempt: Attempt, outcome: Outcome, node: R
             "message": "The task exited with an exit code representing a failure",
         }
     info["endTime"] = iso(utcnow())
-    info["result"] = "failure" if failure else "success"
     if failure:
         info["failureInfo"] = failure
-    task_transition(task, "completed")
+    state.index.move(task, "completed", result="failure" if failure else "success")
     state.touch(task)
     job = state.jobs.get(spec.job_id.lower())
     if job is not None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
+import urllib.parse
 from typing import TYPE_CHECKING, Any
 
-from .api import Request, Response, check_conditions, check_id, get_one, handles, list_page, resource_url
+from .api import Request, Response, check_conditions, check_id, get_one, handles, list_page
 from .autoscale import Formula, FormulaError
 from .errors import BatchApiError, bad_property, exists, not_found
+from .identity import assigned_ids, check_registries
 from .spec import parse_duration
 from .state import Resource, iso, utcnow
 
@@ -51,7 +53,15 @@ def _interval(emu: Emulator, text: str | None) -> str:
 
 @handles("Pools_CreatePool")
 def create_pool(emu: Emulator, req: Request) -> Response:
-    body: dict[str, Any] = req.body
+    pool = add_pool(emu, req.base_url, req.body)
+    return Response(201, resource=pool, data_service_id=pool["url"])
+
+
+def add_pool(
+    emu: Emulator, base_url: str, body: dict[str, Any], identity: dict[str, Any] | None = None
+) -> Resource:
+    """A new pool from a checked BatchPoolCreateOptions body. Only the management plane gives a pool
+    an `identity` (management.py); the data plane has no such property."""
     check_id("id", body["id"])
     if body["id"].lower() in emu.state.pools:
         raise exists("Pool")
@@ -60,13 +70,7 @@ def create_pool(emu: Emulator, req: Request) -> Response:
             400, "MissingRequiredProperty", values=[("PropertyName", "virtualMachineConfiguration")]
         )
     containers = body["virtualMachineConfiguration"].get("containerConfiguration") or {}
-    for registry in containers.get("containerRegistries", []):
-        if "identityReference" in registry or "password" not in registry:
-            raise bad_property(
-                "containerRegistries",
-                registry.get("registryServer", "docker.io"),
-                "the emulator logs in to a registry with username and password only",
-            )
+    check_registries(containers.get("containerRegistries", []), assigned_ids({"identity": identity}))
     autoscale = bool(body.get("enableAutoScale"))
     if autoscale:
         if "autoScaleFormula" not in body:
@@ -87,7 +91,7 @@ def create_pool(emu: Emulator, req: Request) -> Response:
     now = iso(utcnow())
     pool: Resource = {
         "id": body["id"],
-        "url": resource_url(req, "pools", body["id"]),
+        "url": f"{base_url}/pools/{urllib.parse.quote(body['id'], safe='')}",
         "creationTime": now,
         "state": "active",
         "stateTransitionTime": now,
@@ -104,6 +108,8 @@ def create_pool(emu: Emulator, req: Request) -> Response:
         "taskSchedulingPolicy": {"nodeFillType": "spread"},
     }
     pool.update({k: v for k, v in body.items() if k != "id"})
+    if identity is not None:
+        pool["identity"] = identity
     if autoscale:
         pool["autoScaleEvaluationInterval"] = _interval(emu, body.get("autoScaleEvaluationInterval"))
     emu.state.pools[pool["id"].lower()] = pool
@@ -115,7 +121,7 @@ def create_pool(emu: Emulator, req: Request) -> Response:
         _set_targets(
             emu, pool, body.get("targetDedicatedNodes", 0), body.get("targetLowPriorityNodes", 0), "requeue"
         )
-    return Response(201, resource=pool, data_service_id=pool["url"])
+    return pool
 
 
 def _set_targets(emu: Emulator, pool: Resource, dedicated: int, low_priority: int, option: str) -> None:

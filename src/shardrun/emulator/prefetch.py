@@ -11,6 +11,9 @@ Secrets: a registry password goes to `podman login --password-stdin`, never onto
 and the credentials live in an auth file (0600, in a 0700 folder of the node's own directory) only
 while the node pulls; it is deleted right after. Messages are cut short and never hold a password.
 
+A registry named with `identityReference` (one of the pool's managed identities) gets no login:
+the emulator has no Entra ID to issue the registry token, so the images are pulled anonymously.
+
 Registries on loopback (127.0.0.0/8, localhost, ::1) speak plain HTTP here, so `--tls-verify=false`
 is passed for them, and only for them.
 """
@@ -136,6 +139,10 @@ def prefetch(
     try:
         for registry in registries:
             host = server_host(registry.get("registryServer"))
+            if "identityReference" in registry:
+                # A node gets a registry token for its identity from Entra ID; there is none to get
+                # here, so the pull goes without credentials and a registry that needs them refuses.
+                continue
             argv = ["podman", *podman_args, "login", "--authfile", str(auth), *_tls(host)]
             argv += ["--username", registry.get("username", ""), "--password-stdin", host]
             try:

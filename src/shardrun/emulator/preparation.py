@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from .api import Request, Response, handles, list_page
 from .errors import BatchApiError
-from .execution import Attempt, AttemptSpec, NodeDirs, Outcome
+from .execution import AttemptSpec, NodeDirs, Outcome, RunningAttempt
+from .identity import node_identities
 from .jobs import find_job
 from .spec import parse_duration
 from .state import Resource, iso, utcnow
@@ -114,12 +115,15 @@ def _launch(sched: Scheduler, job: Resource, pool: Resource, node: Resource, *, 
         podman_args=emu.config.podman_args,
         final_if_failed=max_retries != -1 and info["retryCount"] >= max_retries,
         deadline=time.monotonic() + wall if wall < NO_LIMIT_SECONDS else None,
+        identities=node_identities(pool, emu.config.identity_storage),
         extra={"key": key, "slots": 0},
     )
     sched.launch(key, pool, node, spec)
 
 
-def record_prep(sched: Scheduler, attempt: Attempt, outcome: Outcome, pool: Resource, node: Resource) -> None:
+def record_prep(
+    sched: Scheduler, attempt: RunningAttempt, outcome: Outcome, pool: Resource, node: Resource
+) -> None:
     """How a preparation attempt ended, under the state lock: retried, completed, or forgotten (an
     interrupted run is run again when the node is back)."""
     spec = attempt.spec

@@ -24,15 +24,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from . import jobs, pools, preparation, tasks  # noqa: F401  (they register their handlers)
+from . import jobs, management, pools, preparation, tasks  # noqa: F401  (they register their handlers)
 from .api import HANDLERS, Request, Response
 from .auth import Credentials, verify
 from .config import EmulatorConfig
 from .errors import BatchApiError
 from .faults import Faults
+from .management import is_management_path
 from .nodes import Scheduler
 from .spec import load_spec
 from .state import State, http_date, iso, utcnow
+from .taskindex import TaskIndexes
 
 log = logging.getLogger("shardrun.emulator")
 JSON_TYPE = "application/json;odata=minimalmetadata"
@@ -44,7 +46,7 @@ class Emulator:
     def __init__(self, config: EmulatorConfig | None = None) -> None:
         self.config = config or EmulatorConfig()
         self.spec = load_spec()
-        self.state = State(self.config.folder)
+        self.state = State(TaskIndexes(), self.config.folder)
         self.faults = Faults(self.config.faults)
         self.creds = Credentials(self.config.account_name, self.config.account_key, self.config.allow_bearer)
         self._temp: Path | None = None
@@ -119,6 +121,13 @@ class Emulator:
             if fault is not None:
                 raise fault
             verify(self.creds, method, raw_path, raw_query, headers)
+            if is_management_path(raw_path):
+                if len(body) > self.config.max_body_bytes:
+                    raise BatchApiError(413, "RequestBodyTooLarge")
+                query_values = urllib.parse.parse_qs(raw_query, keep_blank_values=True)
+                with self.state.lock:
+                    response = management.handle(self, method, raw_path, query_values, body, base_url)
+                return self._encode(method, response, headers, request_id)
             op, params = self.spec.match(method, raw_path)
             op_id = op.operation_id
             query = self.spec.parse_query(op, urllib.parse.parse_qs(raw_query, keep_blank_values=True))

@@ -14,7 +14,10 @@ import time
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .taskindex import TaskIndexes  # which builds on this module: the server makes one
 
 Resource = dict[str, Any]
 STATE_FILE = "state.json"
@@ -60,16 +63,18 @@ def wire(resource: Resource) -> Resource:
 class State:
     """All account state behind one lock. Callers hold `lock` while they read or change anything."""
 
-    def __init__(self, folder: Path | None = None) -> None:
+    def __init__(self, index: TaskIndexes, folder: Path | None = None) -> None:
         self.lock = threading.RLock()
         self.folder = folder
         self.pools: dict[str, Resource] = {}
         self.jobs: dict[str, Resource] = {}
         self.tasks: dict[str, dict[str, Resource]] = {}  # job key -> task key -> task
         self.nodes: dict[str, dict[str, Resource]] = {}  # pool key -> node id -> node
+        self.index = index  # per job: counts, ready tasks, list orders (rebuilt on load, not saved)
         self._last_tick = 0
         self._dirty = False
         self._saved_at = 0.0
+        self._save_seconds = 0.0  # how long the last save took
         if folder is not None and (folder / STATE_FILE).exists():
             self._load(folder / STATE_FILE)
 
@@ -102,9 +107,12 @@ class State:
     # -- persistence -----------------------------------------------------------------------------
 
     def save_if_dirty(self, min_interval: float = 0.5) -> None:
-        """Write the state file if something changed (at most every `min_interval` seconds)."""
-        if self.folder is None or not self._dirty or time.monotonic() - self._saved_at < min_interval:
+        """Write the state file if something changed: at most every `min_interval` seconds, and never
+        more than a twentieth of the time, as a big state (100,000 tasks) takes a while to write."""
+        wait = max(min_interval, 20 * self._save_seconds) if min_interval else 0.0
+        if self.folder is None or not self._dirty or time.monotonic() - self._saved_at < wait:
             return
+        began = time.monotonic()
         with self.lock:
             text = json.dumps(
                 {
@@ -126,6 +134,7 @@ class State:
             out.write(text)
         os.replace(tmp, self.folder / STATE_FILE)
         self._saved_at = time.monotonic()
+        self._save_seconds = self._saved_at - began
 
     def flush(self) -> None:
         self.save_if_dirty(min_interval=0.0)
@@ -136,4 +145,5 @@ class State:
         self.jobs = data["jobs"]
         self.tasks = data["tasks"]
         self.nodes = data["nodes"]
+        self.index.rebuild(self.tasks)
         self._last_tick = int(data.get("lastTick", 0))

@@ -10,10 +10,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .api import Request, Response, check_conditions, check_id, get_one, handles, list_page, resource_url
+from .api import (
+    Request,
+    Response,
+    check_conditions,
+    check_id,
+    get_one,
+    handles,
+    list_from,
+    list_page,
+    resource_url,
+)
 from .errors import BatchApiError, bad_property, not_found
-from .jobs import UNLIMITED, find_job, job_accepts_changes
+from .jobs import UNLIMITED, check_resource_files, find_job, job_accepts_changes
 from .state import Resource, iso, utcnow
+from .taskindex import task_source
 
 if TYPE_CHECKING:
     from .server import Emulator
@@ -44,9 +55,7 @@ def _new_task(emu: Emulator, req: Request, job: Resource, body: dict[str, Any]) 
                 "InvalidPropertyValue",
                 values=[("PropertyName", key), ("Reason", "not supported by the shardrun Batch emulator")],
             )
-    for resource_file in body.get("resourceFiles", []):
-        if "autoStorageContainerName" in resource_file or "identityReference" in resource_file:
-            raise bad_property("resourceFiles", resource_file, "the emulator downloads from SAS URLs only")
+    check_resource_files("resourceFiles", body.get("resourceFiles", []))
     prep = job.get("jobPreparationTask")
     if prep is not None and body["id"].lower() == prep["id"].lower():
         raise BatchApiError(409, "TaskIdSameAsJobPreparationTask")
@@ -93,6 +102,7 @@ def _add(emu: Emulator, job: Resource, task: Resource) -> None:
     if task["id"].lower() in tasks:
         raise BatchApiError(409, "TaskExists")
     tasks[task["id"].lower()] = task
+    emu.state.index.add(job["id"].lower(), task)
     emu.state.touch(task)
 
 
@@ -176,7 +186,8 @@ def create_task_collection(emu: Emulator, req: Request) -> Response:
 @handles("Tasks_ListTasks")
 def list_tasks(emu: Emulator, req: Request) -> Response:
     job = find_job(emu, req.params["jobId"])
-    return list_page(emu, req, "BatchTask", list(emu.state.job_tasks(job["id"]).items()))
+    tasks = emu.state.job_tasks(job["id"])
+    return list_from(emu, req, "BatchTask", task_source(emu.state.index.job(job["id"].lower()), tasks))
 
 
 @handles("Tasks_GetTask")
@@ -204,6 +215,7 @@ def delete_task(emu: Emulator, req: Request) -> Response:
     task = find_task(emu, job, req.params["taskId"])
     check_conditions(req, task, write=True)
     emu.scheduler.stop_task(job, task, "delete")
+    emu.state.index.remove(task)
     del emu.state.job_tasks(job["id"])[task["id"].lower()]
     emu.state.changed()
     return Response(200)
@@ -340,11 +352,3 @@ def delete_task_file(emu: Emulator, req: Request) -> Response:
     else:
         path.unlink()
     return Response(200)
-
-
-def task_transition(task: Resource, state: str) -> None:
-    now = iso(utcnow())
-    task["previousState"] = task["state"]
-    task["previousStateTransitionTime"] = task["stateTransitionTime"]
-    task["state"] = state
-    task["stateTransitionTime"] = now
