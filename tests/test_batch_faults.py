@@ -24,6 +24,7 @@ from shardrun.providers.azure.batch_tasks import build_task, sas_expiry
 from shardrun.providers.azure.blob import open_blob_store
 from shardrun.providers.azure.settings import BatchSection, batch_settings
 
+from .emulator.test_identity import arm, arm_pool_path
 from .fixtures.azurite import DEV_KEY, Azurite
 from .fixtures.emulator import start_emulator
 from .test_batch_backend import batch_client, batch_job, ledger, left_in
@@ -184,33 +185,23 @@ def test_node_identity_needs_a_pool_that_has_it(tmp_path: Path, azurite: Azurite
 def test_a_run_with_node_identity_reads_and_writes_blobs_as_the_pools_identity(
     azurite: Azurite, keys: None, tmp_path: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """The emulator must (1) show the identity on a pool, as a pool made through Azure Resource
-    Manager has it, and (2) accept identityReference on resource and output files, using the
-    identity's storage credentials (in development, Azurite's key) for plain blob URLs."""
-    try:
-        emu = start_emulator(pool_identities={"my-identity-pool": (IDENTITY,)},
-                             identity_credentials={IDENTITY: azurite.connection_string})
-    except TypeError:
-        pytest.skip("the emulator cannot give a pool a managed identity yet "
-                    "(EmulatorConfig.pool_identities / identity_credentials)")
+    """A pool made through the management plane (Azure Resource Manager) with a user-assigned
+    identity; tasks reach Blob Storage as that identity (in development, Azurite's key), with plain
+    URLs: no SAS anywhere."""
+    emu = start_emulator(identity_storage={IDENTITY: azurite.connection_string})
     try:
         client = batch_client(emu)
-        client.create_pool(bm.BatchPoolCreateOptions(
-            id="my-identity-pool", vm_size="standard_d2s_v3", target_dedicated_nodes=2,
-            task_slots_per_node=2,
-            virtual_machine_configuration=bm.VirtualMachineConfiguration(
-                image_reference=bm.BatchVmImageReference(publisher="microsoft-dsvm", offer="ubuntu-hpc",
-                                                         sku="2404", version="latest"),
-                node_agent_sku_id="batch.node.ubuntu 24.04")))
+        status, view = arm(client, "PUT", arm_pool_path(emu, "my-identity-pool"),
+                           arm_pool([IDENTITY], nodes=2, slots=2))
+        assert status == 200, view
         job = batch_job(tmp_path, emu, azurite,
                         batch={"pool_id": "my-identity-pool", "node_identity": IDENTITY})
         code = main(["run", str(job)])
         err = capsys.readouterr().err
-        if code != 0 and "identityReference" in err:
-            pytest.skip(f"the emulator rejects identityReference: {err.strip().splitlines()[-1]}")
         assert code == 0, err
         assert (tmp_path / "result.txt").read_text() == RESULT_40
         assert [p.id for p in client.list_pools()] == ["my-identity-pool"]  # the user's: kept
+        assert "sig=" not in err
     finally:
         emu.stop()
 
@@ -234,3 +225,18 @@ def test_a_pool_without_the_identity_stops_the_run_before_any_task(
         assert list(client.list_jobs()) == []
     finally:
         emu.stop()
+
+
+def arm_pool(identities: list[str], *, nodes: int, slots: int) -> dict[str, Any]:
+    """A pool as Azure Resource Manager creates it, with user-assigned identities."""
+    image = {"publisher": "microsoft-dsvm", "offer": "ubuntu-hpc", "sku": "2404", "version": "latest"}
+    return {
+        "identity": {"type": "UserAssigned", "userAssignedIdentities": {i: {} for i in identities}},
+        "properties": {
+            "vmSize": "STANDARD_D2S_V3",
+            "deploymentConfiguration": {"virtualMachineConfiguration": {
+                "imageReference": image, "nodeAgentSkuId": "batch.node.ubuntu 24.04"}},
+            "scaleSettings": {"fixedScale": {"targetDedicatedNodes": nodes}},
+            "taskSlotsPerNode": slots,
+        },
+    }
