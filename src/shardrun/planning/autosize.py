@@ -33,9 +33,8 @@ from shardrun.planning.plan import (
     series,
 )
 from shardrun.planning.workload import Workload
-from shardrun.providers.azure import BATCH
 from shardrun.providers.azure.prices import DEFAULT_VM, VmPrice, choose_vm, spot_share, vm_price
-from shardrun.providers.azure.settings import batch_settings
+from shardrun.providers.azure.settings import pool_settings
 
 # This machine, without history: nothing to boot, and a guess for the set-up between two tasks.
 LOCAL_STARTUP = 0.0
@@ -55,7 +54,7 @@ def _priced(size: str) -> VmPrice:
 def job_pool(spec: JobSpec, calibration: Calibration) -> tuple[Pool, str, bool]:
     """The pool the job runs on, with calibrated figures where there are any; its description; and
     whether it is billed (a Batch pool) or not (this machine)."""
-    batch = batch_settings(spec) if spec.run.backend == BATCH else None
+    batch = pool_settings(spec)
     if batch is not None:
         fixed = not batch.autoscale
         nodes = batch.dedicated_nodes + batch.spot_nodes if fixed else batch.max_nodes

@@ -29,8 +29,7 @@ from shardrun.core.run import spec_of
 from shardrun.core.spec import JobSpec
 from shardrun.planning.plan import fmt_duration
 from shardrun.planning.workload import Workload
-from shardrun.providers.azure import BATCH
-from shardrun.providers.azure.settings import batch_settings
+from shardrun.providers.azure.settings import pool_settings
 
 HISTORY_RUNS = 5  # the newest runs that calibrate a plan
 SHOWN_RUNS = 3  # named in `how`
@@ -49,18 +48,18 @@ class Calibration:
 
 def place_of(spec: JobSpec, backend: str) -> str:
     """Where runs of this job go: the backend, and for Azure Batch its account."""
-    batch = batch_settings(spec) if backend == BATCH else None
+    batch = pool_settings(spec, backend)
     return f"{backend} at {batch.account_url}" if batch is not None else backend
 
 
 def _slots_per_worker(spec: JobSpec, backend: str) -> int:
     """A Batch attempt names its node, which has task slots; elsewhere a worker is one slot."""
-    batch = batch_settings(spec) if backend == BATCH else None
+    batch = pool_settings(spec, backend)
     return batch.task_slots_per_node if batch is not None else 1
 
 
 def _lag(spec: JobSpec, backend: str) -> float:
-    batch = batch_settings(spec) if backend == BATCH else None
+    batch = pool_settings(spec, backend)
     return batch.autoscale_interval if batch is not None and batch.autoscale else 0.0
 
 

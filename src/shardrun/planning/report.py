@@ -31,7 +31,6 @@ from shardrun.core.status import run_cost
 from shardrun.core.workspace import Workspace
 from shardrun.planning.plan import fmt_duration, fmt_money
 from shardrun.planning.run_figures import Slots, figures
-from shardrun.providers.azure import BATCH
 from shardrun.providers.azure.prices import (
     BUSY_BASIS,
     DEFAULT_VM,
@@ -39,7 +38,7 @@ from shardrun.providers.azure.prices import (
     choose_vm,
     estimate_cost,
 )
-from shardrun.providers.azure.settings import batch_settings
+from shardrun.providers.azure.settings import batch_settings, pool_settings
 
 RESULTS = ("succeeded", "failed", "timeout", "lost", "interrupted", "running")
 FAILED_SHOWN = 100  # failed tasks listed with their stderr; the rest are counted
@@ -98,7 +97,7 @@ def _provider_note(run_id: str, cost: Cost) -> str:
 def configured_slots(run: Run, attempts: Sequence[Mapping[str, Any]], tasks: int) -> Slots:
     """The run's task slots: nodes x task slots per node on Azure Batch (the nodes its attempts ran
     on), else its concurrency (at most one slot per task)."""
-    settings = batch_settings(run.spec) if run.row.backend == BATCH else None
+    settings = pool_settings(run.spec, run.row.backend)
     if settings is not None:
         nodes = len({str(a["worker"] or "").split("/", 1)[0] for a in attempts if a["worker"]})
         per = settings.task_slots_per_node

@@ -167,3 +167,11 @@ def batch_settings(spec: JobSpec) -> BatchSection | None:
 def storage_settings(spec: JobSpec) -> StorageSection:
     """The job's [storage] section, validated; the defaults when it has none."""
     return spec.section("storage", StorageSection) or StorageSection()
+
+
+def pool_settings(spec: JobSpec, backend: str | None = None) -> BatchSection | None:
+    """The [batch] pool a run of this job uses on `backend` (default: the job's own): None unless
+    that backend is Azure Batch. The planner and the report ask this, never the backend's name."""
+    if (backend or spec.run.backend) != "azure-batch":
+        return None
+    return batch_settings(spec)
