@@ -80,3 +80,14 @@ def test_a_program_that_cannot_be_found_or_run_fails_at_once(tmp_path: Path, sha
     attempts = Ledger(shardrun_home / "ledger.sqlite").attempts(
         Ledger(shardrun_home / "ledger.sqlite").runs()[0].run_id)
     assert len(attempts) == 2  # one per task, none retried
+
+
+def test_validate_checks_the_script_an_interpreter_runs(tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "big.txt").write_text("a\n")
+    job = write_job(tmp_path, {"app": {"command": ["python3", "myapp.py", "{input}", "{output}"]},
+                               "split": {"input": "big.txt"}, "merge": {"output": "r.txt"}})
+    assert main(["validate", str(job)]) == 2
+    assert "[app] command[1]: script 'myapp.py' does not exist" in capsys.readouterr().err
+    (tmp_path / "myapp.py").write_text("print()\n")
+    assert main(["validate", str(job)]) == 0

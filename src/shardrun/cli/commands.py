@@ -66,11 +66,13 @@ def init(path: Path, force: bool, app: Path | None, input_: str, method: str, pe
 
 @cli.command()
 @click.argument("job", type=click.Path(path_type=Path))
-def validate(job: Path) -> None:
+@click.pass_context
+def validate(ctx: click.Context, job: Path) -> None:
     """Check a job file and what it names, without running anything."""
+    from shardrun.core.workspace import resolve_home
     from shardrun.planning.autosize import many_tasks_warning
 
-    spec, inputs = validate_job(job)
+    spec, inputs = validate_job(job, home=resolve_home(_home(ctx)))
     out.print(f"{job}: ok ({len(inputs)} input file(s), split by {spec.split.kind}, "
               f"merge by {spec.merge.kind}, backend {spec.run.backend})")
     warning = many_tasks_warning(spec)

@@ -23,7 +23,7 @@ from shardrun.core.progress import NullProgress, ProgressView
 from shardrun.core.run import Run, open_run
 from shardrun.core.spec import load_spec
 from shardrun.core.states import RunState, TaskState
-from shardrun.core.workspace import Workspace
+from shardrun.core.workspace import Workspace, resolve_home
 
 
 def run_job(
@@ -44,7 +44,7 @@ def run_job(
     `wait` wait until that client is done.
     """
     spec = load_spec(job_path)
-    check_job(spec)
+    check_job(spec, home=resolve_home(home))  # before the home exists: a bad job leaves nothing
     view = progress or NullProgress()
     job_key = str(Path(job_path).resolve())
     with Workspace(home) as ws, sigterm_as_interrupt(), \

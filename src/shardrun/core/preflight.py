@@ -72,6 +72,8 @@ def _check_job(spec: JobSpec, *, fetch_image: bool, home: Path | None) -> list[P
                            f"{', '.join(provider.store_names())}") from None
     runtime = job_runtime(spec)
     command = resolved_command(spec)
+    if runtime == "process":
+        _check_script(spec)
     if command is None:
         if runtime == "process":
             raise JobFileError(
@@ -129,3 +131,27 @@ def _check_file(spec: JobSpec, path: Path, key: str) -> None:
     full = spec.path(path)
     if not full.is_file():
         raise JobFileError(f"{spec.source}: {key}: {str(path)!r} does not exist")
+
+
+# Programs that run a script named by their first argument: `python3 x.py` needs x.py.
+INTERPRETERS = frozenset({"python", "python3", "bash", "sh", "dash", "zsh", "Rscript", "Rscript.exe",
+                          "perl", "ruby", "node", "julia", "php", "lua", "tclsh"})
+
+
+def _check_script(spec: JobSpec) -> None:
+    """A script run by an interpreter must exist (beside the job file, or where its path says):
+    otherwise every task would fail the same way, after the split."""
+    argv = spec.app.command or []
+    if not argv or Path(argv[0]).name not in INTERPRETERS:
+        return
+    for i, arg in enumerate(argv[1:], 1):
+        if arg.startswith("-"):
+            if arg in ("-c", "-e", "-m"):  # code or a module, not a script file
+                return
+            continue
+        if "{" in arg or not Path(arg).suffix:
+            return  # a placeholder or a word, not a script file
+        if not spec.path(arg).is_file():
+            raise JobFileError(f"{spec.source}: [app] command[{i}]: script {arg!r} does not exist "
+                               f"(looked in {spec.path(arg).parent})")
+        return

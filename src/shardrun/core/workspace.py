@@ -23,10 +23,15 @@ def default_home() -> Path:
     return Path(state) / "shardrun"
 
 
+def resolve_home(home: Path | str | None = None) -> Path:
+    """The home a command uses: the one given, else the default; always absolute (tasks run in
+    folders of their own, where a relative home means nothing)."""
+    return (Path(home).expanduser() if home else default_home()).absolute()
+
+
 class Workspace:
     def __init__(self, home: Path | str | None = None) -> None:
-        # Absolute: tasks run in folders of their own, where a relative home means nothing.
-        self.home = (Path(home).expanduser() if home else default_home()).absolute()
+        self.home = resolve_home(home)
         self.home.mkdir(parents=True, exist_ok=True)
 
     def __enter__(self) -> Workspace:
