@@ -233,10 +233,12 @@ def test_lines_split_of_one_huge_line_needs_little_memory(tmp_path: Path) -> Non
         f.truncate(128 * 2**20)
     out = tmp_path / "out"
     out.mkdir()
-    code = ("import resource, sys; from pathlib import Path; from shardrun.core.split import split_lines\n"
+    # VmHWM, the peak of this process's own memory: getrusage's ru_maxrss would also count the
+    # parent's memory at the fork (pytest's, at the end of a long session).
+    code = ("import re, sys; from pathlib import Path; from shardrun.core.split import split_lines\n"
             "pieces = split_lines([Path(sys.argv[1])], Path(sys.argv[2]), 10)\n"
-            "print(len(pieces), pieces[0].stat().st_size,"
-            " resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n")
+            "peak = re.search(r'VmHWM:\\s*(\\d+) kB', open('/proc/self/status').read())\n"
+            "print(len(pieces), pieces[0].stat().st_size, int(peak.group(1)) // 1024)\n")
     proc = subprocess.run([PY, "-c", code, str(big), str(out)], capture_output=True, text=True,
                           check=True, timeout=300)
     count, size, peak_mib = map(int, proc.stdout.split())

@@ -85,16 +85,21 @@ def _named_files(spec: JobSpec) -> Iterator[tuple[Path, str]]:
     for i, f in enumerate(spec.app.files):
         yield spec.path(f), f"[app] files[{i}]"
     for arg in spec.app.command or []:
-        if arg and "{" not in arg and not arg.startswith("-") and spec.path(arg).is_file():
+        if arg and "{" not in arg and not arg.startswith("-") and _is_file(spec.path(arg)):
             yield spec.path(arg), "a file [app] command names"
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # an argument that is no path at all, e.g. a script too long for a file name
+        return False
 
 
 def _same(real: Path, other: Path) -> bool:
     """The same file: one path after links are followed, or one inode (another name for it)."""
-    if real == other.resolve():
-        return True
     try:
-        return os.path.samefile(real, other)
+        return real == other.resolve() or os.path.samefile(real, other)
     except OSError:
         return False
 

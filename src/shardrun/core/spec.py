@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
-import math
 import os
 import re
 import tomllib
-import typing
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -29,7 +25,11 @@ from pydantic import (
 
 from shardrun.core import provider
 from shardrun.core.containers import REFERENCE_RE, REGISTRY_RE, REPOSITORY_RE, TAG_RE, parse_container_options
+from shardrun.core.durations import duration_value
+from shardrun.core.durations import parse_age as parse_age  # re-exported: the CLI and providers
+from shardrun.core.durations import parse_duration as parse_duration  # import them from here
 from shardrun.core.errors import JobFileError
+from shardrun.core.validation import format_validation_error, unknown_key
 
 M = TypeVar("M", bound=BaseModel)
 # A path is a TOML string: the one place the strict models convert a value.
@@ -330,153 +330,21 @@ class JobSpec(_Section):
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|h|m|s)")
-
-
-def duration_value(v: Any) -> Any:
-    """A duration key's value before its type is checked: text is parsed, a number is checked; a
-    boolean is refused (TOML's `true` is no number of seconds)."""
-    if isinstance(v, bool):
-        raise ValueError("must be a duration like '90s', '10m' or a number of seconds, not true/false")
-    if isinstance(v, str):
-        return parse_duration(v)
-    if isinstance(v, int | float):
-        return _finite_seconds(float(v), repr(v))
-    return v
-
-
-def _finite_seconds(value: float, text: str) -> float:
-    # nan compares false with everything, so no timeout would ever fire; inf never ends either.
-    if not math.isfinite(value):
-        raise ValueError(f"{text} is not a duration: give a finite number of seconds")
-    if value < 0:
-        raise ValueError(f"{text} is not a duration: it is negative")
-    return value
-
-
-def parse_duration(text: str) -> float:
-    """'90s', '10m', '1h30m', '250ms' or a bare number of seconds -> seconds (finite, >= 0)."""
-    t = text.strip().lower()
-    try:
-        number = float(t)  # also 'nan', 'inf', '-5' and '1e9': checked below
-    except ValueError:
-        number = None
-    if number is not None:
-        return _finite_seconds(number, repr(text))
-    pos, total = 0, 0.0
-    scale = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
-    for m in _DURATION.finditer(t):
-        if m.start() != pos:
-            break
-        total += float(m.group(1)) * scale[m.group(2)]
-        pos = m.end()
-    if pos != len(t) or not t:
-        raise ValueError(f"{text!r} is not a duration (try '90s', '10m' or '1h30m')")
-    return _finite_seconds(total, repr(text))
-
-
-_DAYS = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([dw])\s*$")
-
-
-def parse_age(text: str) -> float:
-    """'7d', '2w', '36h', '90m' -> seconds."""
-    m = _DAYS.match(text.lower())
-    if m:
-        return float(m.group(1)) * (86400.0 if m.group(2) == "d" else 7 * 86400.0)
-    try:
-        return parse_duration(text)
-    except ValueError:
-        raise ValueError(f"{text!r} is not an age (try '7d', '2w' or '36h')") from None
-
-
-def _describe(loc: tuple[int | str, ...]) -> str:
-    """('split', 'per_task') -> '[split] per_task'; ('app', 'command', 0) -> '[app] command[0]'."""
-    if not loc:
-        return "the file"
-    head, *rest = loc
-    key = ""
-    for part in rest:
-        key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else str(part))
-    return f"[{head}] {key}".strip() if rest else f"[{head}]"
-
-
-_EXPECTED = {"int_type": "an integer", "int_from_float": "an integer", "bool_type": "true or false",
-             "float_type": "a number", "string_type": "a string", "list_type": "a list",
-             "dict_type": "a table", "model_type": "a table"}
 _INTERNAL_KEYS = ("sections", "base_dir", "source")  # JobSpec's own bookkeeping, not job-file keys
 
 
-def _got(value: Any) -> str:
-    """What a TOML value is, in the job file's words: 'the string "10"', 'true', 'the number 1.5'."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return f"the string {json.dumps(value)}"
-    if isinstance(value, int | float):
-        return f"the number {value!r}"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a table"
-    return type(value).__name__
-
-
-def _model_in(annotation: Any) -> type[BaseModel] | None:
-    """The model a field holds: `X`, `X | None`."""
-    for candidate in (annotation, *typing.get_args(annotation)):
-        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
-            return candidate
-    return None
-
-
-def known_keys(model: type[BaseModel], where: Sequence[int | str]) -> list[str]:
-    """The keys a job file may write at `where` inside `model` (a section, or the top level)."""
-    for part in where:
-        field = model.model_fields.get(str(part))
-        sub = _model_in(field.annotation) if field is not None else None
-        if sub is None:
-            return []
-        model = sub
-    keys = [k for k, f in model.model_fields.items() if not f.exclude]
-    if model is JobSpec:
-        keys = [k for k in keys if k not in _INTERNAL_KEYS] + provider.section_names()
-    return keys
-
-
-def _unknown_key(source: Path | str, key: str, where: str, valid: list[str]) -> str:
-    in_section = f" in {where}" if where else ""
-    close = difflib.get_close_matches(key, valid, n=1)
-    hint = f"; did you mean '{close[0]}'?" if close else ""
-    return f"{source}: unknown key '{key}'{in_section}{hint}"
-
-
-def format_validation_error(source: Path | str, err: ValidationError,
-                            prefix: tuple[str, ...] = (),
-                            model: type[BaseModel] | None = None) -> str:
-    """Pydantic's errors as one line naming the file and each key. `model` is what was validated
-    (default: the whole job file), under `prefix` (a provider's section name)."""
-    lines = []
-    for e in err.errors():
-        where = _describe((*prefix, *e["loc"]))
-        if e["type"] == "extra_forbidden":
-            *inner, key = e["loc"]
-            section = _describe((*prefix, *inner)) if (prefix or inner) else ""
-            lines.append(_unknown_key(source, str(key), section, known_keys(model or JobSpec, inner)))
-        elif e["type"] == "missing":
-            lines.append(f"{source}: {where} is required")
-        elif e["type"] in _EXPECTED:
-            lines.append(f"{source}: {where}: must be {_EXPECTED[e['type']]}, not {_got(e['input'])}")
-        else:
-            msg = str(e["msg"]).removeprefix("Value error, ")
-            lines.append(f"{source}: {where}: {msg}")
-    return "; ".join(lines)
+def job_file_keys() -> list[str]:
+    """The top-level tables a job file may have: the spec's own and the providers' sections."""
+    return [k for k, f in JobSpec.model_fields.items()
+            if not f.exclude and k not in _INTERNAL_KEYS] + provider.section_names()
 
 
 def parse_spec(data: dict[str, Any], source: Path | str, base_dir: Path) -> JobSpec:
     try:
         spec = JobSpec.model_validate(data)
     except ValidationError as err:
-        raise JobFileError(format_validation_error(source, err)) from None
+        raise JobFileError(format_validation_error(source, err, JobSpec, top_keys=job_file_keys())
+                           ) from None
     spec = spec.model_copy(update={"base_dir": base_dir, "source": Path(source)})
     for name in spec.sections:  # each provider validates its own sections
         owner = provider.for_section(name)
@@ -486,7 +354,7 @@ def parse_spec(data: dict[str, Any], source: Path | str, base_dir: Path) -> JobS
         try:
             spec.section(name, model)
         except ValidationError as err:
-            raise JobFileError(format_validation_error(source, err, (name,), model)) from None
+            raise JobFileError(format_validation_error(source, err, model, (name,))) from None
     return spec
 
 
@@ -505,5 +373,5 @@ def load_spec(path: Path | str) -> JobSpec:
         raise JobFileError(f"{path}: not valid TOML: {err}") from None
     for key in _INTERNAL_KEYS:  # fields of the model, but never the job file's to set
         if key in data:
-            raise JobFileError(_unknown_key(path, key, "", known_keys(JobSpec, ())))
+            raise JobFileError(unknown_key(path, key, "", job_file_keys()))
     return parse_spec(data, path, path.resolve().parent)
