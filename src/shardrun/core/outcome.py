@@ -127,7 +127,7 @@ def _merge(run: Run) -> Path:
     store.get_files(fetch)
     if not outputs:
         raise UsageError(f"run {run_id} has no finished outputs to merge")
-    merged = merge_outputs(spec, outputs, folder)
+    merged = merge_outputs(spec, outputs, folder, home=run.ws.home)
     ledger.set_merged_output(run_id, str(merged))
     shutil.rmtree(folder, ignore_errors=True)
     return merged
