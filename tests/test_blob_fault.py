@@ -7,6 +7,7 @@ import hashlib
 import os
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -123,3 +124,36 @@ def test_kill_azurite_mid_upload_then_resume(server: Azurite, tmp_path: Path,
     assert hashlib.md5(downloaded.read_bytes()).digest() == big_md5
     for key, path in small[:5]:
         assert store.get_bytes(key) == path.read_bytes()
+
+
+def test_pieces_leave_staging_only_once_every_upload_is_confirmed(
+        azurite: Azurite, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The container vanishes after the first upload round (as when Azurite restarts and loses
+    its last writes): the round is made again from the staged files, which are still there."""
+    from azure.core.exceptions import ResourceNotFoundError
+
+    from shardrun.providers.azure import blob as blob_module
+    from shardrun.providers.azure.blob import open_blob_store
+
+    store = open_blob_store(connection_string=azurite.connection_string)
+    ns = f"staged-{uuid.uuid4().hex[:10]}"
+    files = []
+    for i in range(3):
+        f = tmp_path / f"piece-{i}.txt"
+        f.write_text(f"piece {i}\n")
+        files.append((f"{ns}/inputs/task-{i}/piece.txt", f))
+    real = blob_module.Uploader.upload_all
+    rounds = []
+
+    def lose_the_first_round(self: object, *args: object, **kwargs: object) -> None:
+        real(self, *args, **kwargs)  # type: ignore[arg-type]
+        rounds.append(1)
+        if len(rounds) == 1:
+            store.conn.service.delete_container(ns)
+            raise ResourceNotFoundError("the container is gone")
+
+    monkeypatch.setattr(blob_module.Uploader, "upload_all", lose_the_first_round)
+    store.put_files(files, move=True)
+    assert len(rounds) == 2
+    assert [store.get_bytes(k) for k, _ in files] == [f"piece {i}\n".encode() for i in range(3)]
+    assert not any(f.exists() for _, f in files)  # moved: gone from staging, but only at the end

@@ -150,22 +150,25 @@ class BlobStore:
         try:
             for namespace, named in by_namespace.items():
                 try:
-                    self._put_into(namespace, named, stats, progress, move)
+                    self._put_into(namespace, named, stats, progress)
                 except ResourceNotFoundError:
                     # The container vanished since we made it (deleted, or an emulator restarted
                     # without it): make it again once, then give up.
                     with self._lock:
                         self._ready.discard(namespace)
                     try:
-                        self._put_into(namespace, named, stats, progress, move)
+                        self._put_into(namespace, named, stats, progress)
                     except ResourceNotFoundError:
                         raise ShardrunError(
                             f"upload: {self._where(namespace)} disappeared during the upload") from None
         finally:
             progress.close()
+        if move:  # only once every upload is confirmed: a retry above may need any of them again
+            for _, src in items:
+                Path(src).unlink(missing_ok=True)
 
     def _put_into(self, namespace: str, named: list[tuple[str, Path]], stats: TransferStats,
-                  progress: TransferMeter, move: bool) -> None:
+                  progress: TransferMeter) -> None:
         fresh = self.ensure_container(namespace)
         container = self._container(namespace)
         uploader = Uploader(container, max_concurrency=self.max_concurrency,
@@ -177,8 +180,7 @@ class BlobStore:
                 # (A plain string prefix is what the service filters names on.)
                 prefix = os.path.commonprefix([n for n, _ in named])  # noqa: RUF071
                 existing = {} if fresh else existing_blobs(container, prefix)
-                uploader.upload_all(named, existing,
-                                    on_done=(lambda p: p.unlink(missing_ok=True)) if move else None)
+                uploader.upload_all(named, existing)
         finally:
             uploader.close()
 
