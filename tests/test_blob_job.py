@@ -113,7 +113,7 @@ def test_gc_lists_then_deletes_only_orphaned_shardrun_containers(
     listed = collect(GcRequest(parse_age("7d"), False, ledger), store=store)
     ledger.close()
     assert {(item.resource_id, item.why, deleted) for item, deleted in listed} == {
-        (orphan, "not in this ledger", False), (finished, "run succeeded", False)}
+        (orphan, "not in this ledger, last seen splitting", False), (finished, "run succeeded", False)}
 
     monkeypatch.setenv("AZURE_STORAGE_KEY", DEV_KEY)
     monkeypatch.delenv("AZURE_STORAGE_CONNECTION_STRING", raising=False)

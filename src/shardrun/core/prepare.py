@@ -95,6 +95,7 @@ def prepare_run(ws: Workspace, spec: JobSpec, job_key: str, run_id: str,
         ledger.add_tasks(run_id, tasks)
         ledger.set_run_status(run_id, RunState.RUNNING)
     run.refresh()
+    run.beat()  # its container exists now: other machines see it running
     return run
 
 

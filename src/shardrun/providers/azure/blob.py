@@ -57,8 +57,11 @@ TOOL = "shardrun"
 
 
 def container_metadata(run_id: str, created: float | None = None) -> dict[str, str]:
-    return {META_TOOL: TOOL, META_RUN: run_id, META_CREATED: str(int(created or time.time())),
-            META_VERSION: __version__}
+    """What marks a run's container as shardrun's. A new container is the run's first heartbeat:
+    gc on another machine keeps it even before the run's client writes one."""
+    made = str(int(created or time.time()))
+    return {META_TOOL: TOOL, META_RUN: run_id, META_CREATED: made, META_VERSION: __version__,
+            META_STATE: "splitting", META_HEARTBEAT: made}
 
 
 def is_ours(metadata: dict[str, str] | None, run_id: str | None = None) -> bool:

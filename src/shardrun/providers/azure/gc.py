@@ -28,6 +28,9 @@ from shardrun.providers.azure.settings import StorageSection, batch_settings, st
 CONTAINER, POOL, JOB = "blob container", "Batch pool", "Batch job"
 HEARTBEAT_GRACE = 10 * 60.0  # seconds: ten missed heartbeats mean the client is gone
 WORKING = frozenset({RunState.SPLITTING, RunState.RUNNING, RunState.MERGING})
+# A stale heartbeat in these means a client died with work left that `shardrun run` picks up; one
+# that died while splitting left nothing to resume (the next run starts afresh).
+RESUMABLE = frozenset({RunState.RUNNING, RunState.MERGING, RunState.INTERRUPTED, RunState.MERGE_FAILED})
 
 
 def _owner(ledger: Ledger, run_id: str, meta: dict[str, str] | None, now: float,
@@ -45,7 +48,7 @@ def _owner(ledger: Ledger, run_id: str, meta: dict[str, str] | None, now: float,
         beat = 0.0
     if state in WORKING and now - beat < HEARTBEAT_GRACE:
         return True, f"run {state} on another machine"
-    if state in UNFINISHED and not include_interrupted:
+    if state in RESUMABLE and not include_interrupted:
         return True, f"run {state}, resumable"
     if run is None:
         return False, "not in this ledger" + (f", last seen {state}" if state else "")
