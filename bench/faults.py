@@ -298,6 +298,7 @@ class Trial:
     sig: str
     phase: str
     hit: bool = False  # the ledger said `phase` just before the signal
+    done_at_kill: int = 0  # tasks the ledger had as succeeded right after the kill
     killed_code: int | None = None
     rerun_codes: list[int | None] = field(default_factory=list)
     lost: int = 0
@@ -359,6 +360,7 @@ def kill_trial(folder: Path, shape: Shape, sig: str, phase: str, delay: float,
     trial.hung += trial.killed_code is None
     trial.tracebacks += "Traceback" in err
     done_at_kill, offset = succeeded_tasks(home), log_size(calls)
+    trial.done_at_kill = len(done_at_kill)
     trial.rerun_codes, tracebacks, hung = run_until_ok(job, home, reruns)
     trial.tracebacks += tracebacks
     trial.hung += hung
@@ -516,7 +518,8 @@ def main(argv: list[str] | None = None) -> int:
             trial = kill_trial(root / f"t{n:04d}", shape, sig, phase, delay, args.reruns)
             trials.append(trial)
             found = ", ".join(trial.findings())
-            print(f"  {n}/{len(plan)} SIG{sig} {phase} +{delay:.2f}s: {trial.codes}"
+            print(f"  {n}/{len(plan)} SIG{sig} {phase} +{delay:.2f}s "
+                  f"({trial.done_at_kill}/{shape.tasks} done): {trial.codes}"
                   f"{'  <- ' + found if found else ''}", flush=True)
             if not args.keep:
                 shutil.rmtree(root / f"t{n:04d}", ignore_errors=True)
