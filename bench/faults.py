@@ -5,6 +5,8 @@ split, run or merge, then runs `shardrun run job.toml` again, as a user would, u
 most --reruns times), and checks what is left: the merged result against the expected one (lines as
 multisets), tasks the ledger had as succeeded at the kill that started again, runs not in the state
 they should end in, temporary files and scratch left behind, processes left running, tracebacks.
+A kill that lands after the run succeeded is "late": nobody runs again (that would start a new run),
+but a client stopped by SIGINT/SIGTERM must still have said that the run succeeded.
 
 Part 2 starts two clients at the same moment, on a new job and on an interrupted one, and checks that
 every task's app runs once, the result is right, and the loser exits 3 naming the owner (PID, host).
@@ -137,15 +139,22 @@ def start_client(job: Path, home: Path) -> subprocess.Popen[str]:
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
-def finish(client: subprocess.Popen[str], limit: float) -> tuple[int | None, str]:
+@dataclass(frozen=True)
+class Ended:
+    code: int | None  # None: it did not end in time and was killed (hung)
+    out: str
+    err: str
+
+
+def finish(client: subprocess.Popen[str], limit: float) -> Ended:
     """Wait for the client (at most `limit` s). A client still there is killed: code None (hung)."""
     try:
-        _, err = client.communicate(timeout=limit)
-        return client.returncode, err
+        out, err = client.communicate(timeout=limit)
+        return Ended(client.returncode, out, err)
     except subprocess.TimeoutExpired:
         os.killpg(client.pid, signal.SIGKILL)
-        _, err = client.communicate(timeout=30)
-        return None, err
+        out, err = client.communicate(timeout=30)
+        return Ended(None, out, err)
 
 
 def query(home: Path, sql: str, *args: object) -> list[tuple[object, ...]]:
@@ -160,9 +169,15 @@ def query(home: Path, sql: str, *args: object) -> list[tuple[object, ...]]:
         return []  # created but not yet given its tables
 
 
+def latest_run(home: Path) -> tuple[str, str] | None:
+    """(run id, status) of the newest run."""
+    rows = query(home, "SELECT run_id, status FROM runs ORDER BY created_at DESC LIMIT 1")
+    return (str(rows[0][0]), str(rows[0][1])) if rows else None
+
+
 def latest_status(home: Path) -> str | None:
-    rows = query(home, "SELECT status FROM runs ORDER BY created_at DESC LIMIT 1")
-    return str(rows[0][0]) if rows else None
+    run = latest_run(home)
+    return run[1] if run else None
 
 
 def wait_phase(home: Path, client: subprocess.Popen[str], phase: str) -> float | None:
@@ -188,9 +203,9 @@ def calibrate(root: Path, shape: Shape) -> dict[str, float]:
         if status is not None and status not in seen:
             seen[status] = time.monotonic()
         time.sleep(0.005)
-    code, err = finish(client, 30)
-    if code != 0 or "succeeded" not in seen:
-        raise SystemExit(f"calibration run failed ({code}): {err.strip()[-500:]}")
+    ended = finish(client, 30)
+    if ended.code != 0 or "succeeded" not in seen:
+        raise SystemExit(f"calibration run failed ({ended.code}): {ended.err.strip()[-500:]}")
     order = [*PHASES, "succeeded"]
     return {p: seen[order[i + 1]] - seen[p] for i, p in enumerate(PHASES)}
 
@@ -299,6 +314,8 @@ class Trial:
     phase: str
     hit: bool = False  # the ledger said `phase` just before the signal
     done_at_kill: int = 0  # tasks the ledger had as succeeded right after the kill
+    late: bool = False  # the run had succeeded by the time the client ended: no run again
+    outcome_hidden: bool = False  # late, yet the client (not kill -9'd) did not say it succeeded
     killed_code: int | None = None
     rerun_codes: list[int | None] = field(default_factory=list)
     lost: int = 0
@@ -320,7 +337,8 @@ class Trial:
             "not identical": not self.identical, "succeeded ran again": self.reran,
             "runs in wrong state": self.wrong_runs, "temp files": self.temp_files,
             "scratch left": self.scratch_left, "strays": self.strays,
-            "tracebacks": self.tracebacks, "hung": self.hung,
+            "tracebacks": self.tracebacks, "outcome hidden": self.outcome_hidden,
+            "hung": self.hung,
         }
         return {name: found for name, found in checks.items() if found}
 
@@ -334,11 +352,11 @@ def run_until_ok(job: Path, home: Path, reruns: int) -> tuple[list[int | None], 
     codes: list[int | None] = []
     tracebacks = hung = 0
     for _ in range(reruns):
-        code, err = finish(start_client(job, home), RUN_TIMEOUT)
-        codes.append(code)
-        tracebacks += "Traceback" in err
-        hung += code is None
-        if code == 0:
+        ended = finish(start_client(job, home), RUN_TIMEOUT)
+        codes.append(ended.code)
+        tracebacks += "Traceback" in ended.err
+        hung += ended.code is None
+        if ended.code == 0:
             break
     return codes, tracebacks, hung
 
@@ -356,14 +374,22 @@ def kill_trial(folder: Path, shape: Shape, sig: str, phase: str, delay: float,
         trial.hit = latest_status(home) == phase and client.poll() is None
     if client.poll() is None:
         client.send_signal(SIGNALS[sig])
-    trial.killed_code, err = finish(client, STOP_WAIT)
-    trial.hung += trial.killed_code is None
-    trial.tracebacks += "Traceback" in err
+    killed = finish(client, STOP_WAIT)
+    trial.killed_code = killed.code
+    trial.hung += killed.code is None
+    trial.tracebacks += "Traceback" in killed.err
     done_at_kill, offset = succeeded_tasks(home), log_size(calls)
     trial.done_at_kill = len(done_at_kill)
-    trial.rerun_codes, tracebacks, hung = run_until_ok(job, home, reruns)
-    trial.tracebacks += tracebacks
-    trial.hung += hung
+    # Too late: the run had succeeded. `shardrun runs` says so, and a user would not run again
+    # (that would start a new run). A client that could still speak must have said so too.
+    run = latest_run(home)
+    trial.late = run is not None and run[1] == "succeeded"
+    trial.outcome_hidden = (trial.late and sig != "KILL"
+                            and f"{run and run[0]}: succeeded" not in killed.out)
+    if not trial.late:
+        trial.rerun_codes, tracebacks, hung = run_until_ok(job, home, reruns)
+        trial.tracebacks += tracebacks
+        trial.hung += hung
     trial.lost, trial.duplicated, trial.identical = result_diff(folder, shape)
     again = starts(calls, offset)
     trial.reran = sorted(t for t in done_at_kill if again[t])
@@ -383,20 +409,23 @@ def fault_table(trials: list[Trial]) -> list[list[str]]:
             codes = Counter(t.codes for t in group)
             rows.append([
                 f"SIG{sig}", phase, str(len(group)), str(sum(t.hit for t in group)),
+                str(sum(t.late for t in group)),
                 str(sum(t.lost for t in group)), str(sum(t.duplicated for t in group)),
                 str(sum(not t.identical for t in group)), str(sum(len(t.reran) for t in group)),
                 str(sum(len(t.wrong_runs) for t in group)), str(sum(len(t.temp_files) for t in group)),
                 str(sum(len(t.scratch_left) for t in group)), str(sum(t.strays for t in group)),
-                str(sum(t.tracebacks for t in group)), str(sum(t.hung for t in group)),
+                str(sum(t.tracebacks for t in group)), str(sum(t.outcome_hidden for t in group)),
+                str(sum(t.hung for t in group)),
                 ", ".join(f"{c} x{n}" for c, n in codes.most_common()),
                 str(sum(len(t.kept_attempts) for t in group)),
             ])
     return rows
 
 
-FAULT_HEADER = ["signal", "phase", "trials", "hit", "lost lines", "dup lines", "not identical",
+FAULT_HEADER = ["signal", "phase", "trials", "hit", "late", "lost lines", "dup lines", "not identical",
                 "succeeded ran again", "runs wrong state", "temp files", "scratch left", "strays",
-                "tracebacks", "hung", "exit codes (kill->reruns)", "kept attempt folders"]
+                "tracebacks", "outcome hidden", "hung", "exit codes (kill->reruns)",
+                "kept attempt folders"]
 
 
 # -- part 2: two clients at the same moment -------------------------------------------------------
@@ -426,13 +455,12 @@ def pair_trial(folder: Path, shape: Shape, interrupted: bool) -> Pair:
                and time.monotonic() < deadline):
             time.sleep(0.01)
         first.send_signal(signal.SIGINT)
-        code, _ = finish(first, STOP_WAIT)
-        pair.hung += code is None
+        pair.hung += finish(first, STOP_WAIT).code is None
         done_before, offset = succeeded_tasks(home), log_size(calls)
         cut_off = set(starts(calls)) - done_before
     clients = [start_client(job, home), start_client(job, home)]
     outcomes = [finish(c, RUN_TIMEOUT) for c in clients]
-    pair.codes = tuple(code for code, _ in outcomes)
+    pair.codes = tuple(ended.code for ended in outcomes)
     pair.hung += sum(code is None for code in pair.codes)
     pair.right_result = result_diff(folder, shape)[2]
     after = starts(calls, offset)
@@ -442,7 +470,7 @@ def pair_trial(folder: Path, shape: Shape, interrupted: bool) -> Pair:
     pair.twice += sorted(t for t in cut_off if after[t] > 1 and t not in pair.twice)
     if sorted(c or 0 for c in pair.codes) == [0, 3]:
         winner = clients[pair.codes.index(0)]
-        message = outcomes[pair.codes.index(3)][1]
+        message = outcomes[pair.codes.index(3)].err
         pair.loser_right = (f"is being worked on by PID {winner.pid} on {socket.gethostname()}"
                             in message and "Traceback" not in message)
         pair.note = message.strip().splitlines()[-1] if message.strip() else ""
@@ -544,7 +572,7 @@ def main(argv: list[str] | None = None) -> int:
     print(markdown(PAIR_HEADER, pair_table(pairs)))
     print(f"\nwall time {time.monotonic() - began:.0f} s; seed {args.seed}; trial folders under {root}"
           f"{'' if args.keep else ' (deleted)'}")
-    failing = any(row[4:14] != ["0"] * 10 for row in fault_table(trials)) or any(
+    failing = any(t.findings() for t in trials) or any(
         p.twice or not p.right_result or not p.loser_right or p.hung for p in pairs)
     return 1 if failing else 0
 
