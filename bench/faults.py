@@ -13,9 +13,9 @@ every task's app runs once, the result is right, and the loser exits 3 naming th
 
 Every wait is bounded: a client that does not stop is killed and counted in the `hung` column.
 
-    PYTHONPATH=src .venv/bin/python bench/faults.py              # 20 trials per signal x phase
-    PYTHONPATH=src .venv/bin/python bench/faults.py --quick      # 2 per signal x phase, 2 per case
-    PYTHONPATH=src .venv/bin/python bench/faults.py --trials 5 --signals KILL --phases merging
+    .venv/bin/python bench/faults.py              # 20 trials per signal x phase
+    .venv/bin/python bench/faults.py --quick      # 2 per signal x phase, 2 per case
+    .venv/bin/python bench/faults.py --trials 5 --signals KILL --phases merging
 """
 
 from __future__ import annotations
