@@ -21,6 +21,12 @@ class FailedTask:
     attempts: int
     reason: str
     stderr_tail: str
+    input_name: str = ""  # the input piece's name, e.g. 'photo5.png'
+
+    @property
+    def label(self) -> str:
+        """'task-00005 (photo5.png)': the id, and the input the user knows it by."""
+        return f"{self.task_id} ({self.input_name})" if self.input_name else self.task_id
 
 
 @dataclass
@@ -98,7 +104,7 @@ def failed_tasks(run: Run, tail_lines: int = 5, *, use_store: bool = True) -> li
                 stderr = b""
             stderr_tail = tail(stderr, tail_lines) if stderr.strip() else ""
         out.append(FailedTask(t.task_id, t.attempts, str(last.get("reason") or "unknown"),
-                              stderr_tail))
+                              stderr_tail, layout.input_name(t.input_key)))
     return out
 
 
@@ -119,6 +125,9 @@ def _merge(run: Run) -> Path:
             outputs.append(local)
             continue
         dest = folder / f"{t.task_id}{Path(t.output_key).suffix}"
+        if spec.merge.kind == "folder":  # the outputs keep their names
+            dest = folder / t.task_id / Path(t.output_key).name
+            dest.parent.mkdir()
         if local is not None:
             dest.symlink_to(local)
         else:

@@ -32,6 +32,18 @@ def resolved_command(spec: JobSpec) -> list[str] | None:
     return out
 
 
+def job_warnings(spec: JobSpec) -> list[str]:
+    """Likely mistakes that are not errors: one line each, naming the file and key."""
+    warnings = []
+    command = spec.app.command
+    if command and spec.app.stdout is None and not any("{output}" in arg for arg in command):
+        warnings.append(
+            f"{spec.source}: warning: [app] command has no {{output}} and [app] stdout is not set: "
+            "the app must write its output to $OUTPUT_PATH itself; a program that prints its "
+            "result needs [app] stdout = \"output\"")
+    return warnings
+
+
 def validate_job(path: Path | str, *, home: Path | None = None) -> tuple[JobSpec, list[Path]]:
     """Load a job file and check it and everything it names; return the spec and its input files.
 
