@@ -184,7 +184,7 @@ def test_folder_merge_refuses_two_outputs_of_one_name(tmp_path: Path) -> None:
     (tmp_path / "t2").mkdir()
     (tmp_path / "t1" / "x.out").write_text("1")
     (tmp_path / "t2" / "x.out").write_text("2")
-    with pytest.raises(MergeError, match="two outputs are named 'x.out'"):
+    with pytest.raises(MergeError, match=r"two outputs are named 'x\.out'"):
         merge_folder([tmp_path / "t1" / "x.out", tmp_path / "t2" / "x.out"], tmp_path / "dest")
     assert not (tmp_path / "dest").exists()
     assert not [p for p in tmp_path.iterdir() if ".shardrun-" in p.name]
