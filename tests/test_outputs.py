@@ -210,3 +210,18 @@ def test_failures_status_and_logs_name_the_input(tmp_path: Path, shardrun_home: 
     assert b"cannot read" in task_log(run_id, "photo5.png", home=shardrun_home)
     main(["status", run_id])
     assert "task-00002 (photo5.png)" in capsys.readouterr().out
+
+
+def test_stdout_output_in_podman_containers(tmp_path: Path, test_image: str,
+                                            shardrun_home: Path) -> None:
+    (tmp_path / "big.txt").write_text("".join(f"line {i}\n" for i in range(6)))
+    job = write_job(tmp_path, {
+        "app": {"image": test_image, "command": ["sed", "s/line/LINE/", "{input}"],
+                "stdout": "output"},
+        "split": {"input": "big.txt", "per_task": 2},
+        "merge": {"output": "result.txt"},
+        "run": {"concurrency": 2, "container_options": ["--network", "none"]},
+    })
+    result = shardrun.run_job(job)
+    assert result.ok, result
+    assert (tmp_path / "result.txt").read_text() == "".join(f"LINE {i}\n" for i in range(6))
