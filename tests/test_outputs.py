@@ -225,3 +225,12 @@ def test_stdout_output_in_podman_containers(tmp_path: Path, test_image: str,
     result = shardrun.run_job(job)
     assert result.ok, result
     assert (tmp_path / "result.txt").read_text() == "".join(f"LINE {i}\n" for i in range(6))
+
+
+def test_stdout_output_needs_a_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "a.txt").write_text("x\n")
+    job = write_job(tmp_path, {"app": {"image": "localhost/app:1", "stdout": "output"},
+                               "split": {"input": "a.txt"}, "merge": {"output": "b.txt"},
+                               "run": {"runtime": "podman"}})
+    assert main(["validate", str(job)]) == 2
+    assert '[app] stdout = "output" needs [app] command' in capsys.readouterr().err

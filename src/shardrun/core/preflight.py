@@ -90,6 +90,8 @@ def _check_job(spec: JobSpec, *, fetch_image: bool, home: Path | None) -> list[P
                 f"{src}: [app] command is required with the process runtime "
                 "(leave it out only when a container image has an ENTRYPOINT)"
             )
+        if spec.app.stdout is not None:  # on Batch no shardrun script runs before an ENTRYPOINT
+            raise JobFileError(f"{src}: [app] stdout = \"output\" needs [app] command")
     elif spec.app.config is None and any("{config}" in a for a in command):
         raise JobFileError(f"{src}: [app] command uses {{config}} but [app] config is not set")
     if spec.app.config is not None:
