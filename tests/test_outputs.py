@@ -234,3 +234,12 @@ def test_stdout_output_needs_a_command(tmp_path: Path, capsys: pytest.CaptureFix
                                "run": {"runtime": "podman"}})
     assert main(["validate", str(job)]) == 2
     assert '[app] stdout = "output" needs [app] command' in capsys.readouterr().err
+
+
+def test_a_piece_split_made_is_not_named_beside_the_id() -> None:
+    from shardrun.core.outcome import task_label
+
+    assert task_label("task-00003", "piece-000003.txt") == "task-00003"
+    assert task_label("task-00003", "piece-000003") == "task-00003"
+    assert task_label("task-00003", "photo3.png") == "task-00003 (photo3.png)"
+    assert task_label("task-00003", "piece-of-cake.txt") == "task-00003 (piece-of-cake.txt)"

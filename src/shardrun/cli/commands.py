@@ -15,6 +15,7 @@ from shardrun.cli.app import _home, cli, out
 from shardrun.cli.progress import progress_for
 from shardrun.core.cleanup import cleanup_run
 from shardrun.core.outcome import RunResult
+from shardrun.core.outcome import task_label as outcome_label
 from shardrun.core.pipeline import merge_run, retry_run, run_job
 from shardrun.core.preflight import job_warnings, validate_job
 from shardrun.core.spec import load_spec
@@ -285,7 +286,7 @@ def _print_result(result: RunResult) -> None:
 
 def _print_failures(run_id: str, failed: list[dict[str, Any]], limit: int = 20) -> None:
     for f in failed[:limit]:
-        label = f"{f['task_id']} ({f['input_name']})" if f.get("input_name") else f["task_id"]
+        label = outcome_label(f["task_id"], f.get("input_name") or "")
         out.print(f"  {label} failed after {f['attempts']} attempt(s): {f['reason']}", markup=False)
         if f["stderr_tail"]:
             out.print(f"    stderr: {f['stderr_tail']}", markup=False)

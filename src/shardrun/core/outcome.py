@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -25,8 +26,19 @@ class FailedTask:
 
     @property
     def label(self) -> str:
-        """'task-00005 (photo5.png)': the id, and the input the user knows it by."""
-        return f"{self.task_id} ({self.input_name})" if self.input_name else self.task_id
+        return task_label(self.task_id, self.input_name)
+
+
+# The names split gives the pieces it makes (lines, json, csv; files grouped per_task > 1).
+_SPLIT_PIECE_NAME = re.compile(r"piece-\d{6,}(\.[^/]*)?")
+
+
+def task_label(task_id: str, input_name: str) -> str:
+    """'task-00005 (photo5.png)': the id, and the input the user knows it by. A piece split made
+    ('piece-000005.txt') says no more than the id, so it is left out."""
+    if not input_name or _SPLIT_PIECE_NAME.fullmatch(input_name):
+        return task_id
+    return f"{task_id} ({input_name})"
 
 
 @dataclass

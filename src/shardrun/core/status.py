@@ -11,6 +11,7 @@ from shardrun.core import layout
 from shardrun.core.errors import UsageError
 from shardrun.core.ledger import TaskRow
 from shardrun.core.outcome import failed_tasks
+from shardrun.core.outcome import task_label as outcome_label
 from shardrun.core.provider import Cost
 from shardrun.core.run import Run, open_run
 from shardrun.core.states import RunState
@@ -109,7 +110,7 @@ def task_label(run_id: str, task_id: str, *, home: Path | str | None = None) -> 
     with Workspace(home) as ws:
         open_run(ws, run_id)
         task = _find_task(ws, run_id, task_id)
-        return f"{task.task_id} ({layout.input_name(task.input_key)})"
+        return outcome_label(task.task_id, layout.input_name(task.input_key))
 
 
 def _iso(ts: float | None) -> str | None:
