@@ -243,3 +243,13 @@ def test_a_piece_split_made_is_not_named_beside_the_id() -> None:
     assert task_label("task-00003", "piece-000003") == "task-00003"
     assert task_label("task-00003", "photo3.png") == "task-00003 (photo3.png)"
     assert task_label("task-00003", "piece-of-cake.txt") == "task-00003 (piece-of-cake.txt)"
+
+
+def test_a_long_script_argument_is_no_file_name(tmp_path: Path) -> None:
+    """Before: OSError 'File name too long' from the output checks, for any long `sh -c` script."""
+    (tmp_path / "a.txt").write_text("x\n")
+    script = 'cat "$1" > "$2"; ' + "true; " * 60
+    job = write_job(tmp_path, {"app": {"command": ["sh", "-c", script, "sh", "{input}", "{output}"]},
+                               "split": {"input": "a.txt"}, "merge": {"output": "b.txt"}})
+    check_output(load_spec(job), home=tmp_path / "home")
+    assert main(["validate", str(job)]) == 0

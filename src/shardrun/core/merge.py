@@ -94,8 +94,16 @@ def _named_files(spec: JobSpec) -> Iterator[tuple[Path, str]]:
     for i, f in enumerate(spec.app.files):
         yield spec.path(f), f"[app] files[{i}]"
     for arg in spec.app.command or []:
-        if arg and "{" not in arg and not arg.startswith("-") and spec.path(arg).is_file():
+        if arg and "{" not in arg and not arg.startswith("-") and _is_file(spec.path(arg)):
             yield spec.path(arg), "a file [app] command names"
+
+
+def _is_file(path: Path) -> bool:
+    # A shell script argument is no file name: too long a name is an error, not False (3.11).
+    try:
+        return path.is_file()
+    except OSError:
+        return False
 
 
 def _same(real: Path, other: Path) -> bool:

@@ -25,7 +25,7 @@ def resolved_command(spec: JobSpec) -> list[str] | None:
     for arg in spec.app.command:
         if arg and "{" not in arg and not arg.startswith("-") and not os.path.isabs(arg):
             candidate = spec.path(arg)
-            if candidate.is_file():
+            if os.path.isfile(candidate):  # never raises (a long `sh -c` script is no name)
                 out.append(str(candidate))
                 continue
         out.append(arg)
