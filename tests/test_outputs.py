@@ -253,3 +253,12 @@ def test_a_long_script_argument_is_no_file_name(tmp_path: Path) -> None:
                                "split": {"input": "a.txt"}, "merge": {"output": "b.txt"}})
     check_output(load_spec(job), home=tmp_path / "home")
     assert main(["validate", str(job)]) == 0
+
+
+def test_a_link_is_never_a_folder_merges_destination(tmp_path: Path) -> None:
+    job = files_job(tmp_path, {"a.txt": "x"})
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / MERGED_MARK).write_text("")
+    (tmp_path / "merged").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(JobFileError, match="is a file or a link"):
+        check_output(load_spec(job), home=tmp_path / "home")

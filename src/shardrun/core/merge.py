@@ -54,7 +54,7 @@ def check_output(spec: JobSpec, inputs: Sequence[Path] | None = None,
     folder = spec.merge.kind == "folder"
     if folder and real.is_dir() and not is_merged_folder(real):
         raise refuse(f"is a folder shardrun did not write (no {MERGED_MARK} in it)")
-    if folder and (real.is_file() or real.is_symlink()):
+    if folder and (real.is_file() or spec.path(raw).is_symlink()):
         raise refuse("is a file or a link, and method = 'folder' writes a folder")
     if not folder and real.is_dir():
         raise refuse("is a folder")
@@ -285,7 +285,10 @@ def merge_folder(outputs: list[Path], dest: Path) -> None:
     try:
         for path in outputs:
             target = tmp / path.name
-            if target.exists() or path.name == MERGED_MARK:
+            if path.name == MERGED_MARK:
+                raise MergeError(f"an output is named {MERGED_MARK!r}, the folder merge's own mark; "
+                                 "set [app] output_name to another name")
+            if target.exists():
                 raise MergeError(f"two outputs are named {path.name!r}; a folder merge needs one "
                                  "name per task ([app] output_name = '{stem}.out')")
             shutil.copyfile(path, target)
