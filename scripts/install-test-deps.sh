@@ -20,6 +20,7 @@ APT_PACKAGES=(
   docker-registry     # ... a loopback registry, the stand-in for Azure Container Registry
   apache2-utils       # ... htpasswd, for that registry's auth
   mmdebstrap          # tests/test_batch_registry.py: an offline Debian base image with python3
+  pandoc              # tests/test_examples.py: examples/pandoc, a real program writing to stdout
 )
 
 # Azurite (tests/fixtures/azurite.py) runs on node; keep a node that is already there.

@@ -122,3 +122,22 @@ def test_wordcount_on_batch_gives_the_same_result_as_locally(
     on_batch = (folder / "out" / "word-counts-batch.jsonl").read_text()
     assert on_batch == (folder / "out" / "word-counts.jsonl").read_text()
     assert len(on_batch.splitlines()) == 35
+
+
+def test_pandoc_example_gives_what_pandoc_gives_on_each_file(tmp_path: Path) -> None:
+    """A real program no one here wrote, printing to stdout, with outputs that keep their names."""
+    if shutil.which("pandoc") is None:
+        pytest.fail("pandoc is not installed: bash scripts/install-test-deps.sh installs it")
+    folder = copy_example("pandoc", tmp_path)
+    result = shardrun.run_job(folder / "job.toml")
+    assert result.ok, result.message
+    merged = folder / "out" / "html"
+    assert result.merged_output == merged
+    sources = sorted((folder / "docs").glob("*.md"))
+    assert len(sources) == result.counts["succeeded"] == 4
+    assert sorted(p.name for p in merged.glob("*.html")) == sorted(f"{p.stem}.html" for p in sources)
+    for source in sources:
+        direct = subprocess.run(["pandoc", "-f", "markdown", "-t", "html", str(source)],
+                                capture_output=True, check=True).stdout
+        assert (merged / f"{source.stem}.html").read_bytes() == direct, source.name
+        assert direct.strip()

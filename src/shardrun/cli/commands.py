@@ -15,11 +15,12 @@ from shardrun.cli.app import _home, cli, out
 from shardrun.cli.progress import progress_for
 from shardrun.core.cleanup import cleanup_run
 from shardrun.core.outcome import RunResult
+from shardrun.core.outcome import task_label as outcome_label
 from shardrun.core.pipeline import merge_run, retry_run, run_job
-from shardrun.core.preflight import validate_job
+from shardrun.core.preflight import job_warnings, validate_job
 from shardrun.core.spec import load_spec
 from shardrun.core.split import split_job
-from shardrun.core.status import list_runs, run_status, task_log
+from shardrun.core.status import list_runs, run_status, task_label, task_log
 
 WAIT = click.option("--wait", is_flag=True,
                     help="If another client works on the run, wait for it instead of stopping.")
@@ -73,11 +74,13 @@ def validate(ctx: click.Context, job: Path) -> None:
     from shardrun.planning.autosize import many_tasks_warning
 
     spec, inputs = validate_job(job, home=resolve_home(_home(ctx)))
+    for said in job_warnings(spec):
+        out.print(said, markup=False)
     out.print(f"{job}: ok ({len(inputs)} input file(s), split by {spec.split.kind}, "
               f"merge by {spec.merge.kind}, backend {spec.run.backend})")
-    warning = many_tasks_warning(spec)
-    if warning:
-        out.print(warning, markup=False)
+    many = many_tasks_warning(spec)
+    if many:
+        out.print(many, markup=False)
 
 
 @cli.command()
@@ -199,8 +202,10 @@ def status(ctx: click.Context, run_id: str, as_json: bool) -> None:
 @click.option("--stderr", "stream", flag_value="stderr", default=True, help="Show stderr.")
 @click.pass_context
 def logs(ctx: click.Context, run_id: str, task_id: str, attempt: int | None, stream: str) -> None:
-    """Print a task attempt's stored stderr (or stdout)."""
+    """Print a task attempt's stored stderr (or stdout). TASK_ID: the id, or its input's name."""
     data = task_log(run_id, task_id, attempt=attempt, stream=stream, home=_home(ctx))
+    if sys.stderr.isatty():  # a header for the reader; a pipe gets the log's bytes only
+        click.echo(f"{task_label(run_id, task_id, home=_home(ctx))} {stream}:", err=True)
     sys.stdout.buffer.write(data)
     sys.stdout.flush()
 
@@ -310,9 +315,10 @@ def _print_result(result: RunResult) -> None:
 
 def _print_failures(run_id: str, failed: list[dict[str, Any]], limit: int = 20) -> None:
     for f in failed[:limit]:
-        out.print(f"  {f['task_id']} failed after {f['attempts']} attempt(s): {f['reason']}")
+        label = outcome_label(f["task_id"], f.get("input_name") or "")
+        out.print(f"  {label} failed after {f['attempts']} attempt(s): {f['reason']}", markup=False)
         if f["stderr_tail"]:
-            out.print(f"    stderr: {f['stderr_tail']}")
+            out.print(f"    stderr: {f['stderr_tail']}", markup=False)
         out.print(f"    full log: shardrun logs {run_id} {f['task_id']}")
     if len(failed) > limit:
         out.print(f"  ... and {len(failed) - limit} more (shardrun status {run_id} --json)")

@@ -39,6 +39,7 @@ class RunContext:
     retries: int = 3
     timeout: float | None = None
     concurrency: int = 1
+    stdout_output: bool = False  # [app] stdout = "output": the app's stdout is its output file
     # Cloud resources the run has (kind, id): live ones, and every one it ever had. A backend
     # reports what it creates or deletes through on_resource(kind, id, deleted); the client records
     # it in the ledger, so cleanup finds each by its exact id.

@@ -111,6 +111,7 @@ def _context(run: Run, pending: list[TaskRow]) -> RunContext:
         retries=spec.run.retries,
         timeout=spec.run.timeout,
         concurrency=min(spec.concurrency, max(1, len(pending))),
+        stdout_output=spec.app.stdout == "output",
         resources=tuple(ledger.resources(run_id)),
         resources_ever=tuple(ledger.resources(run_id, live_only=False)),
         on_resource=on_resource,

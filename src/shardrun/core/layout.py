@@ -59,6 +59,11 @@ def input_key(run_id: str, task: str, name: str) -> str:
     return f"{run_id}/inputs/{task}/{name}"
 
 
+def input_name(key: str) -> str:
+    """The input piece's name from its key (a folder piece's key ends with '/')."""
+    return key.rstrip("/").rsplit("/", 1)[-1]
+
+
 def output_key(run_id: str, task: str, name: str) -> str:
     return f"{run_id}/outputs/{task}/{name}"
 

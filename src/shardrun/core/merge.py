@@ -1,4 +1,5 @@
-"""Mergers: plain functions that combine task outputs, always in task order, into one file.
+"""Mergers: plain functions that combine task outputs, always in task order, into one file (or,
+with method = "folder", a folder of them under their own names).
 
 Every merger writes to a temporary file beside the destination and renames it at the end, so a
 failed merge never leaves half a result where the real one should be. The merged result is the one
@@ -31,6 +32,7 @@ from shardrun.core.workspace import default_home
 
 FUNCTION_ARGS = ("outputs", "dest")  # how a [merge] function is called: fn(outputs, dest)
 PART_SUFFIX = ".shardrun-part"
+MERGED_MARK = ".shardrun-merge"  # in a folder a folder merge wrote
 
 
 def check_output(spec: JobSpec, inputs: Sequence[Path] | None = None,
@@ -49,13 +51,18 @@ def check_output(spec: JobSpec, inputs: Sequence[Path] | None = None,
     def refuse(why: str) -> JobFileError:
         return JobFileError(f"{spec.source}: [merge] output {str(raw)!r} {why}; name another file")
 
-    if real.is_dir():
+    folder = spec.merge.kind == "folder"
+    if folder and real.is_dir() and not is_merged_folder(real):
+        raise refuse(f"is a folder shardrun did not write (no {MERGED_MARK} in it)")
+    if folder and (real.is_file() or spec.path(raw).is_symlink()):
+        raise refuse("is a file or a link, and method = 'folder' writes a folder")
+    if not folder and real.is_dir():
         raise refuse("is a folder")
     if real.parent.exists() and not real.parent.is_dir():
         raise refuse(f"is inside {real.parent}, which is not a folder")
     for path, what in _named_files(spec):
-        if _same(real, path):
-            raise refuse(f"is {what}")
+        if _same(real, path) or (folder and _inside(path.resolve(), real)):
+            raise refuse(f"is {what}" if _same(real, path) else f"holds {what}")
     if inputs is None:
         try:
             inputs = resolve_inputs(spec)
@@ -64,6 +71,8 @@ def check_output(spec: JobSpec, inputs: Sequence[Path] | None = None,
     for path in inputs:
         if _same(real, path):
             raise refuse(f"is the input {str(path)!r}")
+        if folder and _inside(path.resolve(), real):
+            raise refuse(f"holds the input {str(path)!r}")
     raw_input = spec.split.input
     if glob.has_magic(raw_input):
         pattern = os.path.normpath(spec.path(raw_input))
@@ -257,11 +266,52 @@ def merge_json(outputs: list[Path], dest: Path) -> None:
         out.write(b"\n")
 
 
+def is_merged_folder(path: Path) -> bool:
+    """A folder a folder merge wrote (so a later merge may replace it)."""
+    mark = path / MERGED_MARK
+    return path.is_dir() and not path.is_symlink() and mark.is_file() and not mark.is_symlink()
+
+
+def merge_folder(outputs: list[Path], dest: Path) -> None:
+    """A folder of the outputs under their own names (see [app] output_name), built beside `dest`
+    and renamed into place; a folder an earlier folder merge wrote is replaced."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.parent / f"{_part_prefix(dest)}{secrets.token_hex(8)}{PART_SUFFIX}"
+    tmp.mkdir(mode=0o777)
+    old = None
+    try:
+        for path in outputs:
+            target = tmp / path.name
+            if path.name == MERGED_MARK:
+                raise MergeError(f"an output is named {MERGED_MARK!r}, the folder merge's own mark; "
+                                 "set [app] output_name to another name")
+            if target.exists():
+                raise MergeError(f"two outputs are named {path.name!r}; a folder merge needs one "
+                                 "name per task ([app] output_name = '{stem}.out')")
+            shutil.copyfile(path, target)
+        (tmp / MERGED_MARK).write_text("written by shardrun's folder merge; a re-merge replaces "
+                                       "this folder\n")
+        if is_merged_folder(dest):
+            old = dest.parent / f"{_part_prefix(dest)}{secrets.token_hex(8)}.shardrun-old"
+            os.rename(dest, old)
+        os.rename(tmp, dest)
+    except BaseException:
+        if old is not None and not dest.exists():
+            os.rename(old, dest)
+            old = None
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+
 BUILTIN: dict[str, Callable[[list[Path], Path], None]] = {
     "concat": merge_concat,
     "jsonl": merge_jsonl,
     "csv": merge_csv,
     "json": merge_json,
+    "folder": merge_folder,
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -21,6 +22,23 @@ class FailedTask:
     attempts: int
     reason: str
     stderr_tail: str
+    input_name: str = ""  # the input piece's name, e.g. 'photo5.png'
+
+    @property
+    def label(self) -> str:
+        return task_label(self.task_id, self.input_name)
+
+
+# The names split gives the pieces it makes (lines, json, csv; files grouped per_task > 1).
+_SPLIT_PIECE_NAME = re.compile(r"piece-\d{6,}(\.[^/]*)?")
+
+
+def task_label(task_id: str, input_name: str) -> str:
+    """'task-00005 (photo5.png)': the id, and the input the user knows it by. A piece split made
+    ('piece-000005.txt') says no more than the id, so it is left out."""
+    if not input_name or _SPLIT_PIECE_NAME.fullmatch(input_name):
+        return task_id
+    return f"{task_id} ({input_name})"
 
 
 @dataclass
@@ -98,7 +116,7 @@ def failed_tasks(run: Run, tail_lines: int = 5, *, use_store: bool = True) -> li
                 stderr = b""
             stderr_tail = tail(stderr, tail_lines) if stderr.strip() else ""
         out.append(FailedTask(t.task_id, t.attempts, str(last.get("reason") or "unknown"),
-                              stderr_tail))
+                              stderr_tail, layout.input_name(t.input_key)))
     return out
 
 
@@ -119,6 +137,9 @@ def _merge(run: Run) -> Path:
             outputs.append(local)
             continue
         dest = folder / f"{t.task_id}{Path(t.output_key).suffix}"
+        if spec.merge.kind == "folder":  # the outputs keep their names
+            dest = folder / t.task_id / Path(t.output_key).name
+            dest.parent.mkdir()
         if local is not None:
             dest.symlink_to(local)
         else:

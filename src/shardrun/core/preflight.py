@@ -25,11 +25,23 @@ def resolved_command(spec: JobSpec) -> list[str] | None:
     for arg in spec.app.command:
         if arg and "{" not in arg and not arg.startswith("-") and not os.path.isabs(arg):
             candidate = spec.path(arg)
-            if candidate.is_file():
+            if os.path.isfile(candidate):  # never raises (a long `sh -c` script is no name)
                 out.append(str(candidate))
                 continue
         out.append(arg)
     return out
+
+
+def job_warnings(spec: JobSpec) -> list[str]:
+    """Likely mistakes that are not errors: one line each, naming the file and key."""
+    warnings = []
+    command = spec.app.command
+    if command and spec.app.stdout is None and not any("{output}" in arg for arg in command):
+        warnings.append(
+            f"{spec.source}: warning: [app] command has no {{output}} and [app] stdout is not set: "
+            "the app must write its output to $OUTPUT_PATH itself; a program that prints its "
+            "result needs [app] stdout = \"output\"")
+    return warnings
 
 
 def validate_job(path: Path | str, *, home: Path | None = None) -> tuple[JobSpec, list[Path]]:
@@ -80,6 +92,8 @@ def _check_job(spec: JobSpec, *, fetch_image: bool, home: Path | None) -> list[P
                 f"{src}: [app] command is required with the process runtime "
                 "(leave it out only when a container image has an ENTRYPOINT)"
             )
+        if spec.app.stdout is not None:  # on Batch no shardrun script runs before an ENTRYPOINT
+            raise JobFileError(f"{src}: [app] stdout = \"output\" needs [app] command")
     elif spec.app.config is None and any("{config}" in a for a in command):
         raise JobFileError(f"{src}: [app] command uses {{config}} but [app] config is not set")
     if spec.app.config is not None:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from shardrun.core import layout
+from shardrun.core.errors import JobFileError
 from shardrun.core.ledger import Ledger, RunRow
 from shardrun.core.progress import NullProgress, ProgressView
 from shardrun.core.run import Run, open_run
@@ -64,9 +65,10 @@ def prepare_run(ws: Workspace, spec: JobSpec, job_key: str, run_id: str,
                          "makes fewer")
         tasks = []
         uploads: list[tuple[str, Path]] = []
+        out_names = output_names(spec, pieces)
         for index, piece in enumerate(pieces, 1):
             task_id = layout.task_id(index, len(pieces))
-            out_name = spec.app.output_name or f"output{piece.suffix if piece.is_file() else ''}"
+            out_name = out_names[index - 1]
             if piece.is_dir():
                 in_key = layout.input_key(run_id, task_id, piece.name) + "/"
                 files = sorted(p for p in piece.rglob("*") if p.is_file())
@@ -97,6 +99,29 @@ def prepare_run(ws: Workspace, spec: JobSpec, job_key: str, run_id: str,
     run.refresh()
     run.beat()  # its container exists now: other machines see it running
     return run
+
+
+def output_names(spec: JobSpec, pieces: list[Path]) -> list[str]:
+    """Each piece's output name. Raise JobFileError for a name [app] output_name cannot make, and,
+    with [merge] method = "folder", for two pieces whose outputs would get one name."""
+    names = []
+    seen: dict[str, str] = {}
+    for piece in pieces:
+        try:
+            name = spec.app.output_name_for(piece.name)
+        except ValueError as err:
+            raise JobFileError(f"{spec.source}: [app] output_name {spec.app.output_name!r} for the "
+                               f"input {piece.name!r}: {err}") from None
+        name = name or f"output{piece.suffix if piece.is_file() else ''}"
+        if spec.merge.kind == "folder":
+            if name in seen:
+                raise JobFileError(
+                    f"{spec.source}: [merge] method = 'folder': the inputs {seen[name]!r} and "
+                    f"{piece.name!r} both make the output {name!r}; set [app] output_name to a "
+                    "name that differs per input, e.g. '{stem}.out'")
+            seen[name] = piece.name
+        names.append(name)
+    return names
 
 
 def abandon(ws: Workspace, row: RunRow, message: str) -> None:

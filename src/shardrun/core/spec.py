@@ -1,4 +1,8 @@
-"""The job file: a TOML document validated by pydantic. Paths are resolved against the file's folder."""
+"""The job file: a TOML document validated by pydantic. Paths are resolved against the file's folder.
+
+It is a little over 400 lines because every section's keys are here, in one place, as the
+reference docs list them; durations and error wording live in durations.py and validation.py.
+"""
 
 from __future__ import annotations
 
@@ -36,7 +40,10 @@ M = TypeVar("M", bound=BaseModel)
 FilePath = Annotated[Path, Strict(False)]
 PLACEHOLDERS_APP = ("{input}", "{output}", "{config}")
 SPLIT_METHODS = ("lines", "files", "json", "csv")
-MERGE_METHODS = ("concat", "jsonl", "csv", "json")
+MERGE_METHODS = ("concat", "jsonl", "csv", "json", "folder")
+# [app] output_name may name the output after its input piece: "{stem}.html", "{name}.gz".
+OUTPUT_NAME_FIELDS = ("name", "stem", "suffix")
+_FIELD_RE = re.compile(r"\{([^{}]*)\}")
 
 
 class _Section(BaseModel):
@@ -56,7 +63,10 @@ class AppSection(_Section):
     config: FilePath | None = None
     files: list[FilePath] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict)
-    output_name: str | None = None
+    output_name: str | None = Field(
+        None, description="The output's file name; {name} {stem} {suffix} are the input piece's.")
+    stdout: Literal["output"] | None = Field(
+        None, description="'output': the app's standard output is its output file.")
     image: str | None = Field(
         None, description="Container image the tasks run, e.g. 'localhost/app:1'; see docs/containers.md."
     )
@@ -78,11 +88,32 @@ class AppSection(_Section):
     @field_validator("output_name")
     @classmethod
     def _plain_name(cls, v: str | None) -> str | None:
-        if v is not None and (not v or "/" in v or "\0" in v or v in (".", "..")):
-            raise ValueError("must be a plain file name without '/' or NUL")
-        if v is not None and len(v.encode("utf-8", "surrogateescape")) > 255:
-            raise ValueError("must be at most 255 bytes long (a file name's limit)")
+        if v is None:
+            return v
+        for field in _FIELD_RE.findall(v):
+            if field not in OUTPUT_NAME_FIELDS:
+                raise ValueError(f"{{{field}}} is not one of {{name}}, {{stem}}, {{suffix}}")
+        check_file_name(_FIELD_RE.sub("x", v))
         return v
+
+    @property
+    def names_outputs_after_inputs(self) -> bool:
+        return self.output_name is not None and bool(_FIELD_RE.search(self.output_name))
+
+    def output_name_for(self, piece_name: str) -> str | None:
+        """The output's name for an input piece of this name; None when [app] output_name is unset.
+        Raises ValueError when the rendered name is no plain file name."""
+        if self.output_name is None:
+            return None
+        stem, dot, suffix = piece_name.rpartition(".")
+        if not stem:  # '.bashrc' or 'README': no suffix
+            stem, suffix = piece_name, ""
+        else:
+            suffix = dot + suffix
+        values = {"name": piece_name, "stem": stem, "suffix": suffix}
+        name = _FIELD_RE.sub(lambda m: values[m.group(1)], self.output_name)
+        check_file_name(name)
+        return name
 
     @field_validator("env")
     @classmethod
@@ -91,6 +122,14 @@ class AppSection(_Section):
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
                 raise ValueError(f"{key!r} is not a valid environment variable name")
         return v
+
+
+def check_file_name(name: str) -> None:
+    """Raise ValueError unless `name` is a plain file name (an output's, a merged file's)."""
+    if not name or "/" in name or "\0" in name or name in (".", ".."):
+        raise ValueError(f"must be a plain file name without '/' or NUL (got {name!r})")
+    if len(name.encode("utf-8", "surrogateescape")) > 255:
+        raise ValueError("must be at most 255 bytes long (a file name's limit)")
 
 
 class _Pluggable(_Section):
@@ -149,8 +188,8 @@ class SplitSection(_Pluggable):
 
 
 class MergeSection(_Pluggable):
-    method: Literal["concat", "jsonl", "csv", "json"] | None = None
-    output: FilePath
+    method: Literal["concat", "jsonl", "csv", "json", "folder"] | None = None
+    output: FilePath = Field(description="The merged file; with method = 'folder', a folder.")
     _default_method = "concat"
 
     @field_validator("output", mode="before")
@@ -326,6 +365,8 @@ class JobSpec(_Section):
     def fingerprint(self) -> str:
         """Hash of what decides the tasks and their results; a change means a resume is unsafe."""
         data = self.model_dump(mode="json", include={"app", "split"})
+        if data["app"]["stdout"] is None:  # added later: runs made before it keep their fingerprint
+            del data["app"]["stdout"]
         blob = json.dumps(data, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 

@@ -9,7 +9,9 @@ from typing import Any
 
 from shardrun.core import layout
 from shardrun.core.errors import UsageError
+from shardrun.core.ledger import TaskRow
 from shardrun.core.outcome import failed_tasks
+from shardrun.core.outcome import task_label as outcome_label
 from shardrun.core.provider import Cost
 from shardrun.core.run import Run, open_run
 from shardrun.core.states import RunState, retry_flags
@@ -45,8 +47,8 @@ def run_status(run_id: str, *, home: Path | str | None = None) -> dict[str, Any]
             "merged_output": run.merged_output,
             "message": run.message,
             "failed": [
-                {"task_id": f.task_id, "attempts": f.attempts, "reason": f.reason,
-                 "stderr_tail": f.stderr_tail}
+                {"task_id": f.task_id, "input_name": f.input_name, "attempts": f.attempts,
+                 "reason": f.reason, "stderr_tail": f.stderr_tail}
                 for f in failed_tasks(handle, use_store=False)
             ],
         }
@@ -75,9 +77,8 @@ def task_log(
         run = open_run(ws, run_id)
         if run.state == RunState.CLEANED:
             raise UsageError(f"run {run_id} was cleaned up: its logs were deleted with it")
-        task = ws.ledger.task(run_id, task_id)
-        if task is None:
-            raise UsageError(f"run {run_id} has no task {task_id!r}")
+        task = _find_task(ws, run_id, task_id)
+        task_id = task.task_id
         attempts = {int(a["attempt"]): a for a in ws.ledger.attempts(run_id, task_id)}
         if attempt is None:
             if not attempts:
@@ -89,6 +90,28 @@ def task_log(
             if attempts.get(attempt, {}).get("ended_at"):
                 return b""  # the attempt ended and wrote nothing there: empty logs are not stored
             raise UsageError(f"no {stream} stored for {task_id} attempt {attempt}") from None
+
+
+def _find_task(ws: Workspace, run_id: str, task_id: str) -> TaskRow:
+    """A task by its id, or by its input piece's name ('photo5.png') when that names one task."""
+    task = ws.ledger.task(run_id, task_id)
+    if task is not None:
+        return task
+    named = [t for t in ws.ledger.tasks(run_id) if layout.input_name(t.input_key) == task_id]
+    if len(named) == 1:
+        return named[0]
+    if named:
+        raise UsageError(f"run {run_id}: {len(named)} tasks have the input {task_id!r}: "
+                         f"name one by its id ({', '.join(t.task_id for t in named[:5])})")
+    raise UsageError(f"run {run_id} has no task {task_id!r}")
+
+
+def task_label(run_id: str, task_id: str, *, home: Path | str | None = None) -> str:
+    """'task-00005 (photo5.png)': a task's id and its input's name."""
+    with Workspace(home) as ws:
+        open_run(ws, run_id)
+        task = _find_task(ws, run_id, task_id)
+        return outcome_label(task.task_id, layout.input_name(task.input_key))
 
 
 def _iso(ts: float | None) -> str | None:

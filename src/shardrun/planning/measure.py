@@ -209,7 +209,7 @@ def _run_samples(spec: JobSpec, chosen: list[tuple[Path, int]], root: Path, time
         env=dict(spec.app.env),
         config_key=layout.config_key(run_id, spec.app.config.name) if spec.app.config else None,
         file_keys=tuple(layout.file_key(run_id, f.name) for f in spec.app.files),
-        retries=0, timeout=timeout, concurrency=1,
+        retries=0, timeout=timeout, concurrency=1, stdout_output=spec.app.stdout == "output",
     )
     # a container job's samples run in its container, as its tasks will
     backend = LocalBackend(runtime=job_runtime(spec), kill_grace=2.0,
@@ -250,7 +250,8 @@ def _upload(spec: JobSpec, store: Store, run_id: str, pieces: list[Path]) -> lis
     uploads: list[tuple[str, Path]] = []
     for i, piece in enumerate(pieces, 1):
         task = layout.task_id(i, len(pieces))
-        out_name = spec.app.output_name or f"output{piece.suffix if piece.is_file() else ''}"
+        out_name = (spec.app.output_name_for(piece.name)
+                    or f"output{piece.suffix if piece.is_file() else ''}")
         if piece.is_dir():
             key = layout.input_key(run_id, task, piece.name) + "/"
             uploads += [(key + f.relative_to(piece).as_posix(), f)

@@ -76,7 +76,7 @@ class RunFiles:
             command=command, shared_files=tuple(shared), config_path=config_path,
             output_container_url=self.output_container_url(), env=dict(ctx.env),
             retries=ctx.retries, timeout=ctx.timeout, image=self.image, container_options=options,
-            identity=self.identity,
+            identity=self.identity, stdout_output=ctx.stdout_output,
         )
         self.check_expiry(template.output_container_url)
         return template

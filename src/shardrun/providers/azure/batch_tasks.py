@@ -23,13 +23,16 @@ RUN_METADATA = "shardrun.run"  # on every pool and job shardrun creates: the run
 INPUT_DIR, OUTPUT_DIR, CONFIG_DIR, APP_DIR = "in", "out", "cfg", "app"
 
 # Runs in the task's working directory: makes the contract's paths absolute, runs the app (its argv
-# follows the four paths), and fails the attempt when the app exits 0 without an output. With a
+# follows the four paths and a flag: non-empty sends the app's stdout to OUTPUT_PATH, streamed), and
+# fails the attempt when the app exits 0 without an output. With a
 # mount, the output is copied to the mount only after success, so a stored output always means done.
 TASK_SCRIPT = (
     'wd="${AZ_BATCH_TASK_WORKING_DIR:-$PWD}"; mkdir -p "$wd/' + OUTPUT_DIR + '" || exit 1; '
     'case "$1" in /*) in="$1";; *) in="$wd/$1";; esac; '
-    'export INPUT_PATH="$in" OUTPUT_PATH="$wd/$2" CONFIG_PATH="${3:+$wd/$3}"; keep="$4"; shift 4; '
-    '"$@"; rc=$?; [ "$rc" -eq 0 ] || exit "$rc"; '
+    'export INPUT_PATH="$in" OUTPUT_PATH="$wd/$2" CONFIG_PATH="${3:+$wd/$3}"; keep="$4"; '
+    'to_output="$5"; shift 5; '
+    'if [ -n "$to_output" ]; then "$@" > "$OUTPUT_PATH"; else "$@"; fi; rc=$?; '
+    '[ "$rc" -eq 0 ] || exit "$rc"; '
     'if [ ! -e "$OUTPUT_PATH" ]; then '
     'echo "shardrun: the app exited 0 but wrote nothing at OUTPUT_PATH ($OUTPUT_PATH)" >&2; '
     f"exit {NO_OUTPUT_EXIT}; fi; "
@@ -72,9 +75,11 @@ class JobTemplate:
     registry_server: str | None = None
     # [batch] node_identity: the URLs are plain and the node signs in as this managed identity.
     identity: str | None = None
+    stdout_output: bool = False  # [app] stdout = "output"
 
 
-def command_line(command: Sequence[str] | None, files: TaskFiles, config_path: str) -> str:
+def command_line(command: Sequence[str] | None, files: TaskFiles, config_path: str,
+                 stdout_output: bool = False) -> str:
     """The task's command line. Batch splits it like a shell but runs no shell, hence /bin/sh -c.
     Placeholders become paths relative to the working directory, where the app starts."""
     if command is None:
@@ -82,7 +87,8 @@ def command_line(command: Sequence[str] | None, files: TaskFiles, config_path: s
     argv = render_argv(command, {"input": files.input_path, "output": files.output_path,
                                  "config": config_path})
     return shlex.join(["/bin/sh", "-c", TASK_SCRIPT, "shardrun", files.input_path,
-                       files.output_path, config_path, files.output_copy, *argv])
+                       files.output_path, config_path, files.output_copy,
+                       "1" if stdout_output else "", *argv])
 
 
 def task_environment(template: JobTemplate, task_id: str, run_id: str, attempt: int,
@@ -133,7 +139,8 @@ def build_task(template: JobTemplate, run_id: str, task_id: str, attempt: int, f
     )
     return bm.BatchTaskCreateOptions(
         id=task_id,
-        command_line=command_line(template.command, files, template.config_path),
+        command_line=command_line(template.command, files, template.config_path,
+                                  template.stdout_output),
         resource_files=resource_files,
         output_files=outputs,
         environment_settings=[bm.EnvironmentSetting(name=k, value=v) for k, v in sorted(env.items())],

@@ -224,7 +224,9 @@ class LocalBackend:
 
         stderr_tail: str | None = None  # read by finished(): set from the log before it is stored
 
-        with (task_dir / "stdout.txt").open("wb") as out, (task_dir / "stderr.txt").open("wb") as err:
+        # [app] stdout = "output": the app's stdout streams into its output file (no stdout log).
+        stdout_file = output_path if ctx.stdout_output else task_dir / "stdout.txt"
+        with stdout_file.open("wb") as out, (task_dir / "stderr.txt").open("wb") as err:
             try:
                 handle = self.runtime.launch(argv, env=env, cwd=wd, stdout=out, stderr=err)
             except OSError as e:
