@@ -58,6 +58,7 @@ class Row:
     expect_exit: int = 0
     expect_error: str = ""
     gc_from_elsewhere: bool = False  # `gc --delete --older-than 0s` from another home mid-run
+    kill_azurite_in: str = ""  # "splitting" (the upload), "running" or "merging": kill -9, restart
 
 
 ROWS = [
@@ -70,6 +71,9 @@ ROWS = [
     Row("core quota on first resize", {"resize_error": "AccountCoreQuotaReached"},
         expect_exit=3, expect_error=QUOTA_ERROR),
     Row("gc --delete from another home mid-run", {}, gc_from_elsewhere=True),
+    Row("Azurite killed -9 and restarted during upload", {}, kill_azurite_in="splitting"),
+    Row("Azurite killed -9 and restarted while tasks run", {}, kill_azurite_in="running"),
+    Row("Azurite killed -9 and restarted during merge", {}, kill_azurite_in="merging"),
 ]
 
 
@@ -130,6 +134,32 @@ def shardrun(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str
                           text=True, timeout=900, check=False)
 
 
+def run_with_azurite_killed(job: Path, env: dict[str, str], azurite: Azurite,
+                            phase: str) -> subprocess.CompletedProcess[str]:
+    """Kill Azurite -9 (losing what it had not flushed) when the run reaches `phase`, restart it at
+    once on the same folder and port, and let the client carry on; if it stops with an error, run
+    it again as a user would (at most twice)."""
+    client = subprocess.Popen([sys.executable, "-m", "shardrun", "run", "-q", str(job)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ledger_path = Path(env["SHARDRUN_HOME"]) / "ledger.sqlite"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and client.poll() is None:
+        if ledger_path.exists() and any(r.status == phase for r in Ledger(ledger_path).runs()):
+            break
+        time.sleep(0.02)
+    if client.poll() is None:
+        azurite.kill()
+        azurite.start()
+    out, err = client.communicate(timeout=900)
+    code = client.returncode
+    for _ in range(2):
+        if code == 0:
+            break
+        again = shardrun("run", "-q", str(job), env=env)
+        out, err, code = out + again.stdout, err + again.stderr, again.returncode
+    return subprocess.CompletedProcess(client.args, code, out, err)
+
+
 def run_with_gc_elsewhere(job: Path, env: dict[str, str],
                            folder: Path) -> subprocess.CompletedProcess[str]:
     """Run the job; while its tasks run, another home (another machine, as far as the ledger goes)
@@ -151,7 +181,7 @@ def run_with_gc_elsewhere(job: Path, env: dict[str, str],
 
 
 def trial(row: Row, seed: int, tasks: int, azurite: Azurite, root: Path, src: Path) -> Trial:
-    folder = root / f"{row.name[:12].replace(' ', '-').replace('/', '-')}-{seed}"
+    folder = root / f"{ROWS.index(row)}-{row.name[:12].replace(' ', '-').replace('/', '-')}-{seed}"
     folder.mkdir()
     faults = FaultConfig(seed=seed, **row.faults)
     emu = Emulator(EmulatorConfig(node_start_seconds=0.2, tick_seconds=0.02, faults=faults)).start()
@@ -162,6 +192,8 @@ def trial(row: Row, seed: int, tasks: int, azurite: Azurite, root: Path, src: Pa
         started = time.monotonic()
         if row.gc_from_elsewhere:
             run = run_with_gc_elsewhere(job, env, folder)
+        elif row.kill_azurite_in:
+            run = run_with_azurite_killed(job, env, azurite, row.kill_azurite_in)
         else:
             run = shardrun("run", "-q", str(job), env=env)
         seconds = time.monotonic() - started
