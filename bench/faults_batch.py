@@ -147,10 +147,14 @@ def run_with_azurite_killed(job: Path, env: dict[str, str], azurite: Azurite,
         if ledger_path.exists() and any(r.status == phase for r in Ledger(ledger_path).runs()):
             break
         time.sleep(0.02)
+    hit = False
     if client.poll() is None:
         azurite.kill()
+        # the kill is inside the phase when the ledger still says so right after it
+        hit = any(r.status == phase for r in Ledger(ledger_path).runs())
         azurite.start()
     out, err = client.communicate(timeout=900)
+    print(f"  Azurite killed {'inside' if hit else 'after'} the {phase} phase", flush=True)
     code = client.returncode
     for _ in range(2):
         if code == 0:
