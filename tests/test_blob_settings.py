@@ -54,6 +54,9 @@ def test_sources_can_be_added() -> None:
         def get(self, name: str) -> Secret | None:
             return Secret(name, "from the vault")
 
+        def describe(self, name: str) -> str:
+            return "the test vault"
+
     register_source("vault-for-test", Vault)
     found = open_source("vault-for-test").get("x")
     assert found is not None and found.reveal() == "from the vault"

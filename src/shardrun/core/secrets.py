@@ -66,14 +66,16 @@ class SecretSource(Protocol):
         """The secret called `name`, or None when the source has no such secret."""
         ...
 
+    def describe(self, name: str) -> str:
+        """Where the secret `name` was looked for, for an error message (never its value)."""
+        ...
+
 
 def require(source: SecretSource, name: str) -> Secret:
     secret = source.get(name)
     if secret is None:
-        # A source may say where it looked (Key Vault: the vault and the name it mapped to).
-        describe = getattr(source, "describe", None)
-        where = describe(name) if callable(describe) else f"the {source.kind} secret source"
-        raise SecretError(f"secret {name!r} not found in {where}")
+        # The source says where it looked (Key Vault: the vault and the name it mapped to).
+        raise SecretError(f"secret {name!r} not found in {source.describe(name)}")
     return secret
 
 
@@ -89,6 +91,9 @@ class EnvSecrets:
         _check_name(name)
         value = self._environ.get(name, "")
         return Secret(name, value) if value else None
+
+    def describe(self, name: str) -> str:
+        return f"the environment (variable {name})"
 
 
 class FileSecrets:
@@ -117,6 +122,9 @@ class FileSecrets:
         except (OSError, UnicodeDecodeError) as err:
             raise SecretError(f"cannot read secret file {path} ({type(err).__name__})") from None
         return Secret(name, value) if value else None
+
+    def describe(self, name: str) -> str:
+        return f"the secret folder {self.folder} (file {name})"
 
 
 def _check_name(name: str) -> None:
