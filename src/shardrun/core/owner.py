@@ -56,7 +56,7 @@ class Lock:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                holder = self.holder()
+                holder = self._holder_once_recorded()
                 if not wait:
                     raise RunBusy(self._busy(holder)) from None
                 if on_wait is not None:
@@ -76,6 +76,16 @@ class Lock:
                            "run_id": run_id}).encode()
         os.ftruncate(self._fd, 0)
         os.pwrite(self._fd, data, 0)
+
+    def _holder_once_recorded(self) -> Holder | None:
+        """The holder, waiting a moment for one that has the lock but has not yet written its name
+        (the two happen one after the other)."""
+        for _ in range(40):
+            holder = self.holder()
+            if holder is not None:
+                return holder
+            time.sleep(0.025)
+        return None
 
     def holder(self) -> Holder | None:
         try:
