@@ -14,19 +14,16 @@ from typing import TextIO
 from shardrun.core.progress import NullProgress, ProgressView
 
 
-def decimal(size: int) -> str:
-    """Bytes in decimal units, as rich shows them ('1.5 MB')."""
-    value = float(size)
-    for unit in ("bytes", "kB", "MB", "GB", "TB"):
-        if value < 1000 or unit == "TB":
-            return f"{int(value)} {unit}" if unit == "bytes" else f"{value:.1f} {unit}"
-        value /= 1000
-    raise AssertionError("unreachable")
-
-
 def _summary(counts: dict[str, int]) -> str:
     return (f"{counts['succeeded']} done, {counts['failed']} failed, "
             f"{counts['running']} running, {counts['pending']} waiting")
+
+
+def decimal(size: int) -> str:
+    """Bytes as rich writes them; imported here so plain line output needs no rich at start-up."""
+    from rich.filesize import decimal as rich_decimal
+
+    return rich_decimal(size)
 
 
 class LineProgress:
