@@ -73,7 +73,7 @@ class Run:
         if self._beats is not False:
             with contextlib.suppress(Exception):  # advice for gc; never worth failing a run over
                 self._beats.heartbeat(self.run_id, self.row.status)
-            self.last_beat = time.monotonic()
+        self.last_beat = time.monotonic()  # also without a heartbeat: the poll loop asks once a minute
 
     def refresh(self) -> None:
         row = self.ledger.get_run(self.run_id)
