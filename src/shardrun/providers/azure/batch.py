@@ -229,6 +229,8 @@ class AzureBatchBackend:
             earlier.add(self.job_id)
         job_id = f"{run_id}-retry{len(earlier)}" if earlier else run_id
         job = build_job(job_id, self.pool_id, run_id, self.settings, self.ctx.retries)
+        if self.files is not None:  # pieces by reference: each node gets the sources once
+            job.job_preparation_task = self.files.preparation(self.watch.values())
         existing = create_owned(self.client, JOB, job_id, run_id, lambda: self.client.create_job(job))
         self._record(JOB, job_id)
         if existing is not None and not str(existing.state).lower().endswith("active"):

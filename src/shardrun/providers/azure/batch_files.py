@@ -11,6 +11,7 @@ and output file names the identity: no token can expire and none is handed to a 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import quote
 
@@ -18,6 +19,7 @@ from shardrun.core.compute import RunContext, TaskSpec
 from shardrun.core.errors import UsageError
 from shardrun.core.layout import app_key, log_key, split_key
 from shardrun.core.spec import JobSpec
+from shardrun.providers.azure.batch_pieces import job_preparation, task_cut
 from shardrun.providers.azure.batch_tasks import (
     APP_DIR,
     CONFIG_DIR,
@@ -112,14 +114,23 @@ class RunFiles:
                              log_blobs=logs, output_copy=f"{MOUNT_POINT}/{blob_name(spec.output_key)}")
         # Without the task script (an image's ENTRYPOINT runs) nothing makes out/: use the wd.
         out_path = f"{OUTPUT_DIR}/{out_name}" if template.command else out_name
-        if spec.input_key.endswith("/"):
+        cut = task_cut(spec, f"{INPUT_DIR}/{name}")
+        if cut and not template.command:
+            raise UsageError(f"{self.spec.source}: a piece by reference needs [app] command")
+        if cut:  # the task cuts its piece from the sources the job preparation brought
+            inputs: tuple[tuple[str, str], ...] = ()
+        elif spec.input_key.endswith("/"):
             inputs = tuple((f"{INPUT_DIR}/{name}/{o.key[len(spec.input_key):]}", self.url(o.key))
                            for o in self.store.list(spec.input_key))
         else:
             inputs = ((f"{INPUT_DIR}/{name}", self.url(spec.input_key)),)
         return TaskFiles(inputs=inputs, input_path=f"{INPUT_DIR}/{name}",
                          output_path=out_path, output_blob=blob_name(spec.output_key),
-                         log_blobs=logs)
+                         log_blobs=logs, cut=cut)
+
+    def preparation(self, tasks: Iterable[TaskSpec]) -> Any:
+        """The job preparation that brings the run's sources to each node (None: not needed)."""
+        return job_preparation(self.store, self.ctx.run_id, self.url, self.identity, tasks)
 
     def mount_sas(self) -> str:
         """The SAS of the pool's blobfuse mount of the run's container (storage_mode = 'mount')."""
