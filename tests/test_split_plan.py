@@ -331,3 +331,13 @@ def test_an_older_ledger_gets_the_segments_column(tmp_path: Path) -> None:
     ledger.add_tasks("r", [("t2", 2, "r/inputs/t2/b", 4, "r/outputs/t2/b", '[[0,0,4]]')])
     rows = ledger.tasks("r")
     assert [(t.task_id, t.segments) for t in rows] == [("t1", None), ("t2", "[[0,0,4]]")]
+
+
+def test_by_reference_that_cannot_work_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    from shardrun.core.errors import JobFileError
+    from shardrun.providers.azure import PROVIDER
+
+    spec = batch_spec(tmp_path, pieces="by-reference", storage_mode="mount")
+    with pytest.raises(JobFileError, match=r"\[batch\] pieces = 'by-reference': storage_mode"):
+        PROVIDER.check_job(spec, fetch_image=False)  # type: ignore[arg-type]
+    PROVIDER.check_job(batch_spec(tmp_path, pieces="by-reference"), fetch_image=False)  # type: ignore[arg-type]

@@ -87,6 +87,7 @@ class SplitFacts:
     kind: str  # the [split] kind
     input_bytes: int
     pieces: int
+    files: int = 1  # input files: by reference, each is stored (and sent to each node) once
 
 
 @runtime_checkable

@@ -124,7 +124,7 @@ def by_reference(run: Run, spec: JobSpec, inputs: list[Path], staging: Path) -> 
     if spec.split.kind not in PLANNERS or not isinstance(provider, PassesPieces):
         return OwnPieces(split_job(spec, staging))
     plans = plan_job(spec, inputs)
-    facts = SplitFacts(spec.split.kind, sum(p.stat().st_size for p in inputs), len(plans))
+    facts = SplitFacts(spec.split.kind, sum(p.stat().st_size for p in inputs), len(plans), len(inputs))
     if provider.piece_mode(spec, facts) is PieceMode.BY_REFERENCE:
         return plans
     return OwnPieces(materialize_all(plans, inputs, staging))

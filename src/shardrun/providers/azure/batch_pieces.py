@@ -46,11 +46,15 @@ CUT_SCRIPT = (
 # The crossover of [batch] pieces = "auto" (docs/azure.md, "Pieces by reference"). By reference,
 # the client saves a request per piece, and every node downloads the whole input once instead of
 # its share. PIECE_SECONDS: the client's time per stored piece (bench/pieces.py through a 20 ms
-# latency proxy: requests are CPU-bound here, 16 at once). NODE_BYTES_PER_SECOND: what a node is
-# assumed to download from Blob Storage (a conservative figure for a small VM in the same region).
-PIECE_SECONDS = 0.003
+# latency proxy, 16 at once: 8.7 ms on a busy 2-core machine; requests are CPU-bound on the
+# client, so a faster one pays less). NODE_BYTES_PER_SECOND: what a node is assumed to download from Blob
+# Storage (a conservative figure for a small VM in the same region).
+PIECE_SECONDS = 0.005
 NODE_BYTES_PER_SECOND = 100e6
 PLANNED_KINDS = ("lines", "csv", "json")
+# The job preparation task lists one resource file per input, and the service caps that list's
+# size (RequestEntityTooLarge): more input files than this always go per piece.
+MAX_SOURCES = 1000
 
 
 def why_not_by_reference(settings: BatchSection, spec: JobSpec) -> str:
@@ -73,11 +77,13 @@ def nodes_of(settings: BatchSection) -> int:
 def choose_mode(settings: BatchSection, spec: JobSpec, facts: SplitFacts) -> PieceMode:
     if spec.split.kind not in PLANNED_KINDS or why_not_by_reference(settings, spec):
         return PieceMode.PER_PIECE
+    if facts.files > MAX_SOURCES:
+        return PieceMode.PER_PIECE
     if settings.pieces != "auto":
         return PieceMode(settings.pieces)
     nodes = nodes_of(settings)
     extra_node_seconds = facts.input_bytes * (1 - 1 / nodes) / NODE_BYTES_PER_SECOND
-    saved_client_seconds = facts.pieces * PIECE_SECONDS
+    saved_client_seconds = max(0, facts.pieces - facts.files) * PIECE_SECONDS
     if extra_node_seconds <= saved_client_seconds:
         return PieceMode.BY_REFERENCE
     return PieceMode.PER_PIECE
