@@ -10,6 +10,7 @@ import re
 import shutil
 import sqlite3
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from shardrun.core import split_plan
 from shardrun.core.compute import PieceMode, SplitFacts
 from shardrun.core.errors import SplitError
 from shardrun.core.ledger import Ledger
-from shardrun.core.spec import load_spec
+from shardrun.core.spec import JobSpec, load_spec
 from shardrun.core.split import split_csv, split_json, split_lines
 from shardrun.core.split_plan import (
     PiecePlan,
@@ -283,7 +284,7 @@ def test_a_short_source_fails_the_cut(tmp_path: Path, shell: list[str]) -> None:
 
 
 # -- auto: the crossover -----------------------------------------------------------------------------
-def batch_spec(tmp_path: Path, kind: str = "lines", **batch: object) -> object:
+def batch_spec(tmp_path: Path, kind: str = "lines", **batch: object) -> JobSpec:
     (tmp_path / "in.txt").write_text("x\n")
     job = write_job(tmp_path, {
         "app": {"command": ["cat", "{input}"]},
@@ -296,24 +297,24 @@ def batch_spec(tmp_path: Path, kind: str = "lines", **batch: object) -> object:
 
 
 def test_auto_picks_by_reference_for_many_small_pieces_and_per_piece_for_few_large(tmp_path: Path) -> None:
-    spec: object = batch_spec(tmp_path)
+    spec = batch_spec(tmp_path)
     settings = BatchSection(account_url="http://127.0.0.1:1", dedicated_nodes=4)
-    mode = choose_mode(settings, spec, SplitFacts("lines", 20 * 2**20, 5000))  # type: ignore[arg-type]
+    mode = choose_mode(settings, spec, SplitFacts("lines", 20 * 2**20, 5000))
     assert mode is PieceMode.BY_REFERENCE
-    mode = choose_mode(settings, spec, SplitFacts("lines", 50 * 2**30, 100))  # type: ignore[arg-type]
+    mode = choose_mode(settings, spec, SplitFacts("lines", 50 * 2**30, 100))
     assert mode is PieceMode.PER_PIECE
     one = BatchSection(account_url="http://127.0.0.1:1", dedicated_nodes=1)  # nothing downloaded twice
-    mode = choose_mode(one, spec, SplitFacts("lines", 50 * 2**30, 100))  # type: ignore[arg-type]
+    mode = choose_mode(one, spec, SplitFacts("lines", 50 * 2**30, 100))
     assert mode is PieceMode.BY_REFERENCE
     forced = BatchSection(account_url="http://127.0.0.1:1", dedicated_nodes=4, pieces="per-piece")
-    mode = choose_mode(forced, spec, SplitFacts("lines", 20 * 2**20, 5000))  # type: ignore[arg-type]
+    mode = choose_mode(forced, spec, SplitFacts("lines", 20 * 2**20, 5000))
     assert mode is PieceMode.PER_PIECE
 
 
 def test_files_splitter_always_goes_per_piece(tmp_path: Path) -> None:
-    spec: object = batch_spec(tmp_path, "files", pieces="by-reference")
+    spec = batch_spec(tmp_path, "files", pieces="by-reference")
     settings = BatchSection(account_url="http://127.0.0.1:1", dedicated_nodes=4, pieces="by-reference")
-    assert choose_mode(settings, spec, SplitFacts("files", 10, 5000)) is PieceMode.PER_PIECE  # type: ignore[arg-type]
+    assert choose_mode(settings, spec, SplitFacts("files", 10, 5000)) is PieceMode.PER_PIECE
 
 
 def test_an_older_ledger_gets_the_segments_column(tmp_path: Path) -> None:
@@ -339,5 +340,26 @@ def test_by_reference_that_cannot_work_is_refused_before_anything_runs(tmp_path:
 
     spec = batch_spec(tmp_path, pieces="by-reference", storage_mode="mount")
     with pytest.raises(JobFileError, match=r"\[batch\] pieces = 'by-reference': storage_mode"):
-        PROVIDER.check_job(spec, fetch_image=False)  # type: ignore[arg-type]
-    PROVIDER.check_job(batch_spec(tmp_path, pieces="by-reference"), fetch_image=False)  # type: ignore[arg-type]
+        PROVIDER.check_job(spec, fetch_image=False)
+    PROVIDER.check_job(batch_spec(tmp_path, pieces="by-reference"), fetch_image=False)
+
+
+def test_json_split_of_a_large_file_needs_little_memory(tmp_path: Path) -> None:
+    """48 MiB of items: the scanner holds one item at a time, never the file."""
+    big = tmp_path / "big.json"
+    item = json.dumps({"text": "x" * 4000, "n": [1, {"a": "]"}]})
+    with big.open("w") as f:
+        f.write("[\n" + ",\n".join([item] * 12_000) + "\n]\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    code = ("import re, sys; from pathlib import Path; from shardrun.core.split import split_json\n"
+            "def hwm(): return int(re.search(r'VmHWM:\\s*(\\d+) kB', "
+            "open('/proc/self/status').read()).group(1)) // 1024\n"
+            "before = hwm()\n"
+            "pieces = split_json([Path(sys.argv[1])], Path(sys.argv[2]), 5000)\n"
+            "print(len(pieces), hwm() - before)\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(big), str(out)], capture_output=True,
+                          text=True, check=True, timeout=300)
+    count, grew_mib = map(int, proc.stdout.split())
+    assert count == 3
+    assert grew_mib < 16, f"the json split grew the client by {grew_mib} MiB"

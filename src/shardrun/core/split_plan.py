@@ -100,17 +100,19 @@ def plan_lines(inputs: Sequence[Path], per_task: int) -> list[PiecePlan]:
 
 def csv_spans(path: Path) -> Iterator[tuple[int, int, bool]]:
     """(offset, length, ends with a newline) of each raw CSV record; a quoted field may span lines
-    (quote parity tells where a record ends)."""
+    (quote parity tells where a record ends). Read CHUNK bytes at most at a time."""
     with path.open("rb") as f:
         start = pos = quotes = 0
-        for line in f:
-            pos += len(line)
-            quotes += line.count(b'"')
-            if quotes % 2 == 0:
-                yield start, pos - start, line.endswith(b"\n")
+        while part := f.readline(CHUNK):
+            pos += len(part)
+            quotes += part.count(b'"')
+            if quotes % 2 == 0 and part.endswith(b"\n"):
+                yield start, pos - start, True
                 start, quotes = pos, 0
         if pos > start:
-            raise SplitError(f"{path}: unterminated quoted field at the end of the file")
+            if quotes % 2:
+                raise SplitError(f"{path}: unterminated quoted field at the end of the file")
+            yield start, pos - start, False
 
 
 def plan_csv(inputs: Sequence[Path], per_task: int) -> list[PiecePlan]:
@@ -177,7 +179,7 @@ def plan_json(inputs: Sequence[Path], per_task: int) -> list[PiecePlan]:
 _STRUCT = re.compile(rb'["\[\]{}]')
 _IN_STRING = re.compile(rb'["\\]')
 _SCALAR_END = re.compile(rb"[\s,\]\[{}\"]")
-_SPACE = b" \t\r\n"
+_NOT_SPACE = re.compile(rb"[^ \t\r\n]")
 
 
 def json_items(path: Path) -> Iterator[tuple[int, int]]:
@@ -210,10 +212,11 @@ class _JsonScanner:
     def _skip_space(self) -> bytes:
         """The next non-space byte (not consumed), or b'' at the end of the file."""
         while True:
-            while self.i < len(self.chunk) and self.chunk[self.i] in _SPACE:
-                self.i += 1
-            if self.i < len(self.chunk):
-                return self.chunk[self.i : self.i + 1]
+            m = _NOT_SPACE.search(self.chunk, self.i)
+            if m is not None:
+                self.i = m.start()
+                return m.group()
+            self.i = len(self.chunk)
             if not self._more():
                 return b""
 
