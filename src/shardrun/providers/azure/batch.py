@@ -288,6 +288,12 @@ class AzureBatchBackend:
             self.last_completed = counts.completed
         if self.pool_id is not None:
             requests += self._check_pool()
+        if counts.active and not counts.running and self.files is not None and job_id:  # by reference
+            asked, failure = self.files.preparation_failure(self.client, job_id, self.watch.values())
+            requests += asked
+            if failure:
+                self.done = True  # nothing can run: release the pool and job now
+                raise BatchError(failure)
         self.requests_last_poll = requests
         self.done = not (set(self.watch) - self.reported)
         return requests

@@ -19,7 +19,8 @@ from shardrun.core.compute import RunContext, TaskSpec
 from shardrun.core.errors import UsageError
 from shardrun.core.layout import app_key, log_key, split_key
 from shardrun.core.spec import JobSpec
-from shardrun.providers.azure.batch_pieces import job_preparation, task_cut
+from shardrun.providers.azure.batch_monitor import call
+from shardrun.providers.azure.batch_pieces import job_preparation, preparation_failure, task_cut
 from shardrun.providers.azure.batch_tasks import (
     APP_DIR,
     CONFIG_DIR,
@@ -50,6 +51,7 @@ class RunFiles:
         self.image = image
         self.identity = settings.node_identity
         self.lifetime = settings.max_wall_clock + SAS_MARGIN
+        self.by_reference: bool | None = None  # whether some task's piece goes by reference
 
     def url(self, key: str) -> str:
         """A read URL of a stored file: read-only SAS, or plain with node_identity."""
@@ -131,6 +133,18 @@ class RunFiles:
     def preparation(self, tasks: Iterable[TaskSpec]) -> Any:
         """The job preparation that brings the run's sources to each node (None: not needed)."""
         return job_preparation(self.store, self.ctx.run_id, self.url, self.identity, tasks)
+
+    def preparation_failure(self, client: Any, job_id: str,
+                            tasks: Iterable[TaskSpec]) -> tuple[int, str | None]:
+        """(requests made, why no task can start): asked while tasks wait and none runs, for a
+        run whose pieces go by reference (a node whose preparation failed never runs them)."""
+        if self.by_reference is None:
+            self.by_reference = any(t.segments is not None for t in tasks)
+        if not self.by_reference:
+            return 0, None
+        statuses = call(lambda: list(client.list_job_preparation_and_release_task_status(job_id)),
+                        f"read the job preparation status of job {job_id}")
+        return 1, preparation_failure(statuses)
 
     def mount_sas(self) -> str:
         """The SAS of the pool's blobfuse mount of the run's container (storage_mode = 'mount')."""

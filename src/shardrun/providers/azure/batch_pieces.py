@@ -137,3 +137,24 @@ def job_preparation(store: Any, run_id: str, url: Callable[[str], str], identity
         wait_for_success=True,
         constraints=bm.BatchTaskConstraints(max_task_retry_count=PREP_RETRIES),
     )
+
+
+def preparation_failure(statuses: Iterable[Any]) -> str | None:
+    """Why no task of the job can start, from its job preparation statuses: the preparation failed
+    on every node that ran it (waitForSuccess keeps the job's tasks off those nodes). None while
+    some node has it running or done, or none has tried yet."""
+    failed, fine = [], 0
+    for status in statuses:
+        info = status.job_preparation_task_execution_info
+        if info is None:
+            continue
+        if not str(info.state).lower().endswith("completed") or str(info.result).lower().endswith("success"):
+            fine += 1
+            continue
+        why = info.failure_info
+        failed.append(f"{status.node_id}: {why.code}: {why.message}" if why is not None
+                      else f"{status.node_id}: exit code {info.exit_code}")
+    if not failed or fine:
+        return None
+    return ("the job preparation task that downloads the run's inputs to each node failed on every "
+            f"node that ran it ({'; '.join(failed[:3])}), so no task can start")
