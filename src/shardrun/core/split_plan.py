@@ -13,13 +13,13 @@ json item, or a csv record, is held only while it is checked).
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from shardrun.core.errors import SplitError
+from shardrun.core.json_scan import json_items
 
 CHUNK = 1 << 20
 Range = tuple[int, int, int]  # (input index, offset, length)
@@ -157,7 +157,7 @@ def plan_json(inputs: Sequence[Path], per_task: int) -> list[PiecePlan]:
     for index, path in enumerate(inputs):
         run_start: int | None = None  # the first item of the open piece in this file
         run_end = 0
-        for start, end in json_items(path):
+        for start, end in json_items(path, CHUNK):
             if run_start is None:
                 pieces.add(b"[" if not pieces.open else b",")
                 run_start = start
@@ -174,155 +174,6 @@ def plan_json(inputs: Sequence[Path], per_task: int) -> list[PiecePlan]:
         pieces.add(b"]")
     pieces.close()
     return pieces.plans
-
-
-_STRUCT = re.compile(rb'["\[\]{}]')
-_IN_STRING = re.compile(rb'["\\]')
-_SCALAR_END = re.compile(rb"[\s,\]\[{}\"]")
-_NOT_SPACE = re.compile(rb"[^ \t\r\n]")
-
-
-def json_items(path: Path) -> Iterator[tuple[int, int]]:
-    """(start, end) byte offsets of each item of the file's top-level array, each item checked
-    with json.loads as it ends (so memory holds one item, not the file)."""
-    with path.open("rb") as f:
-        yield from _JsonScanner(path, f).items()
-
-
-class _JsonScanner:
-    def __init__(self, path: Path, f: BinaryIO) -> None:
-        self.path, self.f = path, f
-        self.chunk = b""
-        self.base = 0  # file offset of chunk[0]
-        self.lines_before = 1  # line number at chunk[0]
-        self.i = 0
-        self.start = 0  # file offset of the item being read
-
-    def fail(self, what: str, line: int | None = None) -> SplitError:
-        if line is None:
-            line = self.lines_before + self.chunk.count(b"\n", 0, self.i)
-        return SplitError(f"{self.path}: not valid JSON: line {line}: {what}")
-
-    def _more(self) -> bool:
-        self.lines_before += self.chunk.count(b"\n")
-        self.base += len(self.chunk)
-        self.chunk, self.i = self.f.read(CHUNK), 0
-        return bool(self.chunk)
-
-    def _skip_space(self) -> bytes:
-        """The next non-space byte (not consumed), or b'' at the end of the file."""
-        while True:
-            m = _NOT_SPACE.search(self.chunk, self.i)
-            if m is not None:
-                self.i = m.start()
-                return m.group()
-            self.i = len(self.chunk)
-            if not self._more():
-                return b""
-
-    def items(self) -> Iterator[tuple[int, int]]:
-        self._more()
-        self.lines_before, self.base = 1, 0
-        first = self._skip_space()
-        if first != b"[":
-            if first == b"":
-                raise self.fail("the file is empty")
-            if self.chunk.startswith(b"\xef\xbb\xbf") and self.base == 0 and self.i == 0:
-                raise self.fail("Unexpected UTF-8 BOM (save the file without it)")
-            if first in b'{"-0123456789tfn':
-                raise SplitError(f"{self.path}: the json splitter needs a top-level array")
-            raise self.fail("Expecting value")
-        self.i += 1
-        expect_item = False  # after '[': an item or ']'; after ',': an item
-        while True:
-            c = self._skip_space()
-            if c == b"":
-                raise self.fail("Expecting ',' delimiter or ']' (the array is not closed)")
-            if c == b"]" and not expect_item:
-                self.i += 1
-                break
-            yield self._item()
-            expect_item = False
-            c = self._skip_space()
-            if c == b",":
-                self.i += 1
-                expect_item = True
-            elif c != b"]":
-                raise self.fail("Expecting ',' delimiter" if c else "the array is not closed")
-        if self._skip_space() != b"":
-            raise self.fail("Extra data after the top-level array")
-
-    def _item(self) -> tuple[int, int]:
-        start = self.start = self.base + self.i
-        line = self.lines_before + self.chunk.count(b"\n", 0, self.i)
-        parts: list[bytes] = []
-        c = self.chunk[self.i : self.i + 1]
-        if c in b"[{":
-            self._container(parts)
-        elif c == b'"':
-            self.i += 1
-            self._string(parts)
-        else:
-            self._scalar(parts)
-        end = self.base + self.i
-        raw = b"".join([*parts, self.chunk[: self.i]]) if parts else self.chunk[start - self.base : self.i]
-        try:
-            json.loads(raw.decode("utf-8"))
-        except UnicodeDecodeError as err:
-            raise SplitError(f"{self.path}: not UTF-8 text ({err.reason})") from None
-        except json.JSONDecodeError as err:
-            raise self.fail(err.msg, line + err.lineno - 1) from None
-        return start, end
-
-    # Each reader consumes bytes up to the end of its value. When a value crosses a chunk, the
-    # chunk's part from the value's start is kept in `parts` (only while the value lasts).
-    def _cross(self, parts: list[bytes]) -> bool:
-        parts.append(self.chunk[max(0, self.start - self.base) :])
-        return self._more()
-
-    def _container(self, parts: list[bytes]) -> None:
-        depth = 0
-        while True:
-            m = _STRUCT.search(self.chunk, self.i)
-            if m is None:
-                if not self._cross(parts):
-                    raise self.fail("the file ends inside a value")
-                continue
-            self.i = m.end()
-            c = m.group()
-            if c == b'"':
-                self._string(parts)
-            elif c in b"[{":
-                depth += 1
-            else:
-                depth -= 1
-                if depth == 0:
-                    return
-
-    def _string(self, parts: list[bytes]) -> None:
-        """After an opening quote: consume to the closing one (escapes skip the byte after)."""
-        while True:
-            m = _IN_STRING.search(self.chunk, self.i)
-            if m is None:
-                if not self._cross(parts):
-                    raise self.fail("the file ends inside a string")
-                continue
-            self.i = m.end()
-            if m.group() == b'"':
-                return
-            if self.i >= len(self.chunk) and not self._cross(parts):  # escaped byte: next chunk
-                raise self.fail("the file ends inside a string")
-            self.i += 1
-
-    def _scalar(self, parts: list[bytes]) -> None:
-        while True:
-            m = _SCALAR_END.search(self.chunk, self.i)
-            if m is not None:
-                self.i = m.start()
-                return
-            self.i = len(self.chunk)
-            if not self._cross(parts):
-                return
 
 
 def materialize(plan: PiecePlan, inputs: Sequence[Path], dest: Path,
