@@ -61,7 +61,7 @@ def prepare_run(ws: Workspace, spec: JobSpec, job_key: str, run_id: str,
         size = sum(p.stat().st_size for p in inputs if p.is_file())
         if size > BIG_INPUT:  # only then is the wait worth a word (and a bad input stays one line)
             view.message(f"splitting {size / 2**20:,.0f} MiB of {spec.split.input} for run {run_id}")
-        plans = by_reference(run, spec, inputs, staging)
+        plans = split_or_plan(run, spec, inputs, staging)
         pieces = [Path(p.name) for p in plans] if isinstance(plans, list) else plans.pieces
         view.message(f"{len(pieces)} pieces from {spec.split.input} in {time.monotonic() - began:.1f}s")
         if len(pieces) > MANY_TASKS:
@@ -117,7 +117,7 @@ class OwnPieces:
     pieces: list[Path]  # every piece its own file (or folder), written in the staging folder
 
 
-def by_reference(run: Run, spec: JobSpec, inputs: list[Path], staging: Path) -> list[PiecePlan] | OwnPieces:
+def split_or_plan(run: Run, spec: JobSpec, inputs: list[Path], staging: Path) -> list[PiecePlan] | OwnPieces:
     """The pieces as plans when they go by reference: the run's compute provider says so
     (PassesPieces) for a splitter that cuts byte ranges. Otherwise the pieces, split here."""
     provider = run.compute_provider
