@@ -101,3 +101,36 @@ def test_a_preparation_that_fails_on_every_node_stops_the_run(
     err = capsys.readouterr().err
     assert "job preparation task that downloads the run's inputs" in err and "failed on every node" in err
     assert left_in(batch_client(emulator)) == ([], [])  # the pool and job were released
+
+
+def test_an_input_changed_after_its_plan_stops_the_run_in_one_line(
+    azurite: Azurite, emulator: Emulator, secrets_env: None, tmp_path: Path,  # noqa: F811
+    shardrun_home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The plan's offsets are of the bytes read while planning: an input that grows before its
+    upload would give tasks wrong pieces. The run stops (exit 2, one line) and is abandoned."""
+    from shardrun.core import prepare
+
+    def plan_then_change(spec: Any, inputs: list[Path]) -> Any:
+        plans = original(spec, inputs)
+        with inputs[0].open("ab") as f:
+            f.write(b"appended after the plan\n")
+        return plans
+
+    original = prepare.plan_job
+    monkeypatch.setattr(prepare, "plan_job", plan_then_change)
+    batch = job_file(tmp_path / "batch", "lines", {
+        "run": {"backend": "azure-batch", "storage": "blob"},
+        "storage": {"account_url": azurite.account_url, "auth": "key"},
+        "batch": {"account_url": emulator.url, "account_name": emulator.config.account_name,
+                  "auth": "shared_key", "dedicated_nodes": 1, "pieces": "by-reference"},
+    })
+    assert main(["run", str(batch)]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert len(errors) == 1 and errors[0].endswith("a.txt: changed while it was split and stored; "
+                                                   "run again"), errors
+    run = Ledger(shardrun_home / "ledger.sqlite").runs()[0]
+    assert run.status == "failed"
+    service = BlobServiceClient.from_connection_string(azurite.connection_string)
+    assert run.run_id not in [c.name for c in service.list_containers()]  # nothing left stored
+    assert left_in(batch_client(emulator)) == ([], [])

@@ -31,6 +31,7 @@ from shardrun.core.split_plan import (
     plan_json,
     plan_lines,
 )
+from shardrun.providers.azure import batch_pieces
 from shardrun.providers.azure.batch_pieces import CUT_SCRIPT, SOURCES_DIR, choose_mode, cut_args
 from shardrun.providers.azure.settings import BatchSection
 
@@ -247,7 +248,7 @@ def shell_cut(shell: list[str], plan: PiecePlan, inputs: list[Path], node: Path)
     (prep / SOURCES_DIR).mkdir(parents=True)
     wd.mkdir()
     for n, path in enumerate(inputs):
-        shutil.copyfile(path, prep / SOURCES_DIR / str(n))
+        (prep / SOURCES_DIR / str(n)).symlink_to(path)  # the agent's download, without the copy
     env = {"PATH": os.environ["PATH"], "AZ_BATCH_JOB_PREP_WORKING_DIR": str(prep),
            "AZ_BATCH_TASK_WORKING_DIR": str(wd)}
     argv = [*shell, "-c", CUT_SCRIPT + 'cat "$AZ_BATCH_TASK_WORKING_DIR/in/$1"', "shardrun",
@@ -279,8 +280,46 @@ def test_a_short_source_fails_the_cut(tmp_path: Path, shell: list[str]) -> None:
     src = tmp_path / "a.txt"
     src.write_bytes(b"0123456789\n")
     plan = PiecePlan("piece-000001.txt", ((0, 2, 20),))  # more than the source holds
-    with pytest.raises(AssertionError, match="cut 9 of the piece's 20 bytes"):
+    with pytest.raises(AssertionError, match="cut 9 of the 20 bytes at block 0 of"):
         shell_cut(shell, plan, [src], tmp_path / "node")
+
+
+@pytest.mark.parametrize("shell", SHELLS, ids=lambda s: s[0].rsplit("/", 1)[-1])
+def test_a_missing_source_fails_the_cut_naming_it(tmp_path: Path, shell: list[str]) -> None:
+    src = tmp_path / "a.txt"
+    src.write_bytes(b"0123456789\n")
+    plan = PiecePlan("piece-000001.txt", ((1, 0, 3),))  # source 1 was never brought to the node
+    with pytest.raises(AssertionError, match=f"the source file .*/{SOURCES_DIR}/1 is missing"):
+        shell_cut(shell, plan, [src], tmp_path / "node")
+
+
+@pytest.mark.parametrize("shell", SHELLS, ids=lambda s: s[0].rsplit("/", 1)[-1])
+def test_the_cut_reaches_past_4_gib(tmp_path: Path, shell: list[str]) -> None:
+    """busybox's tail -c +N fails from about 3 GiB on (and refuses N >= 4 GiB); the cut seeks with
+    dd instead. A sparse 5 GiB input costs no disk."""
+    src = tmp_path / "big.txt"
+    marks = {2**31 - 3: b"two\n", 3 * 2**30 + 7: b"three\n", 2**32 - 2: b"four\n", 5 * 2**30 - 5: b"end\n"}
+    with src.open("wb") as f:
+        f.truncate(5 * 2**30)
+        for at, data in marks.items():
+            f.seek(at)
+            f.write(data)
+    plan = PiecePlan("piece-000001.txt", tuple((0, at, len(data)) for at, data in marks.items()))
+    assert shell_cut(shell, plan, [src], tmp_path / "node") == b"".join(marks.values())
+
+
+@pytest.mark.parametrize("shell", SHELLS, ids=lambda s: s[0].rsplit("/", 1)[-1])
+def test_a_range_longer_than_max_range_is_cut_in_parts(tmp_path: Path, shell: list[str],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ranges longer than MAX_RANGE (1 GiB: busybox's head and wc count in 32 bits) go in parts;
+    a small MAX_RANGE and BLOCK_SIZE check the parts join up, across block boundaries."""
+    monkeypatch.setattr(batch_pieces, "MAX_RANGE", 7)
+    src = tmp_path / "a.txt"
+    src.write_bytes(bytes(range(256)) * 3)
+    plan = PiecePlan("piece-000001.txt", ((0, 5, 700), b"\n", (0, 65530, 0), (0, 3, 1)))
+    args = cut_args(plan.segments, "in/x")
+    assert args.count("r") == 101 and all(int(a) <= 7 for a in args[6::6][:100])
+    assert shell_cut(shell, plan, [src], tmp_path / "node") == src.read_bytes()[5:705] + b"\n" + b"\x03"
 
 
 # -- auto: the crossover -----------------------------------------------------------------------------

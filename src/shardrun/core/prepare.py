@@ -58,6 +58,7 @@ def prepare_run(ws: Workspace, spec: JobSpec, job_key: str, run_id: str,
     try:
         began = time.monotonic()
         inputs = resolve_inputs(spec)
+        as_planned = file_states(inputs) if spec.split.kind in PLANNERS else []  # before any plan
         size = sum(p.stat().st_size for p in inputs if p.is_file())
         if size > BIG_INPUT:  # only then is the wait worth a word (and a bad input stays one line)
             view.message(f"splitting {size / 2**20:,.0f} MiB of {spec.split.input} for run {run_id}")
@@ -90,7 +91,7 @@ def prepare_run(ws: Workspace, spec: JobSpec, job_key: str, run_id: str,
                 size = piece.stat().st_size
             tasks.append((task_id, index, in_key, size, out_key))
         if isinstance(plans, list):
-            put_sources(store, run_id, inputs)
+            put_sources(store, run_id, inputs, as_planned)
         store.put_files(uploads, move=True)  # the pieces are ours: move, don't copy
         shared = [(layout.file_key(run_id, f.name), spec.path(f)) for f in spec.app.files]
         if spec.app.config:
@@ -130,14 +131,19 @@ def split_or_plan(run: Run, spec: JobSpec, inputs: list[Path], staging: Path) ->
     return OwnPieces(materialize_all(plans, inputs, staging))
 
 
-def put_sources(store: Store, run_id: str, inputs: list[Path]) -> None:
-    """Store each input once (a copy: they are the user's files), in large parallel blocks. An
-    input that changed since it was split would give tasks the wrong bytes: that stops the run."""
-    before = [(p.stat().st_size, p.stat().st_mtime_ns) for p in inputs]
+def file_states(inputs: list[Path]) -> list[tuple[int, int]]:
+    """(size, modification time) of each input, to tell whether it changed since."""
+    return [(st.st_size, st.st_mtime_ns) for st in (p.stat() for p in inputs)]
+
+
+def put_sources(store: Store, run_id: str, inputs: list[Path], as_planned: list[tuple[int, int]]) -> None:
+    """Store each input once (a copy: they are the user's files), in large parallel blocks.
+    `as_planned`: the inputs' file_states when the pieces were planned. An input that changed since
+    would give tasks the wrong bytes (the plan's offsets are of the old ones): that stops the run."""
     store.put_files([(layout.source_key(run_id, n, p.name), p) for n, p in enumerate(inputs)],
                     move=False)
-    for path, was in zip(inputs, before, strict=True):
-        if (path.stat().st_size, path.stat().st_mtime_ns) != was:
+    for path, was, now in zip(inputs, as_planned, file_states(inputs), strict=True):
+        if now != was:
             raise SplitError(f"{path}: changed while it was split and stored; run again")
 
 

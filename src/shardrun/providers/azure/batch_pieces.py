@@ -27,19 +27,28 @@ PREP_ID = "shardrun-sources"
 PREP_RETRIES = 2
 
 # Run by /bin/sh before TASK_SCRIPT, with its own arguments first: the piece's path (relative to
-# the working folder), its size, then segments (`r FILE START LENGTH`: bytes START.. (1-based) of
-# the source file; `l FORMAT`: a literal as printf octal escapes, so it holds no '%'), then `--`.
-# The piece's size is checked, so a source that is short or missing fails the attempt.
+# the working folder), then segments, then `--`. A byte range is `r FILE BLOCK COUNT START LENGTH`:
+# `dd` reads COUNT blocks of BLOCK_SIZE bytes from block BLOCK of the source file (a seek), `tail`
+# drops the bytes before START (1-based, within the first block) and `head` keeps LENGTH. Every
+# number stays below 2 GiB (a range longer than MAX_RANGE is cut into several), because busybox's
+# tail, head and wc count in 32 bits: `tail -c +3221225480` fails there, and `head -c` and `wc -c`
+# wrap at 4 GiB. A literal is `l FORMAT`: its bytes as printf octal escapes, so it holds no '%'.
+# Each range's bytes are counted as they are appended (a failed append adds a byte to the count):
+# a source that is missing or short, or a full disk, fails the attempt with one line.
+BLOCK_SIZE = 65536
+MAX_RANGE = 1 << 30
 CUT_SCRIPT = (
     'src="${AZ_BATCH_JOB_PREP_WORKING_DIR:?the job preparation folder is not set}/' + SOURCES_DIR
-    + '"; piece="${AZ_BATCH_TASK_WORKING_DIR:-$PWD}/$1"; want="$2"; shift 2; '
+    + '"; piece="${AZ_BATCH_TASK_WORKING_DIR:-$PWD}/$1"; shift; '
     'mkdir -p "${piece%/*}" && : > "$piece" || exit 1; '
     'while [ "$1" != "--" ]; do case "$1" in '
-    'r) tail -c "+$3" "$src/$2" | head -c "$4" >> "$piece"; shift 4;; '
-    'l) printf "$2" >> "$piece"; shift 2;; '
+    'r) [ -f "$src/$2" ] || { echo "shardrun: the source file $src/$2 is missing" >&2; exit 1; }; '
+    f'got=$({{ dd if="$src/$2" bs={BLOCK_SIZE} skip="$3" count="$4" 2>/dev/null '
+    '| tail -c "+$5" | head -c "$6" | tee -a "$piece" || printf x; } | wc -c); '
+    '[ "$got" -eq "$6" ] || { echo "shardrun: cut $got of the $6 bytes at block $3 of $src/$2 '
+    '(is the source short?)" >&2; exit 1; }; shift 6;; '
+    'l) printf "$2" >> "$piece" || exit 1; shift 2;; '
     '*) echo "shardrun: bad piece segment: $1" >&2; exit 1;; esac; done; shift; '
-    'got=$(wc -c < "$piece"); [ "$got" -eq "$want" ] || { '
-    'echo "shardrun: cut $got of the piece'"'"'s $want bytes from $src" >&2; exit 1; }; '
 )
 
 
@@ -96,15 +105,17 @@ def literal_format(data: bytes) -> str:
 
 def cut_args(segments: Iterable[Segment], input_path: str) -> tuple[str, ...]:
     """CUT_SCRIPT's arguments for one piece, up to and including the `--`."""
-    segments = tuple(segments)
-    size = sum(len(s) if isinstance(s, bytes) else s[2] for s in segments)
-    args = [input_path, str(size)]
+    args = [input_path]
     for segment in segments:
         if isinstance(segment, bytes):
             args += ["l", literal_format(segment)]
-        else:
-            index, offset, length = segment
-            args += ["r", str(index), str(offset + 1), str(length)]
+            continue
+        index, offset, length = segment
+        for at in range(offset, offset + length, MAX_RANGE):
+            size = min(MAX_RANGE, offset + length - at)
+            block, skip = divmod(at, BLOCK_SIZE)
+            count = -(-(skip + size) // BLOCK_SIZE)
+            args += ["r", str(index), str(block), str(count), str(skip + 1), str(size)]
     return (*args, "--")
 
 
