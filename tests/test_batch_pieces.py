@@ -13,6 +13,8 @@ from azure.storage.blob import BlobServiceClient
 from shardrun.cli import main
 from shardrun.core.layout import sources_prefix
 from shardrun.core.ledger import Ledger
+from shardrun.core.spec import load_spec
+from shardrun.core.split import resolve_inputs
 from shardrun.emulator import Emulator
 from shardrun.providers.azure.batch_files import RunFiles
 
@@ -24,6 +26,8 @@ COPY = [PY, "-c", "import shutil, sys; shutil.copyfile(sys.argv[1], sys.argv[2])
         "{output}"]
 INPUTS = {
     "lines": {"a.txt": b"one\r\ntwo\nthree", "b.txt": b"", "c.txt": b"x" * 3000 + b"\nlast\n"},
+    # two inputs of one name in two folders, and names with spaces, quotes and non-ASCII letters
+    "names": {"a.txt": b"1\n2\n3", "sub/a.txt": b"4\n5\n", "sub/\u00fc \"q\" it's.txt": b"6\r\n7\n8"},
     "json": {"a.json": b' [ {"a": "x]\\"[,"},\n  [1, [2]] , "s" ,null]\n', "b.json": b"[7 ,8, {}]"},
 }
 
@@ -31,16 +35,18 @@ INPUTS = {
 def job_file(folder: Path, kind: str, sections: dict[str, dict[str, object]]) -> Path:
     folder.mkdir(exist_ok=True)
     for name, data in INPUTS[kind].items():
+        (folder / name).parent.mkdir(exist_ok=True)
         (folder / name).write_bytes(data)
     return write_job(folder, {
         "app": {"command": COPY},
-        "split": {"input": f"*.{'txt' if kind == 'lines' else 'json'}", "method": kind, "per_task": 2},
+        "split": {"input": {"lines": "*.txt", "names": "**/*.txt", "json": "*.json"}[kind],
+                  "method": "json" if kind == "json" else "lines", "per_task": 2},
         "merge": {"method": "concat", "output": "result.out"},
         **sections,
     })
 
 
-@pytest.mark.parametrize("kind", ["lines", "json"])
+@pytest.mark.parametrize("kind", ["lines", "json", "names"])
 def test_pieces_by_reference_give_the_local_backends_result(
     azurite: Azurite, emulator: Emulator, secrets_env: None, tmp_path: Path,  # noqa: F811
     shardrun_home: Path, capsys: pytest.CaptureFixture[str], kind: str,
@@ -62,13 +68,15 @@ def test_pieces_by_reference_give_the_local_backends_result(
     run = next(r for r in ledger.runs() if r.backend == "azure-batch")
     tasks = ledger.tasks(run.run_id)
     assert len(tasks) >= 3 and all(t.segments for t in tasks)
-    suffix = ".txt" if kind == "lines" else ".json"  # the names local pieces have (status shows them)
+    suffix = ".json" if kind == "json" else ".txt"  # the names local pieces have (status shows them)
     assert [t.input_key.rsplit("/", 1)[-1] for t in tasks] == [
         f"piece-{i:06d}{suffix}" for i in range(1, len(tasks) + 1)]
     service = BlobServiceClient.from_connection_string(azurite.connection_string)
     names = [b.name for b in service.get_container_client(run.run_id).list_blobs()]
     stored = sorted(n for n in names if n.startswith("sources/"))
-    assert stored == sorted(f"sources/{i}/{name}" for i, name in enumerate(sorted(INPUTS[kind])))
+    inputs = resolve_inputs(load_spec(batch))
+    assert stored == sorted(f"sources/{i}/{p.name}" for i, p in enumerate(inputs))
+    assert len(inputs) == len(INPUTS[kind])
     assert not [n for n in names if n.startswith("inputs/")]  # no piece was uploaded on its own
     assert len([n for n in names if n.startswith("outputs/")]) == len(tasks)
 
