@@ -308,6 +308,20 @@ def test_the_cut_reaches_past_4_gib(tmp_path: Path, shell: list[str]) -> None:
     assert shell_cut(shell, plan, [src], tmp_path / "node") == b"".join(marks.values())
 
 
+def test_no_number_the_node_tools_see_reaches_2_gib() -> None:
+    """A 3 GiB range 5 GiB into a source: parts of at most 1 GiB, each found by its block."""
+    args = cut_args([(2, 5 * 2**30 + 3, 3 * 2**30 + 1)], "in/p")
+    parts = [args[i:i + 6] for i in range(1, len(args) - 1, 6)]
+    assert [p[0] for p in parts] == ["r"] * 4 and args[-1] == "--"
+    assert all(int(n) < 2**31 for p in parts for n in p[1:])
+    at = 5 * 2**30 + 3
+    for _, index, block, count, start, size in parts:  # contiguous, and each inside its blocks
+        assert index == "2" and int(block) * 65536 + int(start) - 1 == at
+        assert int(start) - 1 + int(size) <= int(count) * 65536
+        at += int(size)
+    assert at == 8 * 2**30 + 4
+
+
 @pytest.mark.parametrize("shell", SHELLS, ids=lambda s: s[0].rsplit("/", 1)[-1])
 def test_a_range_longer_than_max_range_is_cut_in_parts(tmp_path: Path, shell: list[str],
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
