@@ -308,6 +308,22 @@ def test_the_cut_reaches_past_4_gib(tmp_path: Path, shell: list[str]) -> None:
     assert shell_cut(shell, plan, [src], tmp_path / "node") == b"".join(marks.values())
 
 
+@pytest.mark.parametrize("shell", SHELLS, ids=lambda s: s[0].rsplit("/", 1)[-1])
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_full_disk_fails_the_cut(tmp_path: Path, shell: list[str]) -> None:
+    """The piece cannot be written (here /dev/full): the cut fails, the app never starts."""
+    (tmp_path / "prep" / SOURCES_DIR).mkdir(parents=True)
+    (tmp_path / "prep" / SOURCES_DIR / "0").write_bytes(b"0123456789")
+    (tmp_path / "wd" / "in").mkdir(parents=True)
+    (tmp_path / "wd" / "in" / "p").symlink_to("/dev/full")
+    env = {"PATH": os.environ["PATH"], "AZ_BATCH_JOB_PREP_WORKING_DIR": str(tmp_path / "prep"),
+           "AZ_BATCH_TASK_WORKING_DIR": str(tmp_path / "wd")}
+    proc = subprocess.run([*shell, "-c", CUT_SCRIPT + "echo the app ran", "shardrun",
+                           *cut_args([(0, 2, 5)], "in/p")], env=env, capture_output=True, timeout=60)
+    assert proc.returncode == 1 and not proc.stdout
+    assert b"shardrun: cut 6 of the 5 bytes at block 0 of" in proc.stderr
+
+
 def test_no_number_the_node_tools_see_reaches_2_gib() -> None:
     """A 3 GiB range 5 GiB into a source: parts of at most 1 GiB, each found by its block."""
     args = cut_args([(2, 5 * 2**30 + 3, 3 * 2**30 + 1)], "in/p")

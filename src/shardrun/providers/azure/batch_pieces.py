@@ -46,7 +46,7 @@ CUT_SCRIPT = (
     f'got=$({{ dd if="$src/$2" bs={BLOCK_SIZE} skip="$3" count="$4" 2>/dev/null '
     '| tail -c "+$5" | head -c "$6" | tee -a "$piece" || printf x; } | wc -c); '
     '[ "$got" -eq "$6" ] || { echo "shardrun: cut $got of the $6 bytes at block $3 of $src/$2 '
-    '(is the source short?)" >&2; exit 1; }; shift 6;; '
+    '(a short source, or a full disk?)" >&2; exit 1; }; shift 6;; '
     'l) printf "$2" >> "$piece" || exit 1; shift 2;; '
     '*) echo "shardrun: bad piece segment: $1" >&2; exit 1;; esac; done; shift; '
 )
