@@ -324,6 +324,14 @@ def test_a_full_disk_fails_the_cut(tmp_path: Path, shell: list[str]) -> None:
     assert b"shardrun: cut 6 of the 5 bytes at block 0 of" in proc.stderr
 
 
+@pytest.mark.parametrize("shell", SHELLS, ids=lambda s: s[0].rsplit("/", 1)[-1])
+def test_a_literal_of_every_byte_value_is_cut_as_is(tmp_path: Path, shell: list[str]) -> None:
+    src = tmp_path / "a.txt"
+    src.write_bytes(b"ab")
+    plan = PiecePlan("piece-000001.txt", (bytes(range(256)), (0, 1, 1), b"%s%%\\n'\"$(x)"))
+    assert shell_cut(shell, plan, [src], tmp_path / "node") == bytes(range(256)) + b"b%s%%\\n'\"$(x)"
+
+
 def test_no_number_the_node_tools_see_reaches_2_gib() -> None:
     """A 3 GiB range 5 GiB into a source: parts of at most 1 GiB, each found by its block."""
     args = cut_args([(2, 5 * 2**30 + 3, 3 * 2**30 + 1)], "in/p")
