@@ -142,3 +142,46 @@ def test_an_input_changed_after_its_plan_stops_the_run_in_one_line(
     service = BlobServiceClient.from_connection_string(azurite.connection_string)
     assert run.run_id not in [c.name for c in service.list_containers()]  # nothing left stored
     assert left_in(batch_client(emulator)) == ([], [])
+
+
+def test_a_client_killed_while_storing_the_sources_is_started_afresh_by_the_next_run(
+    azurite: Azurite, emulator: Emulator, secrets_env: None, tmp_path: Path,  # noqa: F811
+    shardrun_home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The client dies (nothing of it runs after) once the sources are stored, before the tasks
+    are recorded: the next `run` abandons that run, deletes its container and sources by its id,
+    and a new run gives the right result."""
+    from shardrun.core import prepare
+
+    class Killed(BaseException):
+        pass
+
+    def store_then_die(*args: Any) -> None:
+        original(*args)
+        raise Killed
+
+    original = prepare.put_sources
+    with monkeypatch.context() as patch:
+        patch.setattr(prepare, "put_sources", store_then_die)
+        patch.setattr(prepare, "abandon", lambda *args: None)  # a dead client cleans nothing up
+        batch = job_file(tmp_path / "batch", "lines", {
+            "run": {"backend": "azure-batch", "storage": "blob", "timeout": "2m"},
+            "storage": {"account_url": azurite.account_url, "auth": "key"},
+            "batch": {"account_url": emulator.url, "account_name": emulator.config.account_name,
+                      "auth": "shared_key", "dedicated_nodes": 1, "poll_interval": 0.3,
+                      "pieces": "by-reference"},
+        })
+        with pytest.raises(Killed):
+            main(["run", str(batch)])
+    ledger = Ledger(shardrun_home / "ledger.sqlite")
+    dead = ledger.runs()[0]
+    service = BlobServiceClient.from_connection_string(azurite.connection_string)
+    assert dead.status == "splitting" and dead.run_id in [c.name for c in service.list_containers()]
+
+    assert main(["run", str(batch)]) == 0, capsys.readouterr().err
+    runs = {r.run_id: r for r in Ledger(shardrun_home / "ledger.sqlite").runs()}
+    assert runs[dead.run_id].status == "failed" and len(runs) == 2
+    assert dead.run_id not in [c.name for c in service.list_containers()]
+    local = job_file(tmp_path / "local", "lines", {})
+    assert main(["run", str(local)]) == 0
+    assert (tmp_path / "batch" / "result.out").read_bytes() == (tmp_path / "local" / "result.out").read_bytes()
