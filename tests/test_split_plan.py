@@ -7,6 +7,7 @@ import json
 import os
 import random
 import re
+import shlex
 import shutil
 import sqlite3
 import subprocess
@@ -32,7 +33,7 @@ from shardrun.core.split_plan import (
     plan_lines,
 )
 from shardrun.providers.azure import batch_pieces
-from shardrun.providers.azure.batch_pieces import CUT_SCRIPT, SOURCES_DIR, choose_mode, cut_args
+from shardrun.providers.azure.batch_pieces import CUT_SCRIPT, PREP_COMMAND, SOURCES_DIR, choose_mode, cut_args
 from shardrun.providers.azure.settings import BatchSection
 
 from .helpers import write_job
@@ -241,6 +242,12 @@ def test_segments_round_trip_through_the_ledger_form() -> None:
 SHELLS = [["/bin/sh"]] + ([[b, "sh"]] if (b := shutil.which("busybox")) else [])
 
 
+def prepare_node(prep: Path) -> None:
+    """What the job preparation's command does on a node, run as the agent would run it."""
+    env = {"PATH": os.environ["PATH"], "AZ_BATCH_TASK_WORKING_DIR": str(prep)}
+    subprocess.run(shlex.split(PREP_COMMAND), env=env, cwd=prep, check=True, timeout=60)
+
+
 def shell_cut(shell: list[str], plan: PiecePlan, inputs: list[Path], node: Path) -> bytes:
     prep = node / "prep"
     wd = node / "wd"
@@ -249,6 +256,7 @@ def shell_cut(shell: list[str], plan: PiecePlan, inputs: list[Path], node: Path)
     wd.mkdir()
     for n, path in enumerate(inputs):
         (prep / SOURCES_DIR / str(n)).symlink_to(path)  # the agent's download, without the copy
+    prepare_node(prep)
     env = {"PATH": os.environ["PATH"], "AZ_BATCH_JOB_PREP_WORKING_DIR": str(prep),
            "AZ_BATCH_TASK_WORKING_DIR": str(wd)}
     argv = [*shell, "-c", CUT_SCRIPT + 'cat "$AZ_BATCH_TASK_WORKING_DIR/in/$1"', "shardrun",
@@ -294,6 +302,16 @@ def test_a_missing_source_fails_the_cut_naming_it(tmp_path: Path, shell: list[st
 
 
 @pytest.mark.parametrize("shell", SHELLS, ids=lambda s: s[0].rsplit("/", 1)[-1])
+def test_a_node_without_the_preparations_cut_script_fails_the_task(tmp_path: Path, shell: list[str]) -> None:
+    (tmp_path / "prep").mkdir()
+    env = {"PATH": os.environ["PATH"], "AZ_BATCH_JOB_PREP_WORKING_DIR": str(tmp_path / "prep"),
+           "AZ_BATCH_TASK_WORKING_DIR": str(tmp_path)}
+    proc = subprocess.run([*shell, "-c", CUT_SCRIPT + "echo the app ran", "shardrun",
+                           *cut_args([(0, 0, 1)], "in/p")], env=env, capture_output=True, timeout=60)
+    assert proc.returncode != 0 and not proc.stdout and b"shardrun-cut.sh" in proc.stderr
+
+
+@pytest.mark.parametrize("shell", SHELLS, ids=lambda s: s[0].rsplit("/", 1)[-1])
 def test_the_cut_reaches_past_4_gib(tmp_path: Path, shell: list[str]) -> None:
     """busybox's tail -c +N fails from about 3 GiB on (and refuses N >= 4 GiB); the cut seeks with
     dd instead. A sparse 5 GiB input costs no disk."""
@@ -314,6 +332,7 @@ def test_a_full_disk_fails_the_cut(tmp_path: Path, shell: list[str]) -> None:
     """The piece cannot be written (here /dev/full): the cut fails, the app never starts."""
     (tmp_path / "prep" / SOURCES_DIR).mkdir(parents=True)
     (tmp_path / "prep" / SOURCES_DIR / "0").write_bytes(b"0123456789")
+    prepare_node(tmp_path / "prep")
     (tmp_path / "wd" / "in").mkdir(parents=True)
     (tmp_path / "wd" / "in" / "p").symlink_to("/dev/full")
     env = {"PATH": os.environ["PATH"], "AZ_BATCH_JOB_PREP_WORKING_DIR": str(tmp_path / "prep"),
@@ -330,6 +349,21 @@ def test_a_literal_of_every_byte_value_is_cut_as_is(tmp_path: Path, shell: list[
     src.write_bytes(b"ab")
     plan = PiecePlan("piece-000001.txt", (bytes(range(256)), (0, 1, 1), b"%s%%\\n'\"$(x)"))
     assert shell_cut(shell, plan, [src], tmp_path / "node") == bytes(range(256)) + b"b%s%%\\n'\"$(x)"
+
+
+def test_a_task_by_reference_carries_its_ranges_not_the_cut_script() -> None:
+    """The cut script travels once per job (the preparation writes it): a task's command line
+    grows only by its ranges, whatever the script's length."""
+    from shardrun.providers.azure.batch_tasks import TaskFiles, command_line
+
+    def line(cut: tuple[str, ...]) -> str:
+        files = TaskFiles(inputs=(), input_path="in/piece-000001.txt", output_path="out/o",
+                          output_blob="outputs/t/o", log_blobs={}, cut=cut)
+        return command_line(["cat", "{input}"], files, "cfg")
+
+    cut = cut_args([b"[", (0, 10, 20), b"]"], "in/piece-000001.txt")
+    assert len(line(cut)) - len(line(())) < 150 and "dd if=" not in line(cut)
+    assert "dd if=" in shlex.split(PREP_COMMAND)[-1]
 
 
 def test_no_number_the_node_tools_see_reaches_2_gib() -> None:

@@ -11,7 +11,7 @@ import uuid
 from azure.batch import models as bm
 
 from shardrun.images.engine import Engine
-from shardrun.providers.azure.batch_pieces import CUT_SCRIPT, SOURCES_DIR, cut_args
+from shardrun.providers.azure.batch_pieces import CUT_SCRIPT, PREP_COMMAND, SOURCES_DIR, cut_args
 
 from ..fixtures.azurite import Azurite
 from .conftest import client_for, make_job, make_pool, start_emulator, wait_task_done
@@ -31,7 +31,7 @@ def test_container_tasks_cut_pieces_from_the_preparations_files(
         client = client_for(emu)
         make_pool(client, containers=True, images=(test_image,))
         prep = bm.BatchJobPreparationTask(
-            command_line="/bin/sh -c true",
+            command_line=PREP_COMMAND,  # on the node (no container): it writes the cut script
             resource_files=[bm.ResourceFile(http_url=blob, file_path=f"{SOURCES_DIR}/0")],
         )
         make_job(client, job_preparation_task=prep)

@@ -3,15 +3,17 @@
 The client uploads every input file once (`<run>/sources/<n>/<name>`, core/layout.py). The job's
 preparation task (once per node, before the job's first task there, waitForSuccess) has them as
 resource files, so the Batch agent downloads them into AZ_BATCH_JOB_PREP_WORKING_DIR and the image
-needs no tool for it. Each task's script then cuts its piece to INPUT_PATH from its segments
-(core/split_plan.py) with `tail -c +N | head -c L` for a byte range and `printf` for a literal,
-which busybox and coreutils both have, before the app starts: the task contract does not change.
+needs no tool for it; its command writes the cut script beside them. Each task's script sources
+it and cuts its piece to INPUT_PATH from its segments (core/split_plan.py) with `dd | tail | head`
+for a byte range and `printf` for a literal, which busybox and coreutils both have, before the app
+starts: the task contract does not change.
 Container tasks see the same folder (Batch maps the node's root folder into the container, and
 passes the task's variables). Values reach the script as positional arguments, never pasted.
 """
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -26,18 +28,23 @@ SOURCES_DIR = "shardrun-sources"  # in the job preparation task's working folder
 PREP_ID = "shardrun-sources"
 PREP_RETRIES = 2
 
-# Run by /bin/sh before TASK_SCRIPT, with its own arguments first: the piece's path (relative to
-# the working folder), then segments, then `--`. A byte range is `r FILE BLOCK COUNT START LENGTH`:
-# `dd` reads COUNT blocks of BLOCK_SIZE bytes from block BLOCK of the source file (a seek), `tail`
-# drops the bytes before START (1-based, within the first block) and `head` keeps LENGTH. Every
-# number stays below 2 GiB (a range longer than MAX_RANGE is cut into several), because busybox's
-# tail, head and wc count in 32 bits: `tail -c +3221225480` fails there, and `head -c` and `wc -c`
-# wrap at 4 GiB. A literal is `l FORMAT`: its bytes as printf octal escapes, so it holds no '%'.
+# The cut, a script the job preparation writes once per node (CUT_FILE in its working folder) and
+# each task's /bin/sh sources before TASK_SCRIPT (CUT_SCRIPT): the script travels once per job,
+# not in each of the job's command lines (it would add about 750 bytes to each task's request and
+# to the client's memory, 75 MB at 100,000 tasks). It takes its own arguments first: the piece's
+# path (relative to the working folder), then segments, then `--`.
+# A byte range is `r FILE BLOCK COUNT START LENGTH`: `dd` reads COUNT blocks of BLOCK_SIZE bytes
+# from block BLOCK of the source file (a seek), `tail` drops the bytes before START (1-based, in
+# the first block) and `head` keeps LENGTH. Every number stays below 2 GiB (a range longer than
+# MAX_RANGE is cut into several), because busybox's tail, head and wc count in 32 bits:
+# `tail -c +3221225480` fails there, and `head -c` and `wc -c` wrap at 4 GiB.
+# A literal is `l FORMAT`: its bytes as printf octal escapes, so it holds no '%'.
 # Each range's bytes are counted as they are appended (a failed append adds a byte to the count):
 # a source that is missing or short, or a full disk, fails the attempt with one line.
 BLOCK_SIZE = 65536
 MAX_RANGE = 1 << 30
-CUT_SCRIPT = (
+CUT_FILE = "shardrun-cut.sh"
+CUT_BODY = (
     'src="${AZ_BATCH_JOB_PREP_WORKING_DIR:?the job preparation folder is not set}/' + SOURCES_DIR
     + '"; piece="${AZ_BATCH_TASK_WORKING_DIR:-$PWD}/$1"; shift; '
     'mkdir -p "${piece%/*}" && : > "$piece" || exit 1; '
@@ -48,8 +55,13 @@ CUT_SCRIPT = (
     '[ "$got" -eq "$6" ] || { echo "shardrun: cut $got of the $6 bytes at block $3 of $src/$2 '
     '(a short source, or a full disk?)" >&2; exit 1; }; shift 6;; '
     'l) printf "$2" >> "$piece" || exit 1; shift 2;; '
-    '*) echo "shardrun: bad piece segment: $1" >&2; exit 1;; esac; done; shift; '
+    '*) echo "shardrun: bad piece segment: $1" >&2; exit 1;; esac; done; shift\n'
 )
+# What each task's script starts with: a missing CUT_FILE stops the shell, naming it.
+CUT_SCRIPT = '. "${AZ_BATCH_JOB_PREP_WORKING_DIR:?the job preparation folder is not set}/' + CUT_FILE + '"; '
+# The job preparation's command line: it writes CUT_FILE (the agent has downloaded the sources).
+PREP_COMMAND = shlex.join(["/bin/sh", "-c", 'printf "%s" "$1" > "${AZ_BATCH_TASK_WORKING_DIR:-.}/'
+                           + CUT_FILE + '"', "shardrun", CUT_BODY])
 
 
 # The crossover of [batch] pieces = "auto" (docs/azure.md, "Pieces by reference"). By reference,
@@ -143,7 +155,7 @@ def job_preparation(store: Any, run_id: str, url: Callable[[str], str], identity
                              identity_reference=ref) for key in keys]
     return bm.BatchJobPreparationTask(
         id=PREP_ID,
-        command_line="/bin/sh -c true",  # the agent's download of the resource files is the work
+        command_line=PREP_COMMAND,  # the agent downloads the resource files before it runs
         resource_files=files,
         wait_for_success=True,
         constraints=bm.BatchTaskConstraints(max_task_retry_count=PREP_RETRIES),
