@@ -64,7 +64,8 @@ merge_csv() {
     [ -f "$f" ] && [ -s "$f" ] || continue
     first=$(head -n 1 "$f"; printf x); first=${first%x}
     quotes=$(printf '%s' "$first" | tr -cd '"' | wc -c | tr -d ' ')
-    [ $((quotes % 2)) -eq 0 ] || fail "$f: a CSV header with a quoted line break cannot be merged on the cluster; use [merge] where = \"client\""
+    [ $((quotes % 2)) -eq 0 ] || fail "$f: a CSV header with a quoted line break" \
+      "cannot be merged on the cluster; use [merge] where = \"client\""
     key=$first
     while :; do
       case $key in *"$nl"|*"$cr") key=${key%?};; *) break;; esac
