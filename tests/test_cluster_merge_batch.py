@@ -1,0 +1,113 @@
+"""[merge] where = "cluster" end to end: the real SDKs against the Batch emulator and Azurite. The
+merge task runs on an emulated node, the client downloads one blob."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shardrun.cli import main
+from shardrun.core.states import RunState
+from shardrun.emulator import Emulator
+
+from .fixtures.azurite import Azurite
+from .helpers import toml_value, write_job
+from .test_batch_backend import batch_client, batch_job, emulator, ledger, left_in, secrets_env
+
+__all__ = ["emulator", "secrets_env"]  # fixtures used by name
+
+# JSON Lines out of every line: {"n": <line>} (a sh app, so it runs on any node).
+JSONL_APP = ["sh", "-c", 'while IFS= read -r l; do printf \'{"n": "%s"}\\n\\n\' "$l"; done '
+             '< "$INPUT_PATH" > "$OUTPUT_PATH"']
+
+
+def cluster_job(folder: Path, emu: Emulator, azurite: Azurite, merge: dict[str, Any],
+                **extra: Any) -> Path:
+    job = batch_job(folder, emu, azurite, app=JSONL_APP, **extra)
+    return _set_merge(job, job.read_text(), [f"{k} = {toml_value(v)}" for k, v in merge.items()])
+
+
+def _set_merge(job: Path, text: str, lines: list[str]) -> Path:
+    head, _, rest = text.partition("[merge]\n")
+    rest = rest.split("\n[", 1)
+    job.write_text(head + "[merge]\n" + "\n".join(lines) + "\n" + ("\n[" + rest[1] if len(rest) > 1 else ""))
+    return job
+
+
+def local_twin(folder: Path, merge: dict[str, Any]) -> bytes:
+    """The same job on the local backend: its merged result."""
+    (folder / "big.txt").write_text("".join(f"line {i}\n" for i in range(40)))
+    job = write_job(folder, {
+        "app": {"command": JSONL_APP},
+        "split": {"input": "big.txt", "method": "lines", "per_task": 4},
+        "merge": {**merge, "output": "local.out"},
+    })
+    assert main(["run", "-q", str(job)]) == 0
+    return (folder / "local.out").read_bytes()
+
+
+@pytest.mark.parametrize("method", ["jsonl", "concat"])
+def test_cluster_merge_gives_the_local_result_and_downloads_one_blob(
+    azurite: Azurite, emulator: Emulator, secrets_env: None, tmp_path: Path, shardrun_home: Path,
+    capsys: pytest.CaptureFixture[str], method: str,
+) -> None:
+    job = cluster_job(tmp_path, emulator, azurite,
+                      {"method": method, "output": "result.out", "where": "cluster"})
+    assert main(["run", str(job)]) == 0, capsys.readouterr().err
+    run = ledger(shardrun_home).runs()[0]
+    assert run.status == RunState.SUCCEEDED
+    local = tmp_path / "local"
+    local.mkdir()
+    assert (tmp_path / "result.out").read_bytes() == local_twin(local, {"method": method})
+    assert left_in(batch_client(emulator)) == ([], [])  # the merge's job and the pool are gone
+    assert not [p for p in tmp_path.iterdir() if "shardrun-part" in p.name]
+
+
+def test_a_failed_merge_task_is_merge_failed_with_its_stderr_then_merge_fixes_it(
+    azurite: Azurite, emulator: Emulator, secrets_env: None, tmp_path: Path, shardrun_home: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    (tmp_path / "result.out").write_bytes(b"previous")
+    job = cluster_job(tmp_path, emulator, azurite, {
+        "command": ["sh", "-c", "echo 'recombiner broke' >&2; exit 4"], "output": "result.out",
+        "where": "cluster"})
+    assert main(["run", str(job)]) != 0
+    err = capsys.readouterr().err
+    run = ledger(shardrun_home).runs()[0]
+    assert run.status == RunState.MERGE_FAILED
+    assert "recombiner broke" in (run.message or "") and "recombiner broke" in err
+    assert (tmp_path / "result.out").read_bytes() == b"previous"  # nothing half-written
+    assert left_in(batch_client(emulator)) == ([], [])
+    # The job file now merges with a command that works: `shardrun merge` runs a new merge task.
+    _set_merge(job, job.read_text(), ['command = ["sh", "-c", "cat merge-in/* | tr a-z A-Z"]',
+                                      'output = "result.out"', 'where = "cluster"'])
+    assert main(["merge", run.run_id]) == 0, capsys.readouterr().err
+    assert ledger(shardrun_home).get_run(run.run_id).status == RunState.SUCCEEDED
+    expected = "".join(f'{{"N": "LINE {i}"}}\n\n' for i in range(40))
+    assert (tmp_path / "result.out").read_text() == expected
+    assert left_in(batch_client(emulator)) == ([], [])
+
+
+def test_allow_failures_merges_what_succeeded_and_without_it_nothing_is_merged(
+    azurite: Azurite, emulator: Emulator, secrets_env: None, tmp_path: Path, shardrun_home: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    app = ["sh", "-c", 'if grep -q "line 7" "$INPUT_PATH"; then exit 3; fi; '
+           'tr a-z A-Z < "$INPUT_PATH" > "$OUTPUT_PATH"']
+    job = batch_job(tmp_path, emulator, azurite, lines=12, per_task=2, app=app,
+                    run={"retries": 0, "allow_failures": True})
+    _set_merge(job, job.read_text(), ['method = "concat"', 'output = "result.out"',
+                                      'where = "cluster"'])
+    assert main(["run", str(job)]) == 0, capsys.readouterr().err
+    kept = [i for i in range(12) if i not in (6, 7)]
+    assert (tmp_path / "result.out").read_text() == "".join(f"LINE {i}\n" for i in kept)
+    assert left_in(batch_client(emulator)) == ([], [])
+    # Without allow_failures the merge task stays blocked; the run fails and its job is deleted.
+    job.write_text(job.read_text().replace("allow_failures = true", "allow_failures = false"))
+    (tmp_path / "result.out").unlink()
+    assert main(["run", "--new", str(job)]) == 1
+    assert not (tmp_path / "result.out").exists()
+    assert ledger(shardrun_home).runs()[0].status == RunState.FAILED
+    assert left_in(batch_client(emulator)) == ([], [])
