@@ -3,6 +3,11 @@ merge task runs on an emulated node, the client downloads one blob."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +17,8 @@ from shardrun.cli import main
 from shardrun.core.states import RunState
 from shardrun.emulator import Emulator
 
-from .fixtures.azurite import Azurite
+from .fixtures.azurite import DEV_KEY, Azurite
+from .fixtures.emulator import start_emulator
 from .helpers import toml_value, write_job
 from .test_batch_backend import batch_client, batch_job, emulator, ledger, left_in, secrets_env
 
@@ -111,3 +117,54 @@ def test_allow_failures_merges_what_succeeded_and_without_it_nothing_is_merged(
     assert not (tmp_path / "result.out").exists()
     assert ledger(shardrun_home).runs()[0].status == RunState.FAILED
     assert left_in(batch_client(emulator)) == ([], [])
+
+
+def test_a_client_killed_while_the_merge_task_runs_collects_its_result_on_the_next_run(
+    azurite: Azurite, emulator: Emulator, secrets_env: None, tmp_path: Path, shardrun_home: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    job = cluster_job(tmp_path, emulator, azurite, {
+        "command": ["sh", "-c", "sleep 3; cat merge-in/*"], "output": "result.out",
+        "where": "cluster"})
+    client = subprocess.Popen([sys.executable, "-m", "shardrun", "run", "-q", str(job)],
+                              env=os.environ.copy(), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    run_id = None
+    while time.monotonic() < deadline and run_id is None:
+        runs = ledger(shardrun_home).runs() if (shardrun_home / "ledger.sqlite").exists() else []
+        if runs and runs[0].status == RunState.MERGING:
+            run_id = runs[0].run_id
+        time.sleep(0.1)
+    client.send_signal(signal.SIGKILL)
+    client.wait()
+    assert run_id is not None
+    assert not (tmp_path / "result.out").exists()
+    assert main(["run", str(job)]) == 0, capsys.readouterr().err
+    assert (tmp_path / "result.out").read_text() == "".join(
+        f'{{"n": "line {i}"}}\n\n' for i in range(40))
+    jobs = [r for k, r in ledger(shardrun_home).resources(run_id, live_only=False) if k == "batch-job"]
+    assert jobs == [run_id]  # the merge task of the run's job, re-attached: no merge job of its own
+    assert left_in(batch_client(emulator)) == ([], [])
+
+
+def test_in_simulated_mode_the_merge_task_completes_and_leaves_its_blob(
+    azurite: Azurite, tmp_path: Path, shardrun_home: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    emu = start_emulator(simulate_seconds=(0.005, 0.02), simulate_seed=1)
+    try:
+        monkeypatch.setenv("AZURE_BATCH_KEY", emu.config.account_key)
+        monkeypatch.setenv("AZURE_STORAGE_KEY", DEV_KEY)
+        job = cluster_job(tmp_path, emu, azurite, {"method": "concat", "output": "result.out",
+                                                   "where": "cluster"},
+                          lines=600, per_task=1, batch={"task_slots_per_node": 50})
+        assert main(["run", str(job)]) == 0, capsys.readouterr().err
+        run_id = ledger(shardrun_home).runs()[0].run_id
+        assert ledger(shardrun_home).counts(run_id)["succeeded"] == 600
+        # A simulated task writes one line naming its job, task and resource files.
+        assert (tmp_path / "result.out").read_text() == (
+            f"{run_id}/merge: /devstoreaccount1/{run_id}/app/shardrun-merge.sh "
+            f"/devstoreaccount1/{run_id}/outputs/\n")
+    finally:
+        emu.stop()
