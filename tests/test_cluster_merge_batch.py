@@ -168,3 +168,47 @@ def test_in_simulated_mode_the_merge_task_completes_and_leaves_its_blob(
             f"/devstoreaccount1/{run_id}/outputs/\n")
     finally:
         emu.stop()
+
+
+def test_a_run_submitted_with_the_old_task_ids_resumes_and_merges_in_a_job_of_its_own(
+    azurite: Azurite, emulator: Emulator, secrets_env: None, tmp_path: Path, shardrun_home: Path,
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from shardrun.providers.azure import batch
+
+    # The client before numbered ids: Batch task ids were the ledger's, the job had no metadata
+    # naming them and no task dependencies. It is stopped (Ctrl-C detaches) while tasks run.
+    real_build_job = batch.build_job
+
+    def old_job(*args: Any) -> Any:
+        job = real_build_job(*args)
+        job.uses_task_dependencies = None
+        job.metadata = job.metadata[:1]
+        return job
+
+    polls = []
+
+    def stop_on_second_poll(self: Any) -> int:
+        polls.append(1)
+        if len(polls) == 2:
+            raise KeyboardInterrupt
+        return real_poll(self)
+
+    real_poll = batch.AzureBatchBackend.poll
+    with monkeypatch.context() as patch:
+        patch.setattr(batch, "build_job", old_job)
+        patch.setattr(batch, "batch_task_id", lambda ledger_id, numbers: ledger_id)
+        patch.setattr(batch.AzureBatchBackend, "poll", stop_on_second_poll)
+        job = batch_job(tmp_path, emulator, azurite, app=JSONL_APP)
+        assert main(["run", str(job)]) != 0
+    run_id = ledger(shardrun_home).runs()[0].run_id
+    ids = {t.id for t in batch_client(emulator).list_tasks(run_id)}
+    assert "task-00001" in ids
+    # The new client re-attaches to that job with its ids, then merges on the cluster.
+    _set_merge(job, job.read_text(), ['method = "jsonl"', 'output = "result.out"',
+                                      'where = "cluster"'])
+    assert main(["run", str(job)]) == 0, capsys.readouterr().err
+    assert (tmp_path / "result.out").read_text() == "".join(f'{{"n": "line {i}"}}\n' for i in range(40))
+    jobs = [r for k, r in ledger(shardrun_home).resources(run_id, live_only=False) if k == "batch-job"]
+    assert jobs == [run_id, f"{run_id}-retry1"]  # the merge ran in a job of its own
+    assert left_in(batch_client(emulator)) == ([], [])

@@ -118,3 +118,15 @@ def test_cluster_script_runs_a_merge_command_over_a_folder_in_task_order(
     assert proc.returncode == 0, proc.stderr.decode()
     assert (tmp_path / "w" / RESULT).read_bytes() == (
         b"task-00001.txt\ntask-00002.txt\ntask-00003.txt\n1\n2\n3\n")
+
+
+def test_batch_task_ids_are_numbers_and_dependencies_are_ranges() -> None:
+    from shardrun.providers.azure.batch_merge import batch_task_id, dependencies
+
+    assert batch_task_id("task-00042", True) == "42"
+    assert batch_task_id("task-00042", False) == "task-00042"  # a job made before numbered ids
+    assert batch_task_id("t1", True) == "t1"
+    deps = dependencies(["1", "2", "3", "7", "5", "6", "10", "odd", "010"])
+    assert [(r.start, r.end) for r in deps.task_id_ranges] == [(1, 3), (5, 7), (10, 10)]
+    assert deps.task_ids == ["010", "odd"]  # '010' is no integer id a range would match
+    assert len(dependencies(str(i) for i in range(1, 100_001)).task_id_ranges) == 1

@@ -56,8 +56,9 @@ def dependencies(batch_ids: Iterable[str]) -> Any:
     """dependsOn for these tasks: runs of numbers as ranges, anything else by id."""
     from azure.batch import models as bm
 
-    numbers = sorted(int(i) for i in batch_ids if i.isdigit() and str(int(i)) == i)
-    others = sorted(i for i in batch_ids if not (i.isdigit() and str(int(i)) == i))
+    ids = list(batch_ids)
+    numbers = sorted(int(i) for i in ids if i.isdigit() and str(int(i)) == i)
+    others = sorted(i for i in ids if not (i.isdigit() and str(int(i)) == i))
     ranges: list[Any] = []
     for n in numbers:
         if ranges and ranges[-1].end == n - 1:
