@@ -212,3 +212,25 @@ def test_a_run_submitted_with_the_old_task_ids_resumes_and_merges_in_a_job_of_it
     jobs = [r for k, r in ledger(shardrun_home).resources(run_id, live_only=False) if k == "batch-job"]
     assert jobs == [run_id, f"{run_id}-retry1"]  # the merge ran in a job of its own
     assert left_in(batch_client(emulator)) == ([], [])
+
+
+def test_retry_goes_to_a_new_job_whose_merge_task_merges_every_output(
+    azurite: Azurite, emulator: Emulator, secrets_env: None, tmp_path: Path, shardrun_home: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    poison = tmp_path / "poison"
+    poison.write_text("")
+    app = ["sh", "-c", f'if [ -e {poison} ] && grep -q "line 7" "$INPUT_PATH"; then exit 3; fi; '
+           'tr a-z A-Z < "$INPUT_PATH" > "$OUTPUT_PATH"']
+    job = batch_job(tmp_path, emulator, azurite, lines=12, per_task=2, app=app, run={"retries": 0})
+    _set_merge(job, job.read_text(), ['method = "concat"', 'output = "result.out"',
+                                      'where = "cluster"'])
+    assert main(["run", str(job)]) == 1
+    run_id = ledger(shardrun_home).runs()[0].run_id
+    assert not (tmp_path / "result.out").exists()
+    poison.unlink()
+    assert main(["retry", run_id, "--failed"]) == 0, capsys.readouterr().err
+    assert (tmp_path / "result.out").read_text() == "".join(f"LINE {i}\n" for i in range(12))
+    jobs = [r for k, r in ledger(shardrun_home).resources(run_id, live_only=False) if k == "batch-job"]
+    assert jobs == [run_id, f"{run_id}-retry1"]  # the merge task ran in the retry's job
+    assert left_in(batch_client(emulator)) == ([], [])

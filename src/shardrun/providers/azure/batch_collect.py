@@ -45,6 +45,8 @@ class BatchMerge:
                                     registry=registry)
         self.backend, self.say = backend, say
         backend.start(ctx)
+        if backend.pool_id is None:  # the ledger has none live: the run's own, as _new_job names it
+            backend.pool_id = f"{ctx.run_id}-pool"
         task = self._merge_task(backend)
         if task is None:
             backend._new_job()
