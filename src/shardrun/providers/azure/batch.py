@@ -18,6 +18,7 @@ from shardrun.core.compute import AttemptEvent, RunContext, TaskSpec
 from shardrun.core.errors import ShardrunError, UsageError
 from shardrun.core.layout import log_key
 from shardrun.core.spec import JobSpec
+from shardrun.providers.azure import batch_merge as merging
 from shardrun.providers.azure.batch_account import (
     JOB,
     POOL,
@@ -28,15 +29,6 @@ from shardrun.providers.azure.batch_account import (
     preflight,
 )
 from shardrun.providers.azure.batch_files import RunFiles
-from shardrun.providers.azure.batch_merge import (
-    add_merge_task,
-    batch_task_id,
-    dependencies,
-    merge_task,
-    merges_on_cluster,
-    numbered,
-    tolerate_failure,
-)
 from shardrun.providers.azure.batch_monitor import (
     COMPLETED_SELECT,
     OVERLAP,
@@ -134,7 +126,7 @@ class AzureBatchBackend:
         self._add(todo)
 
     def _bid(self, ledger_id: str) -> str:
-        return batch_task_id(ledger_id, self.numbered)
+        return merging.batch_task_id(ledger_id, self.numbered)
 
     def _map_ids(self) -> None:
         self.ledger_ids = {self._bid(t): t for t in self.watch}
@@ -160,7 +152,7 @@ class AzureBatchBackend:
     def close(self) -> None:
         if not (self.done and self.ctx is not None):
             return
-        if merges_on_cluster(self.spec) and (not self.failed_any or self.spec.run.allow_failures):
+        if merging.merge_follows(self.spec, self.failed_any, set(self.watch) - self.reported):
             return  # the merge task runs in the job: the cluster merge releases it (batch_collect.py)
         try:
             self.release()
@@ -200,7 +192,7 @@ class AzureBatchBackend:
                 return
             raise explain(err, f"read job {job_id}") from err
         self.job_id = job_id
-        self.numbered = numbered(job)  # a job submitted before numbered ids keeps the ledger's
+        self.numbered = merging.numbered(job)  # a job submitted before numbered ids keeps the ledger's
         self.job_active = str(job.state).lower().endswith("active")
         self.notes.append(f"re-attached to Batch job {job_id} ({str(job.state).split('.')[-1].lower()})")
 
@@ -282,8 +274,8 @@ class AzureBatchBackend:
                               self.files.task_files(spec, self.template))
             task.id = self._bid(spec.task_id)
             task.display_name = f"{spec.task_id} attempt {spec.first_attempt}"
-            if merges_on_cluster(self.spec) and self.spec.run.allow_failures:
-                tolerate_failure(task)
+            if merging.merges_on_cluster(self.spec) and self.spec.run.allow_failures:
+                merging.tolerate_failure(task)
             tasks.append(task)
         report = submit_tasks(self.client, self.job_id, tasks,
                               group=lambda chunk: bm.BatchTaskGroup(task_values=chunk),
@@ -292,10 +284,10 @@ class AzureBatchBackend:
             first = next(iter(report.failed.items()))
             raise BatchError(f"Azure Batch did not take {len(report.failed)} task(s) of job "
                              f"{self.job_id}, e.g. {first[0]}: {first[1]}")
-        if merges_on_cluster(self.spec) and self.numbered:  # it runs where the last tasks run
-            add_merge_task(self.client, self.job_id, merge_task(
+        if merging.merges_on_cluster(self.spec) and self.numbered:  # it runs where the last tasks run
+            merging.add_merge_task(self.client, self.job_id, merging.merge_task(
                 self.spec, self.files, self.template, self.ctx.run_id,
-                dependencies([t.id for t in tasks])))
+                merging.dependencies([t.id for t in tasks])))
         update = bm.BatchJobUpdateOptions(all_tasks_complete_mode=bm.BatchAllTasksCompleteMode.TERMINATE_JOB)
         job_id = self.job_id
         call(lambda: self.client.update_job(job_id, update), f"update job {job_id}")

@@ -80,6 +80,12 @@ def merges_on_cluster(spec: JobSpec) -> bool:
     return spec.merge.where == "cluster"
 
 
+def merge_follows(spec: JobSpec, failed_any: bool, unreported: set[str]) -> bool:
+    """Whether the job's merge task will run once its tasks have ended, so the backend must leave
+    the job and pool to the cluster merge: every task reported, and none failed unless allowed."""
+    return merges_on_cluster(spec) and not unreported and (not failed_any or spec.run.allow_failures)
+
+
 def script_args(spec: JobSpec) -> list[str]:
     """The script's arguments after its name: the method and the result, then (a [merge] command)
     whether it writes {output} itself and its argv with the placeholders rendered."""
