@@ -174,7 +174,7 @@ def test_a_run_submitted_with_the_old_task_ids_resumes_and_merges_in_a_job_of_it
     azurite: Azurite, emulator: Emulator, secrets_env: None, tmp_path: Path, shardrun_home: Path,
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from shardrun.providers.azure import batch
+    from shardrun.providers.azure import batch, batch_merge
 
     # The client before numbered ids: Batch task ids were the ledger's, the job had no metadata
     # naming them and no task dependencies. It is stopped (Ctrl-C detaches) while tasks run.
@@ -197,7 +197,7 @@ def test_a_run_submitted_with_the_old_task_ids_resumes_and_merges_in_a_job_of_it
     real_poll = batch.AzureBatchBackend.poll
     with monkeypatch.context() as patch:
         patch.setattr(batch, "build_job", old_job)
-        patch.setattr(batch, "batch_task_id", lambda ledger_id, numbers: ledger_id)
+        patch.setattr(batch_merge, "batch_task_id", lambda ledger_id, numbers: ledger_id)
         patch.setattr(batch.AzureBatchBackend, "poll", stop_on_second_poll)
         job = batch_job(tmp_path, emulator, azurite, app=JSONL_APP)
         assert main(["run", str(job)]) != 0
