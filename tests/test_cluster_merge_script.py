@@ -19,10 +19,14 @@ CASES: dict[str, list[list[bytes]]] = {
     "jsonl": [
         [b'{"a":1}\n\n', b'{"b":2}', b"", b"\n\n[3]\n\n\n4\n", b'"x"\r\n5'],
         [b"\n", b'{"c": "\xc3\xa9"}\n'],
+        [b"", b"\n\n", b"1", b"", b"\n2\n\n\n3", b"4\n"],
+        [b"", b"\n"],
+        [b"\n\n\n"],
     ],
     "csv": [
         [b"h,k\n1,2\n", b"h,k\r\n3,4\r\n", b"", b"h,k", b'h,k\n"multi\nline",5\n6,7'],
         [b'"q,h"\n1\n', b'"q,h"\r\n2\n'],
+        [b"h", b"h\n1", b"h\n", b"h\n\n2\n"],
     ],
     "json": [
         [b"[1, 2]", b'{"x": 3}\n', b"[]", b" [ ] ", b'\n\t"s"  \n', b"[[]]", b"[\n {\"a\": [1]}\n]\n"],
