@@ -225,6 +225,9 @@ class FakeProvider:
     def preflight(self, spec: JobSpec, store: Store) -> None:
         pass
 
+    def open_merge(self, name: str, spec: JobSpec) -> None:
+        return None  # threads on this machine: the client merges
+
     def open_compute(self, name: str, spec: JobSpec) -> ThreadBackend:
         backend = ThreadBackend()
         self.backends.append(backend)

@@ -269,7 +269,8 @@ def test_no_secret_reaches_the_ledger_logs_or_output(
             assert secret not in text
         assert secret.encode() not in db
     assert "sig=" not in said.err + said.out + task_env and b"sig=" not in db
-    assert "INPUT_PATH=/" in task_env and "AZ_BATCH_TASK_ID=task-00001" in task_env
+    assert "INPUT_PATH=/" in task_env and "SHARDRUN_TASK_ID=task-00001" in task_env
+    assert "AZ_BATCH_TASK_ID=1\n" in task_env  # Batch task ids are numbers (task dependencies)
     # status prices the nodes' busy time at the VM size's hourly price
     assert "cost so far: about $" in said_more.out and "Standard_D2s_v5" in said_more.out
     from shardrun import run_status

@@ -113,3 +113,53 @@ def test_job_actions(client: BatchClient) -> None:
     )
     wait_task_done(client, "lenient", "disabling")
     wait_for(lambda: client.get_job("lenient").state == "disabled", what="job disabled")
+
+
+def test_a_range_of_many_tasks_with_satisfy_on_failure_and_a_reactivated_dependency(
+    client: BatchClient,
+) -> None:
+    """A merge-like task after a range of 60 tasks, some of which fail with dependencyAction
+    satisfy: it runs once all have completed, not before. A blocked dependent shows as active."""
+    make_pool(client, nodes=2, slots=8)
+    make_job(client, uses_task_dependencies=True)
+    satisfy = exits(default=on("satisfy"))
+    tasks = [
+        bm.BatchTaskCreateOptions(
+            id=str(i),
+            command_line="/bin/sh -c 'exit 5'" if i % 7 == 0 else "/bin/sleep 0.05",
+            exit_conditions=satisfy,
+        )
+        for i in range(1, 61)
+    ]
+    client.create_task_collection("job1", bm.BatchTaskGroup(task_values=tasks))
+    add(client, "merge", "/bin/true", depends_on=after(ranges=((1, 60),)))
+    add(client, "x", "/bin/sh -c 'exit 5'")
+    add(client, "blocked", "/bin/true", depends_on=after("x"))
+    merge = wait_task_done(client, "job1", "merge")
+    ends = [wait_task_done(client, "job1", str(i)).execution_info.end_time for i in range(1, 61)]
+    assert merge.execution_info.result == "success" and merge.execution_info.start_time >= max(ends)
+    # Task x failed without satisfy: its dependent waits, active, for ever.
+    assert wait_task_done(client, "job1", "x").execution_info.result == "failure"
+    assert client.get_task("job1", "blocked").state == "active"
+    # A dependency met, then reactivated (active again), is unmet again for a task added now.
+    client.reactivate_task("job1", "14")
+    add(client, "late", "/bin/true", depends_on=after(ranges=((10, 20),)))
+    wait_task_done(client, "job1", "14")
+    late = wait_task_done(client, "job1", "late")
+    assert late.execution_info.start_time >= client.get_task("job1", "14").execution_info.end_time
+
+
+def test_the_dependency_cursor_costs_one_look_per_completion() -> None:
+    """Unit: dependencies_met resumes where it stopped, and starts again when the epoch changes."""
+    from shardrun.emulator.exits import dependencies_met
+
+    tasks = {str(i): {"id": str(i), "state": "active"} for i in range(1, 1001)}
+    waiting = {"id": "m", "dependsOn": {"taskIdRanges": [{"start": 1, "end": 1000}]}}
+    for i in range(1, 1001):
+        assert not dependencies_met(waiting, tasks, epoch=1)
+        tasks[str(i)].update(state="completed", _dependencyAction="satisfy")
+    assert waiting["_dependsCursor"] == (1, 0, 0, 1000)
+    assert dependencies_met(waiting, tasks, epoch=1)
+    tasks["3"]["state"] = "active"  # reactivated: the epoch changes, so the check starts again
+    assert dependencies_met(waiting, tasks, epoch=1)  # (a stale epoch would not see it)
+    assert not dependencies_met(waiting, tasks, epoch=2)

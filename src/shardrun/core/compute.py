@@ -75,6 +75,22 @@ class AttemptEvent:
     stderr_tail: str | None = None  # the end of a failed attempt's stderr, kept in the ledger
 
 
+class ClusterMerge(Protocol):
+    """A compute that merges where the data is ([merge] where = "cluster"): a final task on its
+    nodes merges the stored outputs, in task order, into one stored result. A provider whose
+    compute cannot returns None from `open_merge`."""
+
+    def merge(self, ctx: RunContext, result_key: str, say: Callable[[str], None]) -> str | None:
+        """Wait for the run's merge task (re-attaching to the one already submitted, or submitting
+        one). None: the result is stored at `result_key`; else why it failed, with the end of its
+        stderr. A KeyboardInterrupt leaves the merge task running for the next command."""
+        ...
+
+    def close(self) -> None:
+        """Release what the run no longer needs (its jobs, its pool), each by exact id."""
+        ...
+
+
 class PieceMode(StrEnum):
     PER_PIECE = "per-piece"  # every piece is its own stored file
     BY_REFERENCE = "by-reference"  # the inputs are stored once; tasks get byte ranges of them

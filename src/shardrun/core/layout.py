@@ -9,6 +9,7 @@ store, a container in Blob Storage. Run ids are valid Azure container names, so 
     <run>/sources/<n>/<name>                   the inputs themselves, when pieces go by reference
     <run>/outputs/<task-id>/<name>             one output per task, written once on success
     <run>/logs/<task-id>/<attempt>/stdout.txt  per-attempt logs (and stderr.txt)
+    <run>/merged/result                        the merged result of a cluster merge
 """
 
 from __future__ import annotations
@@ -81,6 +82,12 @@ def input_name(key: str) -> str:
 
 def output_key(run_id: str, task: str, name: str) -> str:
     return f"{run_id}/outputs/{task}/{name}"
+
+
+def merged_key(run_id: str) -> str:
+    """The result a merge on the cluster ([merge] where = "cluster") stores; outside outputs/, so
+    no merge ever reads it as a task's output."""
+    return f"{run_id}/merged/result"
 
 
 def log_key(run_id: str, task: str, attempt: int, stream: str) -> str:

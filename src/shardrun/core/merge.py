@@ -199,6 +199,9 @@ def _atomic_path(dest: Path) -> Iterator[Path]:
         os.close(fd)
 
 
+atomic_path = _atomic_path  # the cluster merge downloads its result through it (core/outcome.py)
+
+
 @contextmanager
 def _atomic(dest: Path) -> Iterator[IO[bytes]]:
     with _atomic_path(dest) as tmp, tmp.open("wb") as f:
@@ -214,12 +217,15 @@ def merge_concat(outputs: list[Path], dest: Path) -> None:
 
 
 def merge_jsonl(outputs: list[Path], dest: Path) -> None:
-    """JSON Lines: every non-empty line of every output, each checked to be JSON."""
+    """JSON Lines: every line of every output but the empty ones, each checked to be JSON, and a
+    newline after an output's last line where it has none. A line of only spaces or a CR is no
+    JSON, so it fails the merge (the cluster merge, which cannot parse JSON, gives the same bytes
+    for every output this accepts: providers/azure/batch_merge.py)."""
     with _atomic(dest) as out:
         for path in outputs:
             with path.open("rb") as f:
                 for lineno, line in enumerate(f, 1):
-                    if not line.strip():
+                    if line == b"\n":
                         continue
                     try:
                         json.loads(line)
@@ -249,21 +255,34 @@ def merge_csv(outputs: list[Path], dest: Path) -> None:
                 raise MergeError(str(err)) from None
 
 
+JSON_SPACE = b" \t\r\n"
+
+
 def merge_json(outputs: list[Path], dest: Path) -> None:
-    """One JSON array: an output that is an array adds its items, any other value adds itself."""
-    items: list[object] = []
+    """One JSON array: an output that is an array adds its items, any other value adds itself.
+
+    The items keep their text as the outputs wrote it (no re-serialization, so the cluster merge
+    can give the same bytes): `[` + each value's text, or each array's text between its brackets,
+    joined by `,` + `]` and a newline. Whitespace around an output's value is dropped; an empty
+    array adds nothing. Outputs must be UTF-8 without a byte order mark."""
+    items: list[bytes] = []
     for path in outputs:
+        data = path.read_bytes()
         try:
-            value = json.loads(path.read_bytes())
+            data.decode("utf-8")
+            value = json.loads(data)
         except ValueError as err:
-            raise MergeError(f"{path}: not valid JSON ({err})") from None
+            raise MergeError(f"{path}: not valid JSON in UTF-8 ({err})") from None
+        text = data.strip(JSON_SPACE)
+        if text.startswith(b"\xef\xbb\xbf"):
+            raise MergeError(f"{path}: starts with a byte order mark; write plain UTF-8")
         if isinstance(value, list):
-            items.extend(value)
+            if value:
+                items.append(text[1:-1])
         else:
-            items.append(value)
+            items.append(text)
     with _atomic(dest) as out:
-        out.write(json.dumps(items, ensure_ascii=False, indent=1).encode())
-        out.write(b"\n")
+        out.write(b"[" + b",".join(items) + b"]\n")
 
 
 def is_merged_folder(path: Path) -> bool:

@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from shardrun.core import layout
+from shardrun.core.compute import RunContext
 from shardrun.core.errors import MergeError, ShardrunError, UsageError
-from shardrun.core.merge import merge_outputs
+from shardrun.core.merge import atomic_path, check_output, merge_outputs
 from shardrun.core.plugins import tail
 from shardrun.core.run import Run
 from shardrun.core.states import RunState, TaskState
@@ -81,7 +82,7 @@ def merge(run: Run) -> Path:
     """
     run.set_state(RunState.MERGING)
     try:
-        return _merge(run)
+        return _merge_on_cluster(run) if run.spec.merge.where == "cluster" else _merge(run)
     except KeyboardInterrupt:
         run.set_state(RunState.INTERRUPTED, "stopped while merging")
         raise
@@ -152,3 +153,48 @@ def _merge(run: Run) -> Path:
     ledger.set_merged_output(run_id, str(merged))
     shutil.rmtree(folder, ignore_errors=True)
     return merged
+
+
+def _merge_on_cluster(run: Run) -> Path:
+    """[merge] where = "cluster": the compute's merge task merges the stored outputs where they
+    are; the client downloads its one result into [merge] output, atomically."""
+    spec, run_id = run.spec, run.run_id
+    check_output(spec, home=run.ws.home)
+    merger = run.compute_provider.open_merge(run.row.backend, spec)
+    if merger is None:
+        raise UsageError(f"{spec.source}: [merge] where = 'cluster': [run] backend "
+                         f"{run.row.backend!r} cannot merge on its nodes; use where = 'client'")
+    key = layout.merged_key(run_id)
+    try:
+        reason = merger.merge(_merge_context(run), key, lambda note: None)
+        if reason is not None:
+            raise MergeError(f"the merge task failed: {reason}")
+        dest = spec.path(spec.merge.output)
+        with atomic_path(dest) as tmp:
+            run.store.get_file(key, tmp)
+    except KeyboardInterrupt:
+        raise  # the merge task goes on; the next `shardrun run` collects its result
+    except BaseException:
+        merger.close()
+        raise
+    merger.close()
+    run.ledger.set_merged_output(run_id, str(dest))
+    return dest
+
+
+def _merge_context(run: Run) -> RunContext:
+    """What a cluster merge needs of the run: its store and cloud resources, recorded as they
+    change."""
+    ledger, run_id = run.ledger, run.run_id
+
+    def on_resource(kind: str, resource_id: str, deleted: bool) -> None:
+        if deleted:
+            ledger.resource_deleted(run_id, kind, resource_id)
+        else:
+            ledger.add_resource(run_id, kind, resource_id)
+
+    return RunContext(run_id=run_id, command=None, store=run.store, scratch=run.scratch,
+                      retries=run.spec.run.retries, timeout=run.spec.run.timeout,
+                      resources=tuple(ledger.resources(run_id)),
+                      resources_ever=tuple(ledger.resources(run_id, live_only=False)),
+                      on_resource=on_resource)

@@ -113,6 +113,9 @@ def _check_job(spec: JobSpec, *, fetch_image: bool, home: Path | None) -> list[P
     elif spec.app.image is None and spec.image is None:
         raise JobFileError(f"{src}: [run] runtime {runtime!r} needs an image: set [app] image "
                            "or add an [image] section")
+    if spec.merge.where == "cluster" and compute_provider.open_merge(spec.run.backend, spec) is None:
+        raise JobFileError(f"{src}: [merge] where = 'cluster': [run] backend {spec.run.backend!r} "
+                           "cannot merge on its nodes; use where = 'client'")
     compute_provider.check_job(spec, fetch_image=fetch_image)
     if store_provider is not compute_provider:
         store_provider.check_job(spec, fetch_image=fetch_image)

@@ -27,7 +27,7 @@ from pydantic import BaseModel
 from shardrun.core.errors import BackendNotAvailable, JobFileError
 
 if TYPE_CHECKING:
-    from shardrun.core.compute import ComputeBackend
+    from shardrun.core.compute import ClusterMerge, ComputeBackend
     from shardrun.core.ledger import Ledger
     from shardrun.core.secrets import SecretSource
     from shardrun.core.spec import JobSpec
@@ -96,6 +96,11 @@ class Provider(Protocol):
         ...
 
     def open_compute(self, name: str, spec: JobSpec) -> ComputeBackend: ...
+
+    def open_merge(self, name: str, spec: JobSpec) -> ClusterMerge | None:
+        """The merge on the cluster of compute `name` ([merge] where = "cluster"), or None when it
+        cannot merge there (validate and run then refuse the job file). Opens no connection."""
+        ...
 
     def open_store(self, name: str, spec: JobSpec | None, home: Path) -> Store: ...
 

@@ -190,7 +190,17 @@ class SplitSection(_Pluggable):
 class MergeSection(_Pluggable):
     method: Literal["concat", "jsonl", "csv", "json", "folder"] | None = None
     output: FilePath = Field(description="The merged file; with method = 'folder', a folder.")
+    where: Literal["client", "cluster"] = Field(
+        "client", description="'cluster': a final task merges on the compute's nodes (docs/azure.md).")
     _default_method = "concat"
+
+    @model_validator(mode="after")
+    def _cluster_can_run_it(self) -> MergeSection:
+        if self.where == "cluster" and self.kind in ("folder", "function"):
+            what = "method = 'folder'" if self.kind == "folder" else "a Python function"
+            raise ValueError(f"where = 'cluster' cannot merge with {what}: the merged result is "
+                             "one file made on a node; use where = 'client'")
+        return self
 
     @field_validator("output", mode="before")
     @classmethod

@@ -20,7 +20,7 @@ from .identity import node_identities
 from .preparation import node_allows, prep_environment
 from .spec import parse_duration
 from .state import Resource, iso, utcnow
-from .taskindex import next_ready
+from .taskindex import JobIndex, next_ready
 
 if TYPE_CHECKING:
     from .nodes import Scheduler
@@ -43,6 +43,10 @@ def _choose(nodes: list[Resource], need: int, slots: int, fill: str) -> Resource
     return max(fits, key=lambda n: slots - n["_slots"])
 
 
+def _met(task: Resource, tasks: dict[str, Resource], index: JobIndex) -> bool:
+    return dependencies_met(task, tasks, index.epoch)
+
+
 def place_tasks(sched: Scheduler) -> None:
     """Place ready tasks on free slots, jobs by priority. Each job's ready tasks come off its index
     (taskindex.py) in the order they were added, so a tick costs what it places, not the job's size."""
@@ -58,7 +62,7 @@ def place_tasks(sched: Scheduler) -> None:
         slots = pool.get("taskSlotsPerNode", 1)
         tasks = state.job_tasks(job["id"])
         index = state.index.job(job["id"].lower())
-        met = functools.partial(dependencies_met, tasks=tasks)
+        met = functools.partial(_met, tasks=tasks, index=index)
         if next_ready(index, tasks, met) is None:
             continue
         # A node runs the job's preparation before the job's first task there (preparation.py).

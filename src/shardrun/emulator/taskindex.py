@@ -42,6 +42,7 @@ class JobIndex:
     ready: list[tuple[int, str]] = field(default_factory=list)
     waiting: set[str] = field(default_factory=set)
     recheck: bool = False  # a task completed: waiting tasks may be ready now
+    epoch: int = 0  # changes when a task is added, deleted or leaves completed (exits.py cursors)
     order: list[tuple[int, str]] = field(default_factory=list)
     completed: list[tuple[str, str]] = field(default_factory=list)
     next_seq: int = 0
@@ -85,6 +86,7 @@ class TaskIndexes:
         task["_job"] = job_key
         task["_seq"] = index.next_seq
         index.next_seq += 1
+        index.epoch += 1
         key = task["id"].lower()
         index.order.append((task["_seq"], key))
         index._tally(task, +1)
@@ -96,6 +98,7 @@ class TaskIndexes:
     def remove(self, task: Resource) -> None:
         index = self.job(task["_job"])
         index._tally(task, -1)
+        index.epoch += 1
         index.stale_order += 1
         if task["state"] == "completed":
             index.stale_completed += 1
@@ -110,6 +113,7 @@ class TaskIndexes:
         index.waiting.discard(key)  # an active task is looked at afresh
         if task["state"] == "completed":
             index.stale_completed += 1
+            index.epoch += 1  # a dependency met may be unmet again
         now = iso(utcnow())
         task["previousState"] = task["state"]
         task["previousStateTransitionTime"] = task["stateTransitionTime"]

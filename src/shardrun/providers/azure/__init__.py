@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from shardrun.core.compute import ComputeBackend, PieceMode, SplitFacts
+from shardrun.core.compute import ClusterMerge, ComputeBackend, PieceMode, RunContext, SplitFacts
 from shardrun.core.containers import job_image
 from shardrun.core.errors import JobFileError
 from shardrun.core.provider import Cost, GcRequest, Leftover
@@ -83,6 +83,13 @@ class AzureProvider:
         image, registry = _image_and_registry(spec)
         return AzureBatchBackend(spec, image=image, registry=registry)
 
+    def open_merge(self, name: str, spec: JobSpec) -> ClusterMerge | None:
+        """Batch merges on its nodes: a final task (providers/azure/batch_merge.py)."""
+        if name != BATCH:
+            return None
+
+        return _LazyMerge(spec)
+
     def open_store(self, name: str, spec: JobSpec | None, home: Path) -> Store:
         from shardrun.providers.azure.blob import open_blob_store
 
@@ -116,6 +123,24 @@ class AzureProvider:
         from shardrun.providers.azure.prices import run_cost
 
         return run_cost(settings, attempts, now or time.time())
+
+
+class _LazyMerge:
+    """The Batch merge, imported (with the Azure SDKs) only when a merge runs, not to validate."""
+
+    def __init__(self, spec: JobSpec) -> None:
+        self.spec = spec
+        self.merger: ClusterMerge | None = None
+
+    def merge(self, ctx: RunContext, result_key: str, say: Callable[[str], None]) -> str | None:
+        from shardrun.providers.azure.batch_collect import BatchMerge
+
+        self.merger = BatchMerge(self.spec, lambda: _image_and_registry(self.spec))
+        return self.merger.merge(ctx, result_key, say)
+
+    def close(self) -> None:
+        if self.merger is not None:
+            self.merger.close()
 
 
 def _image_and_registry(spec: JobSpec) -> tuple[str | None, Any]:

@@ -9,6 +9,7 @@ client is away: Ctrl-C detaches, and the next `shardrun run` re-attaches to the 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -17,6 +18,7 @@ from shardrun.core.compute import AttemptEvent, RunContext, TaskSpec
 from shardrun.core.errors import ShardrunError, UsageError
 from shardrun.core.layout import log_key
 from shardrun.core.spec import JobSpec
+from shardrun.providers.azure import batch_merge as merging
 from shardrun.providers.azure.batch_account import (
     JOB,
     POOL,
@@ -73,6 +75,9 @@ class AzureBatchBackend:
         self.template: JobTemplate | None = None
         self.files: RunFiles | None = None
         self.watch: dict[str, TaskSpec] = {}
+        self.numbered = True  # Batch task ids are the ledger ids' numbers (batch_merge.py)
+        self.ledger_ids: dict[str, str] = {}  # Batch task id -> ledger task id
+        self.failed_any = False  # a task failed for good: no cluster merge follows
         self.reported: set[str] = set()
         self.queue: list[AttemptEvent] = []
         self.notes: list[str] = []
@@ -108,15 +113,23 @@ class AzureBatchBackend:
     def submit(self, tasks: Sequence[TaskSpec]) -> None:
         assert self.ctx is not None
         self.watch = {t.task_id: t for t in tasks}
+        self._map_ids()
         todo = list(tasks)
         if self.job_id is not None:
             todo = self._harvest(todo)
         if not todo:
             return
         known = self._existing_ids() if self.job_id is not None and self.job_active else set()
-        if self.job_id is None or not self.job_active or known & {t.task_id for t in todo}:
+        if self.job_id is None or not self.job_active or known & {self._bid(t.task_id) for t in todo}:
             self._new_job()
+            self._map_ids()
         self._add(todo)
+
+    def _bid(self, ledger_id: str) -> str:
+        return merging.batch_task_id(ledger_id, self.numbered)
+
+    def _map_ids(self) -> None:
+        self.ledger_ids = {self._bid(t): t for t in self.watch}
 
     def events(self, timeout: float) -> list[AttemptEvent]:
         if not self.queue and not self.done:
@@ -139,6 +152,8 @@ class AzureBatchBackend:
     def close(self) -> None:
         if not (self.done and self.ctx is not None):
             return
+        if merging.merge_follows(self.spec, self.failed_any, set(self.watch) - self.reported):
+            return  # the merge task runs in the job: the cluster merge releases it (batch_collect.py)
         try:
             self.release()
         except ShardrunError as err:  # the results are safe; say what is left to delete
@@ -170,13 +185,14 @@ class AzureBatchBackend:
     def _attach(self, job_id: str) -> None:
         reset_tries()
         try:
-            job = self.client.get_job(job_id, select=["id", "state"])
+            job = self.client.get_job(job_id, select=["id", "state", "metadata"])
         except Exception as err:
             if error_code(err) == "JobNotFound":
                 self._record(JOB, job_id, deleted=True)
                 return
             raise explain(err, f"read job {job_id}") from err
         self.job_id = job_id
+        self.numbered = merging.numbered(job)  # a job submitted before numbered ids keeps the ledger's
         self.job_active = str(job.state).lower().endswith("active")
         self.notes.append(f"re-attached to Batch job {job_id} ({str(job.state).split('.')[-1].lower()})")
 
@@ -196,7 +212,7 @@ class AzureBatchBackend:
             job_id, select=["id", "state", *COMPLETED_SELECT])}, f"list the tasks of job {job_id}")
         now = time.time()
         for spec in todo:
-            task = seen.get(spec.task_id)
+            task = seen.get(self._bid(spec.task_id))
             first = submitted_attempt(getattr(task, "display_name", None)) if task else None
             if task is None or first is None:
                 left.append(spec)
@@ -236,7 +252,7 @@ class AzureBatchBackend:
         if existing is not None and not str(existing.state).lower().endswith("active"):
             raise BatchError(f"job {job_id} of this run already exists and is not active; delete the "
                              f"run's jobs with `shardrun cleanup {run_id}`, then run again")
-        self.job_id, self.job_active = job_id, True
+        self.job_id, self.job_active, self.numbered = job_id, True, True
         self.watermark, self.last_completed = None, -1
 
     def _pool_exists(self, pool_id: str) -> bool:
@@ -258,7 +274,10 @@ class AzureBatchBackend:
         for spec in todo:
             task = build_task(self.template, self.ctx.run_id, spec.task_id, spec.first_attempt,
                               self.files.task_files(spec, self.template))
+            task.id = self._bid(spec.task_id)
             task.display_name = f"{spec.task_id} attempt {spec.first_attempt}"
+            if merging.merges_on_cluster(self.spec) and self.spec.run.allow_failures:
+                merging.tolerate_failure(task)
             tasks.append(task)
         report = submit_tasks(self.client, self.job_id, tasks,
                               group=lambda chunk: bm.BatchTaskGroup(task_values=chunk),
@@ -267,6 +286,10 @@ class AzureBatchBackend:
             first = next(iter(report.failed.items()))
             raise BatchError(f"Azure Batch did not take {len(report.failed)} task(s) of job "
                              f"{self.job_id}, e.g. {first[0]}: {first[1]}")
+        if merging.merges_on_cluster(self.spec) and self.numbered:  # it runs where the last tasks run
+            merging.add_merge_task(self.client, self.job_id, merging.merge_task(
+                self.spec, self.files, self.template, self.ctx.run_id,
+                merging.dependencies([t.id for t in tasks])))
         update = bm.BatchJobUpdateOptions(all_tasks_complete_mode=bm.BatchAllTasksCompleteMode.TERMINATE_JOB)
         job_id = self.job_id
         call(lambda: self.client.update_job(job_id, update), f"update job {job_id}")
@@ -315,20 +338,24 @@ class AzureBatchBackend:
                 for task in page:
                     if self.watermark is None or task.state_transition_time > self.watermark:
                         self.watermark = task.state_transition_time
-                    spec = self.watch.get(task.id)
-                    if spec is not None and task.id not in self.reported:
+                    spec = self.watch.get(self.ledger_ids.get(task.id, task.id))
+                    if spec is not None and spec.task_id not in self.reported:
                         self._report(task, submitted_attempt(task.display_name) or spec.first_attempt, now)
         except HttpResponseError as err:
             raise explain(err, f"list the completed tasks of job {self.job_id}") from err
         return max(pages, 1)
 
     def _report(self, task: Any, first: int, now: float) -> None:
-        events = task_events(task, first, now, self.image)
+        ledger_id = self.ledger_ids.get(task.id, task.id)
+        events = [dataclasses.replace(e, task_id=ledger_id)
+                  for e in task_events(task, first, now, self.image)]
         final = events[-1]
-        if final.result != "succeeded" and final.attempt != first:
-            self._move_logs(task.id, first, final.attempt)
+        if final.result != "succeeded":
+            self.failed_any = True
+            if final.attempt != first:
+                self._move_logs(ledger_id, first, final.attempt)
         self.queue += events
-        self.reported.add(task.id)
+        self.reported.add(ledger_id)
 
     def _move_logs(self, task_id: str, first: int, final: int) -> None:
         """Batch keeps one log upload per submission (under the first attempt's key); file it

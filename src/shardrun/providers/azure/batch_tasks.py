@@ -21,6 +21,7 @@ from shardrun.providers.azure.settings import BatchSection
 # Exit code of TASK_SCRIPT when the app exited 0 but wrote no output.
 NO_OUTPUT_EXIT = 86
 RUN_METADATA = "shardrun.run"  # on every pool and job shardrun creates: the run it belongs to
+TASK_NAMING = "shardrun.taskids"  # on jobs whose Batch task ids are numbers (batch_merge.py)
 INPUT_DIR, OUTPUT_DIR, CONFIG_DIR, APP_DIR = "in", "out", "cfg", "app"
 
 # Runs in the task's working directory: makes the contract's paths absolute, runs the app (its argv
@@ -242,15 +243,19 @@ def build_pool(settings: BatchSection, pool_id: str, run_id: str, image: str | N
 
 
 def build_job(job_id: str, pool_id: str, run_id: str, settings: BatchSection, retries: int) -> Any:
-    """Created with noaction: a terminatejob job with no tasks yet would complete at once."""
+    """Created with noaction: a terminatejob job with no tasks yet would complete at once. Its
+    tasks may depend on each other (the cluster merge's task), so their ids are numbers, and the
+    metadata says so to a client that re-attaches."""
     from azure.batch import models as bm
 
     return bm.BatchJobCreateOptions(
         id=job_id,
         pool_info=bm.BatchPoolInfo(pool_id=pool_id),
         all_tasks_complete_mode=bm.BatchAllTasksCompleteMode.NO_ACTION,
+        uses_task_dependencies=True,
         constraints=bm.BatchJobConstraints(
             max_wall_clock_time=dt.timedelta(seconds=settings.max_wall_clock),
             max_task_retry_count=retries),
-        metadata=[bm.BatchMetadataItem(name=RUN_METADATA, value=run_id)],
+        metadata=[bm.BatchMetadataItem(name=RUN_METADATA, value=run_id),
+                  bm.BatchMetadataItem(name=TASK_NAMING, value="number")],
     )

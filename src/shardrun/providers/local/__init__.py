@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from shardrun.core.compute import ComputeBackend
+from shardrun.core.compute import ClusterMerge, ComputeBackend
 from shardrun.core.containers import job_runtime
 from shardrun.core.contract import base_environment
 from shardrun.core.errors import JobFileError
@@ -52,6 +52,9 @@ class LocalProvider:
         from shardrun.providers.local.processes import LocalBackend
 
         return LocalBackend(job_runtime(spec), containers=container_settings(spec))
+
+    def open_merge(self, name: str, spec: JobSpec) -> ClusterMerge | None:
+        return None  # the outputs are on this machine already: the client merges them
 
     def open_store(self, name: str, spec: JobSpec | None, home: Path) -> Store:
         if name == "memory":
