@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import stat
@@ -268,11 +269,26 @@ def _merge_blocked_on_a_fifo(tmp_path: Path, dest: Path) -> subprocess.Popen[byt
     code = ("import sys; from pathlib import Path; from shardrun.core.merge import merge_concat\n"
             "merge_concat([Path(sys.argv[1])], Path(sys.argv[2]))\n")
     proc = subprocess.Popen([PY, "-c", code, str(fifo), str(dest)])
-    for _ in range(3000):  # until its temporary file exists (or 30 s)
-        if set(tmp_path.iterdir()) - before:
+    for _ in range(3000):  # until its temporary file exists and is locked (or 30 s)
+        new = set(tmp_path.iterdir()) - before
+        if new and all(_locked(p) for p in new):
             break
         time.sleep(0.01)
     return proc
+
+
+def _locked(path: Path) -> bool:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
 
 
 def test_a_killed_merges_temporary_file_is_removed_by_the_next_merge(tmp_path: Path) -> None:
@@ -297,3 +313,26 @@ def test_a_killed_merges_temporary_file_is_removed_by_the_next_merge(tmp_path: P
     finally:
         running.kill()
         running.wait()
+
+
+def test_a_part_file_removed_before_its_merge_locks_it_is_made_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another merge's cleanup may lock and remove a part file in the moment between its creation
+    and its creator's lock: the creator notices and makes another, instead of writing a lost file."""
+    from shardrun.core import merge as merge_module
+
+    real_flock = fcntl.flock
+    removed: list[str] = []
+
+    def flock_after_a_cleanup(fd: int, op: int) -> None:
+        if not removed:  # what _remove_stale_parts of another merge does, just before our lock
+            path = os.readlink(f"/proc/self/fd/{fd}")
+            os.unlink(path)
+            removed.append(path)
+        real_flock(fd, op)
+
+    monkeypatch.setattr(merge_module.fcntl, "flock", flock_after_a_cleanup)
+    merge_concat(_files(tmp_path, ["a\n", "b\n"]), tmp_path / "r.txt")
+    assert removed and not os.path.exists(removed[0])
+    assert (tmp_path / "r.txt").read_text() == "a\nb\n"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".r.txt.")]

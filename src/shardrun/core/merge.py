@@ -172,6 +172,24 @@ def _remove_stale_parts(dest: Path) -> None:
             os.close(fd)
 
 
+def _locked_part(dest: Path) -> tuple[Path, int]:
+    """A new part file beside `dest`, created and locked. Another merge's _remove_stale_parts may
+    lock and remove it between its creation and our lock: then it is gone, and we make another."""
+    while True:
+        tmp = dest.parent / f"{_part_prefix(dest)}{secrets.token_hex(8)}{PART_SUFFIX}"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
+        except FileExistsError:
+            continue
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            if os.stat(tmp, follow_symlinks=False).st_ino == os.fstat(fd).st_ino:
+                return tmp, fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+
+
 @contextmanager
 def _atomic_path(dest: Path) -> Iterator[Path]:
     """A temporary path beside `dest` that replaces `dest` only if the block succeeds.
@@ -181,15 +199,8 @@ def _atomic_path(dest: Path) -> Iterator[Path]:
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_parts(dest)
-    while True:
-        tmp = dest.parent / f"{_part_prefix(dest)}{secrets.token_hex(8)}{PART_SUFFIX}"
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
-            break
-        except FileExistsError:
-            continue
+    tmp, fd = _locked_part(dest)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
         yield tmp
         os.replace(tmp, dest)
     except BaseException:
