@@ -332,7 +332,10 @@ def test_a_part_file_removed_before_its_merge_locks_it_is_made_again(
         real_flock(fd, op)
 
     monkeypatch.setattr(merge_module.fcntl, "flock", flock_after_a_cleanup)
-    merge_concat(_files(tmp_path, ["a\n", "b\n"]), tmp_path / "r.txt")
+    with merge_module.atomic_path(tmp_path / "r.txt") as part:
+        monkeypatch.setattr(merge_module.fcntl, "flock", real_flock)
+        assert _locked(part)  # the file being written is locked, so no cleanup can take it
+        part.write_bytes(b"a\nb\n")
     assert removed and not os.path.exists(removed[0])
     assert (tmp_path / "r.txt").read_text() == "a\nb\n"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".r.txt.")]
