@@ -10,14 +10,12 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
-import shutil
 import signal
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 from shardrun.core.compute import AttemptEvent, RunContext, TaskSpec
 from shardrun.core.contract import base_environment, task_environment
@@ -27,6 +25,7 @@ from shardrun.core.plugins import render_argv, tail
 from shardrun.core.store import GrantsTaskAccess, TaskAccess
 from shardrun.providers.local.container import open_runtime
 from shardrun.providers.local.runtime import ContainerSettings, Launched, Runtime
+from shardrun.providers.local.slots import Slot, enter, remove_task_dir
 
 KILL_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
 TAIL_BYTES, TAIL_LINES = 4096, 5  # the end of a failed attempt's stderr that the ledger keeps
@@ -65,7 +64,7 @@ class LocalBackend:
         self._base_env: dict[str, str] = {}
         self._tasks_dir = Path()
         self._access: GrantsTaskAccess | None = None
-        self._slots: dict[str, _Slot] = {}  # per worker: its last clean task folder, for reuse
+        self._slots: dict[str, Slot] = {}  # per worker: its last clean task folder, for reuse
 
     # -- ComputeBackend -------------------------------------------------------------------------
     def start(self, ctx: RunContext) -> None:
@@ -196,7 +195,7 @@ class LocalBackend:
         self, ctx: RunContext, task: TaskSpec, attempt: int, worker: str, final_try: bool
     ) -> AttemptEvent:
         task_dir = self._tasks_dir / f"{task.task_id}.{attempt}"
-        slot = _enter(self._slots.pop(worker, None), task_dir, logs=("stderr",) if ctx.stdout_output
+        slot = enter(self._slots.pop(worker, None), task_dir, logs=("stderr",) if ctx.stdout_output
                       else ("stdout", "stderr"))
         try:
             event = self._run_attempt(ctx, task, attempt, worker, final_try, slot)
@@ -209,11 +208,11 @@ class LocalBackend:
             self._slots[worker] = slot  # the next attempt renames it: no folders made or removed
         else:
             slot.close()
-            _remove_task_dir(task_dir)
+            remove_task_dir(task_dir)
         return event
 
     def _run_attempt(self, ctx: RunContext, task: TaskSpec, attempt: int, worker: str,
-                     final_try: bool, slot: _Slot) -> AttemptEvent:
+                     final_try: bool, slot: Slot) -> AttemptEvent:
         task_dir = slot.dir
         wd = task_dir / "wd"
         transfer = self._transfer(ctx, task, attempt)
@@ -331,7 +330,7 @@ class LocalBackend:
         return self._access.task_access(input_key=task.input_key, output_key=task.output_key,
                                         log_keys=logs, timeout=ctx.timeout)
 
-    def _keep_logs(self, ctx: RunContext, task: TaskSpec, attempt: int, slot: _Slot,
+    def _keep_logs(self, ctx: RunContext, task: TaskSpec, attempt: int, slot: Slot,
                    transfer: TaskAccess | None = None, tail_of_stderr: bool = True) -> str | None:
         """Store the attempt's logs; return the end of its stderr when asked (for the ledger).
 
@@ -361,69 +360,8 @@ class LocalBackend:
         """Remove the folders kept for reuse (each an empty wd and empty logs)."""
         for slot in self._slots.values():
             slot.close()
-            _remove_task_dir(slot.dir)
+            remove_task_dir(slot.dir)
         self._slots.clear()
-
-
-class _Slot:
-    """A worker's task folder, kept after a clean success and renamed for its next attempt: one
-    rename instead of making and removing two folders and two log files per task (on ext4 each of
-    those costs tens of microseconds of CPU and can wait a millisecond on the journal).
-
-    Its empty log files stay open; an attempt that writes to one has it stored and gets a new one.
-    """
-
-    def __init__(self, folder: Path) -> None:
-        self.dir = folder
-        self.logs: dict[str, BinaryIO] = {}
-
-    def reusable(self) -> bool:
-        """Nothing the attempt left behind: wd is empty and the task folder holds nothing else."""
-        with os.scandir(self.dir / "wd") as wd:
-            if next(wd, None) is not None:
-                return False
-        with os.scandir(self.dir) as entries:
-            allowed = {"wd", *(f"{stream}.txt" for stream in self.logs)}
-            return all(e.name in allowed for e in entries)
-
-    def close(self) -> None:
-        """Close the log files; those still open are empty, and are not kept."""
-        for stream, f in self.logs.items():
-            f.close()
-            (self.dir / f"{stream}.txt").unlink(missing_ok=True)
-        self.logs.clear()
-
-
-def _enter(slot: _Slot | None, task_dir: Path, logs: tuple[str, ...]) -> _Slot:
-    """The attempt's folder, `task_dir` with an empty `wd`: the worker's kept slot renamed, or new."""
-    if slot is not None:
-        try:
-            os.rename(slot.dir, task_dir)  # replaces an empty folder left by a dead client
-        except OSError:
-            shutil.rmtree(task_dir, ignore_errors=True)  # a full one: the dead client's attempt
-            os.rename(slot.dir, task_dir)
-        slot.dir = task_dir
-    else:
-        try:
-            task_dir.mkdir()
-        except FileExistsError:
-            shutil.rmtree(task_dir)  # left by a client that died before recording this attempt
-            task_dir.mkdir()
-        (task_dir / "wd").mkdir()
-        slot = _Slot(task_dir)
-    for stream in logs:
-        if stream not in slot.logs:
-            slot.logs[stream] = open(task_dir / f"{stream}.txt", "wb", buffering=0)  # noqa: SIM115
-    return slot
-
-
-def _remove_task_dir(task_dir: Path) -> None:
-    # After a success the folder is usually an empty wd: two rmdirs beat a tree walk.
-    try:
-        (task_dir / "wd").rmdir()
-        task_dir.rmdir()
-    except OSError:
-        shutil.rmtree(task_dir, ignore_errors=True)
 
 
 def _exit_reason(code: int) -> str:
