@@ -81,7 +81,7 @@ def test_a_folder_left_by_a_dead_client_is_replaced(tmp_path: Path) -> None:
     stale = tmp_path / "scratch" / "tasks" / "task-00002.1" / "wd"
     stale.mkdir(parents=True)
     (stale / "half-written.txt").write_text("old")
-    store, events, tasks_dir = run_tasks(tmp_path)
+    store, _events, tasks_dir = run_tasks(tmp_path)
     assert store.get_bytes(output_key(RUN, "task-00004", "out.txt")) == (
         b"wd=[] task=[stderr.txt stdout.txt wd ]\n")
     assert not (tasks_dir / "task-00002.1").exists()
