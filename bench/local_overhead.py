@@ -12,6 +12,8 @@ merge. xargs and parallel only run the app.
     .venv/bin/python bench/local_overhead.py --quick    # a fast smoke run
     .venv/bin/python bench/local_overhead.py -n 500 --input-kib 1024 --sizes ''
                                                         # bigger inputs: what copying them costs
+    PYTHONPATH=src .venv/bin/python bench/local_overhead.py --sizes '' --vs-src ../main/src
+                                                        # this checkout against another, side by side
 
 The job uses the `files` splitter (one input file per task). shardrun copies each input into its
 store (a reflink where the filesystem can), never links it, so `--input-kib` shows that cost.
@@ -20,6 +22,7 @@ store (a reflink where the filesystem can), never links it, so `--input-kib` sho
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -98,13 +101,17 @@ def _verify_folder(tool: str, inputs: Path, outputs: Path, names: list[str]) -> 
             raise BenchError(f"{tool}: output {n} differs from its input")
 
 
-def run_shardrun(inputs: Path, names: list[str], jobs: int, scratch: Path) -> float:
-    """One fresh run (fresh SHARDRUN_HOME) through the CLI; the merged result is checked."""
+def run_shardrun(inputs: Path, names: list[str], jobs: int, scratch: Path,
+                 src: Path | None = None) -> float:
+    """One fresh run (fresh SHARDRUN_HOME) through the CLI; the merged result is checked. `src`:
+    another checkout's src/ to run instead of the installed shardrun (`--vs-src`)."""
     home, merged, job = scratch / "home", scratch / "merged.txt", scratch / "job.toml"
     # json.dumps gives a valid TOML basic string for any path
     job.write_text(JOB_TOML.format(app=json.dumps(APP), inputs=json.dumps(str(inputs)),
                                    merged=json.dumps(str(merged)), jobs=jobs))
     env = os.environ | {"SHARDRUN_HOME": str(home)}
+    if src is not None:  # the same command, loading that checkout's package first
+        env["PYTHONPATH"] = str(src)
     start = time.perf_counter()
     proc = subprocess.run([*shardrun_argv(), "run", str(job)], env=env, capture_output=True,
                           stdin=subprocess.DEVNULL, timeout=_timeout(len(names)), check=False)
@@ -153,16 +160,23 @@ def timed(tool: Runner, inputs: Path, names: list[str], jobs: int, base: Path) -
     return tool(inputs, names, jobs, scratch)
 
 
-def compare(base: Path, count: int, jobs: int, repeats: int, kib: int = 0) -> dict[str, float]:
+VS = "shardrun B"  # the name of the second shardrun, from --vs-src
+
+
+def compare(base: Path, count: int, jobs: int, repeats: int, kib: int = 0,
+            vs_src: Path | None = None) -> dict[str, float]:
     """Median wall time per tool; the order rotates each repeat so no tool always goes first."""
     inputs = base / f"inputs-{count}"
     names = make_inputs(inputs, count, kib)
-    order = list(TOOLS)
+    tools = dict(TOOLS)
+    if vs_src is not None:
+        tools[VS] = functools.partial(run_shardrun, src=vs_src)
+    order = list(tools)
     times: dict[str, list[float]] = {name: [] for name in order}
     for r in range(repeats):
         turn = order[r % len(order):] + order[: r % len(order)]
         for name in turn:
-            times[name].append(timed(TOOLS[name], inputs, names, jobs, base))
+            times[name].append(timed(tools[name], inputs, names, jobs, base))
         print(f"  repeat {r + 1}/{repeats}: "
               + ", ".join(f"{n} {times[n][-1]:.2f}s" for n in turn), flush=True)
     return {name: statistics.median(t) for name, t in times.items()}
@@ -203,6 +217,9 @@ def report_compare(medians: dict[str, float], count: int, jobs: int, kib: int = 
           f"{verdict(vs_parallel <= TARGET_VS_PARALLEL)}")
     print(f"  shardrun/xargs    = {vs_xargs:.2f}  (target <= {TARGET_VS_XARGS:.1f})  "
           f"{verdict(vs_xargs <= TARGET_VS_XARGS)}")
+    if VS in medians:
+        print(f"  {VS}/xargs  = {medians[VS] / medians['xargs -P']:.2f}   "
+              f"shardrun/{VS} = {medians['shardrun'] / medians[VS]:.2f}")
 
 
 def report_scaling(rows: list[tuple[int, float]]) -> None:
@@ -234,6 +251,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="task counts for the scaling run, comma-separated; '' skips it")
     p.add_argument("--input-kib", type=int, default=0,
                    help="size of each input file in KiB [0: one short line]")
+    p.add_argument("--vs-src", type=Path, metavar="SRC",
+                   help="also time another checkout's shardrun (its src/ folder) as 'shardrun B', "
+                        "in the same rotation: e.g. main against a branch")
     p.add_argument("--quick", action="store_true",
                    help="fast run: 300 tasks, 1 repeat, scaling 250,500,1000")
     args = p.parse_args(argv)
@@ -258,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             print(f"shardrun CLI start-up (`shardrun --version`): {cli_startup():.3f}s")
             print(f"comparison: {args.tasks} tasks, concurrency {args.jobs}, {args.repeats} repeat(s)")
-            medians = compare(base, args.tasks, args.jobs, args.repeats, args.input_kib)
+            medians = compare(base, args.tasks, args.jobs, args.repeats, args.input_kib,
+                              args.vs_src.resolve() if args.vs_src else None)
             report_compare(medians, args.tasks, args.jobs, args.input_kib)
             if args.sizes:
                 print(f"\nscaling: shardrun on {', '.join(map(str, args.sizes))} tasks")

@@ -144,7 +144,7 @@ def _raises(err: Exception) -> Callable[..., NoReturn]:
 def test_an_unexpected_error_is_one_line_and_exit_3(monkeypatch: pytest.MonkeyPatch,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.delenv("SHARDRUN_DEBUG", raising=False)
-    monkeypatch.setattr("shardrun.cli.commands.list_runs",
+    monkeypatch.setattr("shardrun.core.status.list_runs",
                         _raises(RuntimeError("GET https://acct/c/b?sv=1&sig=SeCrEt123 went wrong\nmore")))
     assert main(["runs"]) == 3
     err = capsys.readouterr().err
@@ -158,7 +158,7 @@ def test_an_unexpected_error_is_one_line_and_exit_3(monkeypatch: pytest.MonkeyPa
 def test_debug_shows_the_traceback(monkeypatch: pytest.MonkeyPatch,
                                    capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.delenv("SHARDRUN_DEBUG", raising=False)
-    monkeypatch.setattr("shardrun.cli.commands.list_runs", _raises(ZeroDivisionError("division by zero")))
+    monkeypatch.setattr("shardrun.core.status.list_runs", _raises(ZeroDivisionError("division by zero")))
     assert main(["--debug", "runs"]) == 3
     err = capsys.readouterr().err
     assert err.startswith("Traceback (most recent call last):") and "in broken" in err
@@ -182,6 +182,6 @@ def test_debug_shows_the_traceback(monkeypatch: pytest.MonkeyPatch,
 def test_disk_and_ledger_errors_are_one_clear_line(err: Exception, line: str, monkeypatch: pytest.MonkeyPatch,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.delenv("SHARDRUN_DEBUG", raising=False)
-    monkeypatch.setattr("shardrun.cli.commands.run_status", _raises(err))
+    monkeypatch.setattr("shardrun.core.status.run_status", _raises(err))
     assert main(["status", "some-run"]) == 3
     assert capsys.readouterr().err.splitlines() == [line]

@@ -85,6 +85,24 @@ def test_kill_9_halfway_then_run_again_finishes_without_rerunning(tmp_path: Path
     outputs = list((shardrun_home / "store" / run_id / "outputs").rglob("*"))
     assert len([p for p in outputs if p.is_file()]) == 200
     assert processes_of(f"SHARDRUN_RUN_ID={run_id}".encode()) == []
+    # The ledger, written a batch per transaction, lost no attempt and counted none twice: each
+    # task's attempts are 1..n, every one ended, the others lost to the kill; the last succeeded,
+    # or was lost after it stored its output (recover trusts the output: the task did not rerun).
+    with sqlite3.connect(shardrun_home / "ledger.sqlite") as db:
+        rows = db.execute("SELECT task_id, attempt, result FROM attempts WHERE run_id=?"
+                          " ORDER BY task_id, attempt", (run_id,)).fetchall()
+        counted = dict(db.execute("SELECT task_id, attempts FROM tasks WHERE run_id=?", (run_id,)))
+    by_task: dict[str, list[tuple[int, str]]] = {}
+    for task, attempt, result in rows:
+        by_task.setdefault(task, []).append((attempt, result))
+    assert set(by_task) == set(counted)
+    for task, attempts in by_task.items():
+        assert [a for a, _ in attempts] == list(range(1, len(attempts) + 1)) == \
+            list(range(1, counted[task] + 1)), (task, attempts)
+        assert attempts[-1][1] == "succeeded" or (attempts[-1][1] == "lost" and starts[task] == 1), \
+            (task, attempts)
+        assert all(r == "lost" for _, r in attempts[:-1]), (task, attempts)
+    assert sum(len(a) > 1 for a in by_task.values()) <= 4  # at most one in flight per worker
 
 
 def test_ctrl_c_stops_running_tasks_and_the_run_resumes(tmp_path: Path, shardrun_home: Path) -> None:

@@ -5,26 +5,45 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import click
-from rich.console import Console
 
-from shardrun import __version__
+from shardrun.version import __version__
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 class StdoutClosed(Exception):
     """Standard output's reader went away (`shardrun logs RUN TASK | head`)."""
 
 
-class _Console(Console):
-    def on_broken_pipe(self) -> None:
-        """rich exits 1 here; main() decides instead (0, quietly)."""
-        self.quiet = True
-        raise StdoutClosed()
+def _console() -> Console:
+    from rich.console import Console
+
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            """rich exits 1 here; main() decides instead (0, quietly)."""
+            self.quiet = True
+            raise StdoutClosed()
+
+    return _Console(highlight=False, soft_wrap=True)
 
 
-out = _Console(highlight=False, soft_wrap=True)
+class _LazyConsole:
+    """The console, made (and rich imported) on first use: `--version`, `--help` and a quiet
+    command never pay for rich."""
+
+    _made: Console | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._made is None:
+            _LazyConsole._made = _console()
+        return getattr(self._made, name)
+
+
+out = cast("Console", _LazyConsole())
 
 
 @contextlib.contextmanager

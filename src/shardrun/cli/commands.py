@@ -7,20 +7,20 @@ import sys
 import time
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from shardrun.cli.app import _home, cli, out
-from shardrun.cli.progress import progress_for
-from shardrun.core.cleanup import cleanup_run
-from shardrun.core.outcome import RunResult
-from shardrun.core.outcome import task_label as outcome_label
-from shardrun.core.pipeline import merge_run, retry_run, run_job
-from shardrun.core.preflight import job_warnings, validate_job
-from shardrun.core.spec import load_spec
-from shardrun.core.split import split_job
-from shardrun.core.status import list_runs, run_status, task_label, task_log
+
+# The library is imported inside each command, so a command loads only what it uses (and
+# `shardrun --version` or `--help` loads none of it).
+if TYPE_CHECKING:
+    from shardrun.core.ledger import Ledger
+    from shardrun.core.outcome import RunResult
+    from shardrun.core.prepare import ShardSizer
+    from shardrun.core.progress import ProgressView
+    from shardrun.core.spec import JobSpec
 
 WAIT = click.option("--wait", is_flag=True,
                     help="If another client works on the run, wait for it instead of stopping.")
@@ -70,6 +70,7 @@ def init(path: Path, force: bool, app: Path | None, input_: str, method: str, pe
 @click.pass_context
 def validate(ctx: click.Context, job: Path) -> None:
     """Check a job file and what it names, without running anything."""
+    from shardrun.core.preflight import job_warnings, validate_job
     from shardrun.core.workspace import resolve_home
     from shardrun.planning.autosize import many_tasks_warning
 
@@ -90,6 +91,8 @@ def validate(ctx: click.Context, job: Path) -> None:
 @click.pass_context
 def split(ctx: click.Context, job: Path, outdir: Path) -> None:
     """Split only, so the pieces can be inspected (per_task = "auto": as a new run would)."""
+    from shardrun.core.spec import load_spec
+    from shardrun.core.split import split_job
     spec = load_spec(job)
     if outdir.exists() and any(outdir.iterdir()):
         raise click.UsageError(f"{outdir} is not empty")
@@ -119,8 +122,9 @@ def run(ctx: click.Context, job: Path, new: bool, quiet: bool, deadline: str | N
 
     A resumed run takes the job file's current [run] timeout, retries, concurrency and
     allow_failures, and its [merge]; an edit of [app] or [split] needs --new."""
-    from shardrun.core.spec import parse_duration
-    from shardrun.planning.autosize import shard_sizer
+    from shardrun.cli.progress import progress_for
+    from shardrun.core.pipeline import run_job
+    from shardrun.core.spec import load_spec, parse_duration
 
     try:
         seconds = parse_duration(deadline) if deadline is not None else None
@@ -132,11 +136,23 @@ def run(ctx: click.Context, job: Path, new: bool, quiet: bool, deadline: str | N
     view = progress_for(quiet=quiet)
     try:
         result = run_job(job, home=_home(ctx), new=new, progress=view, wait=wait,
-                         size_shards=shard_sizer(deadline=seconds, budget=budget))
+                         size_shards=_planner(seconds, budget))
     finally:
         view.close()  # also when the run stops on an error: the terminal gets its cursor back
     _print_result(result)
     ctx.exit(0 if result.ok else 1)
+
+
+def _planner(deadline: float | None, budget: float | None) -> ShardSizer:
+    """The planner's shard sizer, imported only for a new run that asks for it (per_task = "auto"):
+    every other run starts without it."""
+
+    def size(spec: JobSpec, ledger: Ledger, view: ProgressView) -> JobSpec:
+        from shardrun.planning.autosize import shard_sizer
+
+        return shard_sizer(deadline=deadline, budget=budget)(spec, ledger, view)
+
+    return size
 
 
 @cli.command()
@@ -152,6 +168,8 @@ def retry(ctx: click.Context, run_id: str, failed: bool, tasks: tuple[str, ...],
 
     It takes the job file's current [run] timeout, retries, concurrency and allow_failures, and its
     [merge]; the app and the pieces stay what the run started with."""
+    from shardrun.cli.progress import progress_for
+    from shardrun.core.pipeline import retry_run
     if not failed and not tasks:
         raise click.UsageError("say which tasks: --failed, or --task ID")
     view = progress_for(quiet=quiet)
@@ -170,6 +188,7 @@ def retry(ctx: click.Context, run_id: str, failed: bool, tasks: tuple[str, ...],
 @click.pass_context
 def status(ctx: click.Context, run_id: str, as_json: bool) -> None:
     """Show a run's state, counts and failures."""
+    from shardrun.core.status import run_status
     info = run_status(run_id, home=_home(ctx))
     if as_json:
         click.echo(json.dumps(info, indent=2))
@@ -203,6 +222,7 @@ def status(ctx: click.Context, run_id: str, as_json: bool) -> None:
 @click.pass_context
 def logs(ctx: click.Context, run_id: str, task_id: str, attempt: int | None, stream: str) -> None:
     """Print a task attempt's stored stderr (or stdout). TASK_ID: the id, or its input's name."""
+    from shardrun.core.status import task_label, task_log
     data = task_log(run_id, task_id, attempt=attempt, stream=stream, home=_home(ctx))
     if sys.stderr.isatty():  # a header for the reader; a pipe gets the log's bytes only
         click.echo(f"{task_label(run_id, task_id, home=_home(ctx))} {stream}:", err=True)
@@ -217,6 +237,8 @@ def logs(ctx: click.Context, run_id: str, task_id: str, attempt: int | None, str
 def merge(ctx: click.Context, run_id: str, wait: bool) -> None:
     """Merge a run's outputs again, with the job file's current [merge] (after a failed merge, or
     after changing the merger)."""
+    from shardrun.cli.progress import progress_for
+    from shardrun.core.pipeline import merge_run
     merged = merge_run(run_id, home=_home(ctx), wait=wait, progress=progress_for())
     out.print(f"merged result: {merged}")
 
@@ -229,6 +251,7 @@ def merge(ctx: click.Context, run_id: str, wait: bool) -> None:
 @click.pass_context
 def cleanup(ctx: click.Context, run_id: str, force: bool, wait: bool) -> None:
     """Delete a run's stored data and scratch folders (the merged output is kept)."""
+    from shardrun.core.cleanup import cleanup_run
     removed = cleanup_run(run_id, home=_home(ctx), force=force, wait=wait)
     for item in removed:
         out.print(f"removed {item}")
@@ -251,7 +274,7 @@ def gc(ctx: click.Context, older_than: str, delete: bool, job: Path | None,
     """Find what shardrun left in the cloud (Blob containers, and with --job Batch pools and jobs)
     that no live run owns, by its metadata, never by its name."""
     from shardrun.core import provider
-    from shardrun.core.spec import parse_age
+    from shardrun.core.spec import load_spec, parse_age
     from shardrun.core.workspace import Workspace
 
     try:
@@ -281,6 +304,7 @@ def gc(ctx: click.Context, older_than: str, delete: bool, job: Path | None,
 @click.pass_context
 def runs(ctx: click.Context, as_json: bool, limit: int) -> None:
     """List recent runs."""
+    from shardrun.core.status import list_runs
     rows = list_runs(home=_home(ctx), limit=limit)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
@@ -314,6 +338,7 @@ def _print_result(result: RunResult) -> None:
 
 
 def _print_failures(run_id: str, failed: list[dict[str, Any]], limit: int = 20) -> None:
+    from shardrun.core.outcome import task_label as outcome_label
     for f in failed[:limit]:
         label = outcome_label(f["task_id"], f.get("input_name") or "")
         out.print(f"  {label} failed after {f['attempts']} attempt(s): {f['reason']}", markup=False)

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from shardrun.cli.app import _home, cli, out
-from shardrun.core.spec import load_spec
 
 if TYPE_CHECKING:
     from shardrun.planning.calibrate import Calibration
@@ -98,6 +97,7 @@ def plan(ctx: click.Context, job: Path, deadline: float | None, budget: float | 
     """
     from shardrun.cli.render import plan_table
     from shardrun.core.preflight import check_job
+    from shardrun.core.spec import load_spec
     from shardrun.core.workspace import Workspace
     from shardrun.planning import plan as planner
     from shardrun.planning.autosize import AutoChoice, NoSizeFits, choose_for_job
@@ -201,6 +201,7 @@ _RUNTIME = click.option("--runtime", type=click.Choice(["auto", "podman", "docke
 @click.option("-q", "--quiet", is_flag=True, help="Hide the build output (its end is shown on failure).")
 def image_build(job: Path, runtime: str, quiet: bool) -> None:
     """Build the image from its Dockerfile/Containerfile; tag NAME:VERSION and NAME:latest."""
+    from shardrun.core.spec import load_spec
     from shardrun.images.engine import build_image, find_engine
 
     tags = build_image(load_spec(job), find_engine(runtime), quiet=quiet)
@@ -220,6 +221,7 @@ def image_build(job: Path, runtime: str, quiet: bool) -> None:
 def image_push(registry: str | None, job: Path, runtime: str, username: str | None,
                password_secret: str | None, password_stdin: bool, tls_verify: bool | None) -> None:
     """Tag NAME:VERSION and NAME:latest for REGISTRY and push both (login through stdin)."""
+    from shardrun.core.spec import load_spec
     from shardrun.images.engine import find_engine, push_from_job
 
     spec = load_spec(job)

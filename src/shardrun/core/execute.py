@@ -12,7 +12,7 @@ import time
 from shardrun.core import layout
 from shardrun.core.compute import AttemptEvent, ComputeBackend, RunContext, TaskSpec
 from shardrun.core.errors import RunInterrupted, ShardrunError
-from shardrun.core.ledger import Ledger, TaskRow
+from shardrun.core.ledger import AttemptEnd, Ledger, TaskRow
 from shardrun.core.outcome import RunResult, finish
 from shardrun.core.preflight import resolved_command
 from shardrun.core.progress import NullProgress, ProgressView
@@ -176,17 +176,21 @@ def _interrupted(run: Run, backend: ComputeBackend) -> RunInterrupted:
 
 
 def _record(ledger: Ledger, run_id: str, events: list[AttemptEvent], view: ProgressView) -> None:
+    """One transaction for the whole batch, a few statements whatever its size."""
+    started = [(e.task_id, e.attempt, e.worker, e.pid, e.time) for e in events if e.kind == "started"]
+    ended = [AttemptEnd(e.task_id, e.attempt, e.time, e.exit_code, e.result, e.reason, e.worker,
+                        e.stderr_tail, _task_state(e), e.output_size)
+             for e in events if e.kind == "finished"]
     with ledger.transaction():
-        for e in events:
-            if e.kind == "started":
-                ledger.attempt_started(run_id, e.task_id, e.attempt, e.worker, e.pid, e.time)
-                continue
-            ledger.attempt_finished(run_id, e.task_id, e.attempt, e.time, e.exit_code, e.result,
-                                    e.reason, worker=e.worker, stderr_tail=e.stderr_tail)
-            if e.final and e.result != AttemptResult.INTERRUPTED:
-                state = TaskState.SUCCEEDED if e.result == AttemptResult.SUCCEEDED else TaskState.FAILED
-                ledger.set_task_state(run_id, [e.task_id], state, e.output_size)
+        ledger.record_attempts(run_id, started, ended)
     for e in events:
         if e.kind == "finished" and e.result not in (AttemptResult.SUCCEEDED, AttemptResult.INTERRUPTED):
             again = "" if e.final else ", retrying"
             view.message(f"{e.task_id} attempt {e.attempt} {e.result}: {e.reason}{again}")
+
+
+def _task_state(e: AttemptEvent) -> TaskState | None:
+    """The task's state after this attempt: decided by its final attempt, unless interrupted."""
+    if not e.final or e.result == AttemptResult.INTERRUPTED:
+        return None
+    return TaskState.SUCCEEDED if e.result == AttemptResult.SUCCEEDED else TaskState.FAILED

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,6 +84,23 @@ class TaskRow:
     state: str
     attempts: int
     segments: str | None = None  # JSON segments of a piece that goes by reference
+
+
+@dataclass(frozen=True)
+class AttemptEnd:
+    """How an attempt ended, for Ledger.record_attempts; `task_state` is the task's new state
+    when this attempt decides it (None: unchanged), with its output's size."""
+
+    task_id: str
+    attempt: int
+    ended_at: float
+    exit_code: int | None
+    result: str
+    reason: str | None
+    worker: str = ""
+    stderr_tail: str | None = None
+    task_state: str | None = None
+    output_size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -227,36 +244,47 @@ class Ledger:
         self, run_id: str, task_id: str, attempt: int, worker: str, pid: int | None,
         started_at: float,
     ) -> None:
-        self.db.execute(
-            "INSERT OR REPLACE INTO attempts (run_id, task_id, attempt, worker, pid,"
-            " started_at, result) VALUES (?,?,?,?,?,?,'running')",
-            (run_id, task_id, attempt, worker, pid, started_at),
-        )
-        self.db.execute(
-            "UPDATE tasks SET state='running', attempts=MAX(attempts, ?)"
-            " WHERE run_id=? AND task_id=?",
-            (attempt, run_id, task_id),
-        )
+        self.record_attempts(run_id, [(task_id, attempt, worker, pid, started_at)], [])
 
     def attempt_finished(
         self, run_id: str, task_id: str, attempt: int, ended_at: float, exit_code: int | None,
         result: str, reason: str | None, worker: str = "", stderr_tail: str | None = None,
     ) -> None:
-        done = self.db.execute(
-            "UPDATE attempts SET ended_at=?, exit_code=?, result=?, reason=?, stderr_tail=?"
-            " WHERE run_id=? AND task_id=? AND attempt=?",
-            (ended_at, exit_code, result, reason, stderr_tail, run_id, task_id, attempt),
-        )
-        if done.rowcount == 0:  # it failed before it could start (store unreachable, bad image, ...)
-            self.db.execute(
-                "INSERT INTO attempts (run_id, task_id, attempt, worker, pid, started_at, ended_at,"
-                " exit_code, result, reason, stderr_tail) VALUES (?,?,?,?,NULL,?,?,?,?,?,?)",
-                (run_id, task_id, attempt, worker, ended_at, ended_at, exit_code, result, reason,
-                 stderr_tail),
+        self.record_attempts(run_id, [], [AttemptEnd(task_id, attempt, ended_at, exit_code, result,
+                                                     reason, worker, stderr_tail)])
+
+    def record_attempts(self, run_id: str, started: Sequence[tuple[str, int, str, int | None, float]],
+                        ended: Sequence[AttemptEnd]) -> None:
+        """A batch of attempt events, four statements whatever its size: `started` holds
+        (task_id, attempt, worker, pid, started_at); every start is applied before every end, as
+        an attempt starts before it ends. Call it inside a transaction to commit the batch once."""
+        if started:
+            self.db.executemany(
+                "INSERT OR REPLACE INTO attempts (run_id, task_id, attempt, worker, pid,"
+                " started_at, result) VALUES (?,?,?,?,?,?,'running')",
+                ((run_id, *row) for row in started),
             )
-            self.db.execute(
-                "UPDATE tasks SET attempts=MAX(attempts, ?) WHERE run_id=? AND task_id=?",
-                (attempt, run_id, task_id),
+            self.db.executemany(
+                "UPDATE tasks SET state='running', attempts=MAX(attempts, ?)"
+                " WHERE run_id=? AND task_id=?",
+                ((attempt, run_id, task_id) for task_id, attempt, *_ in started),
+            )
+        if ended:
+            # An attempt that ended without a start (it failed before it could: store unreachable,
+            # bad image, ...) is inserted, starting when it ended.
+            self.db.executemany(
+                "INSERT INTO attempts (run_id, task_id, attempt, worker, pid, started_at, ended_at,"
+                " exit_code, result, reason, stderr_tail) VALUES (?,?,?,?,NULL,?,?,?,?,?,?)"
+                " ON CONFLICT (run_id, task_id, attempt) DO UPDATE SET ended_at=excluded.ended_at,"
+                " exit_code=excluded.exit_code, result=excluded.result, reason=excluded.reason,"
+                " stderr_tail=excluded.stderr_tail",
+                ((run_id, e.task_id, e.attempt, e.worker, e.ended_at, e.ended_at, e.exit_code,
+                  e.result, e.reason, e.stderr_tail) for e in ended),
+            )
+            self.db.executemany(
+                "UPDATE tasks SET attempts=MAX(attempts, ?), state=COALESCE(?, state),"
+                " output_size=COALESCE(?, output_size) WHERE run_id=? AND task_id=?",
+                ((e.attempt, e.task_state, e.output_size, run_id, e.task_id) for e in ended),
             )
 
     def attempts(self, run_id: str, task_id: str | None = None) -> list[dict[str, Any]]:

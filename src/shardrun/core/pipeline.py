@@ -84,7 +84,8 @@ def run_job(
         owned_job.record(run_id)
         with holding(run_lock(ws.home, run_id), run_id=run_id):
             run = prepare_run(ws, sized, job_key, run_id, view, fingerprint=spec.fingerprint())
-            return _to_the_end(run, lambda: execute(run, progress=progress))
+            # A run made just now has no attempts and no outputs: nothing to recover.
+            return _to_the_end(run, lambda: execute(run, progress=progress, recovered=True))
 
 
 def retry_run(

@@ -7,9 +7,9 @@ client calls several times a second, so no thread per attempt is needed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
-import shutil
 import signal
 import threading
 import time
@@ -25,6 +25,7 @@ from shardrun.core.plugins import render_argv, tail
 from shardrun.core.store import GrantsTaskAccess, TaskAccess
 from shardrun.providers.local.container import open_runtime
 from shardrun.providers.local.runtime import ContainerSettings, Launched, Runtime
+from shardrun.providers.local.slots import Slot, enter, remove_task_dir
 
 KILL_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
 TAIL_BYTES, TAIL_LINES = 4096, 5  # the end of a failed attempt's stderr that the ledger keeps
@@ -63,6 +64,7 @@ class LocalBackend:
         self._base_env: dict[str, str] = {}
         self._tasks_dir = Path()
         self._access: GrantsTaskAccess | None = None
+        self._slots: dict[str, Slot] = {}  # per worker: its last clean task folder, for reuse
 
     # -- ComputeBackend -------------------------------------------------------------------------
     def start(self, ctx: RunContext) -> None:
@@ -141,6 +143,7 @@ class LocalBackend:
         for w in self._workers:
             w.join(timeout=self.kill_grace + 5)
         self._workers.clear()
+        self._discard_slots()
 
     # -- internals ------------------------------------------------------------------------------
     def _enforce_deadlines(self) -> None:
@@ -192,13 +195,26 @@ class LocalBackend:
         self, ctx: RunContext, task: TaskSpec, attempt: int, worker: str, final_try: bool
     ) -> AttemptEvent:
         task_dir = self._tasks_dir / f"{task.task_id}.{attempt}"
-        wd = task_dir / "wd"
+        slot = enter(self._slots.pop(worker, None), task_dir, logs=("stderr",) if ctx.stdout_output
+                      else ("stdout", "stderr"))
         try:
-            task_dir.mkdir()
-        except FileExistsError:
-            shutil.rmtree(task_dir)  # left by a client that died before recording this attempt
-            task_dir.mkdir()
-        wd.mkdir()
+            event = self._run_attempt(ctx, task, attempt, worker, final_try, slot)
+        except BaseException:
+            slot.close()  # the folder stays, as a failed attempt's does
+            raise
+        if event.result != "succeeded":
+            slot.close()  # a failed attempt's folder is kept for inspection
+        elif slot.reusable():
+            self._slots[worker] = slot  # the next attempt renames it: no folders made or removed
+        else:
+            slot.close()
+            remove_task_dir(task_dir)
+        return event
+
+    def _run_attempt(self, ctx: RunContext, task: TaskSpec, attempt: int, worker: str,
+                     final_try: bool, slot: Slot) -> AttemptEvent:
+        task_dir = slot.dir
+        wd = task_dir / "wd"
         transfer = self._transfer(ctx, task, attempt)
         input_path = transfer.fetch_input(wd) if transfer else self._input(ctx, task, wd)
         output_path = wd / task.output_key.rsplit("/", 1)[-1]
@@ -223,17 +239,16 @@ class LocalBackend:
                                 output_size=size, stderr_tail=stderr_tail)
 
         stderr_tail: str | None = None  # read by finished(): set from the log before it is stored
-
+        err = slot.logs["stderr"]
         # [app] stdout = "output": the app's stdout streams into its output file (no stdout log).
-        stdout_file = output_path if ctx.stdout_output else task_dir / "stdout.txt"
-        with stdout_file.open("wb") as out, (task_dir / "stderr.txt").open("wb") as err:
+        with output_path.open("wb") if ctx.stdout_output else contextlib.nullcontext() as into:
+            out = into or slot.logs["stdout"]
             try:
                 handle = self.runtime.launch(argv, env=env, cwd=wd, stdout=out, stderr=err)
             except OSError as e:
                 program = argv[0] if argv else self.runtime.name  # no argv: the image's ENTRYPOINT
                 err.write(f"shardrun: cannot start {program!r}: {e.strerror}\n".encode())
-                err.flush()
-                stderr_tail = self._keep_logs(ctx, task, attempt, task_dir, transfer)
+                stderr_tail = self._keep_logs(ctx, task, attempt, slot, transfer)
                 return finished("failed", None, f"cannot start {program!r}: {e.strerror}", True)
             deadline = time.monotonic() + ctx.timeout if ctx.timeout else None
             running = _Running(handle, deadline)
@@ -246,7 +261,7 @@ class LocalBackend:
             finally:
                 with self._lock:
                     del self._running[token]
-        stderr_tail = self._keep_logs(ctx, task, attempt, task_dir, transfer, tail_of_stderr=code != 0)
+        stderr_tail = self._keep_logs(ctx, task, attempt, slot, transfer, tail_of_stderr=code != 0)
 
         if self._stopping.is_set() and code != 0:
             return finished("interrupted", code, "stopped by the user", True)
@@ -265,7 +280,6 @@ class LocalBackend:
             size = transfer.put_output(output_path)
         else:
             size = ctx.store.put_file(task.output_key, output_path, move=True)
-        _remove_task_dir(task_dir)
         return finished("succeeded", code, None, True, size)
 
     def _hopeless(self, code: int) -> str | None:
@@ -316,23 +330,25 @@ class LocalBackend:
         return self._access.task_access(input_key=task.input_key, output_key=task.output_key,
                                         log_keys=logs, timeout=ctx.timeout)
 
-    def _keep_logs(self, ctx: RunContext, task: TaskSpec, attempt: int, task_dir: Path,
+    def _keep_logs(self, ctx: RunContext, task: TaskSpec, attempt: int, slot: Slot,
                    transfer: TaskAccess | None = None, tail_of_stderr: bool = True) -> str | None:
-        """Store the attempt's logs; return the end of its stderr when asked (for the ledger)."""
+        """Store the attempt's logs; return the end of its stderr when asked (for the ledger).
+
+        An empty log is not stored, and its file stays open in the slot for the next attempt."""
         stderr_tail = None
-        for stream in ("stdout", "stderr"):
-            path = task_dir / f"{stream}.txt"
-            try:
-                size = path.stat().st_size
-            except FileNotFoundError:
-                continue
-            if stream == "stderr" and tail_of_stderr and size:
-                with path.open("rb") as f:
-                    f.seek(max(0, size - TAIL_BYTES))
-                    stderr_tail = tail(f.read(), TAIL_LINES)
+        for stream, f in list(slot.logs.items()):
+            size = os.fstat(f.fileno()).st_size
             if size == 0:
-                path.unlink()  # an empty log is not stored; `shardrun logs` shows it as empty
-            elif transfer:
+                f.seek(0)  # shared with the app's process: it may have moved the offset
+                continue
+            f.close()
+            del slot.logs[stream]
+            path = slot.dir / f"{stream}.txt"
+            if stream == "stderr" and tail_of_stderr:
+                with path.open("rb") as log:
+                    log.seek(max(0, size - TAIL_BYTES))
+                    stderr_tail = tail(log.read(), TAIL_LINES)
+            if transfer:
                 transfer.put_log(stream, path)
                 path.unlink()
             else:
@@ -340,14 +356,12 @@ class LocalBackend:
                                    move=True)
         return stderr_tail
 
-
-def _remove_task_dir(task_dir: Path) -> None:
-    # After a success the folder is usually an empty wd: two rmdirs beat a tree walk.
-    try:
-        (task_dir / "wd").rmdir()
-        task_dir.rmdir()
-    except OSError:
-        shutil.rmtree(task_dir, ignore_errors=True)
+    def _discard_slots(self) -> None:
+        """Remove the folders kept for reuse (each an empty wd and empty logs)."""
+        for slot in self._slots.values():
+            slot.close()
+            remove_task_dir(slot.dir)
+        self._slots.clear()
 
 
 def _exit_reason(code: int) -> str:

@@ -87,12 +87,22 @@ class ProcessGroup:
             os.killpg(self.pid, sig)
 
 
+_DEVNULL: list[int] = []
+
+
+def _devnull() -> int:
+    """/dev/null, opened once for every attempt's stdin instead of once per attempt."""
+    if not _DEVNULL:
+        _DEVNULL.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+    return _DEVNULL[0]
+
+
 class ProcessRuntime:
     name = "process"
     isolated = False
 
     def prepare(self, run_id: str, containers: ContainerSettings | None) -> None:
-        pass
+        _devnull()  # before the workers start, so they never race to open it
 
     def __init__(self) -> None:
         self._found: dict[tuple[str, str | None], str | None] = {}
@@ -111,7 +121,7 @@ class ProcessRuntime:
             executable=self._program(argv[0], env) if argv else None,
             cwd=cwd,
             env=env,
-            stdin=subprocess.DEVNULL,
+            stdin=_devnull(),
             stdout=stdout,
             stderr=stderr,
             start_new_session=True,

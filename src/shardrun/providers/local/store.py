@@ -83,19 +83,25 @@ class LocalStore:
         return path.stat().st_size if path.is_file() else None
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
-        namespace, _, _ = prefix.partition("/")
-        base = self.root / namespace
-        if not namespace or not base.is_dir():
+        # Walk only the deepest folder the prefix names (`run/outputs/`), not the whole namespace:
+        # a run's inputs and logs are thousands of folders the caller did not ask about.
+        folder = prefix.rpartition("/")[0] or prefix  # a bare namespace names its folder
+        if not folder or any(part in ("", ".", "..") for part in folder.split("/")):
             return
+        base = os.path.join(self.root, folder)
         found = []
         for dirpath, _dirs, files in os.walk(base):
+            rel = folder + dirpath[len(base):]
             for fname in files:
                 if fname.startswith(".part-"):
                     continue
-                full = Path(dirpath) / fname
-                key = full.relative_to(self.root).as_posix()
+                key = f"{rel}/{fname}"
                 if key.startswith(prefix):
-                    found.append(ObjectInfo(key, full.stat().st_size))
+                    try:
+                        size = os.stat(os.path.join(dirpath, fname)).st_size
+                    except FileNotFoundError:  # deleted since the folder was read
+                        continue
+                    found.append(ObjectInfo(key, size))
         yield from sorted(found, key=lambda o: o.key)
 
     def delete_namespace(self, namespace: str) -> bool:
@@ -113,13 +119,14 @@ class LocalStore:
 
 
 def _move(src: Path, dest: Path) -> int:
-    """Rename, creating the parent folder only when the first try says it is missing."""
+    """Rename into place. The folder is made first: shardrun's keys are new far more often than
+    not, and a rename that fails for want of it costs more than a mkdir that finds it there."""
     size = os.stat(src).st_size
     try:
-        os.replace(src, dest)
+        os.mkdir(dest.parent)
+    except FileExistsError:
+        pass
     except FileNotFoundError:
-        if not os.path.exists(src):
-            raise
         dest.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(src, dest)
+    os.replace(src, dest)
     return size
