@@ -243,6 +243,7 @@ class LocalBackend:
         # [app] stdout = "output": the app's stdout streams into its output file (no stdout log).
         with output_path.open("wb") if ctx.stdout_output else contextlib.nullcontext() as into:
             out = into or slot.logs["stdout"]
+            launched = time.time()  # before launch: on a busy machine the app runs before it returns
             try:
                 handle = self.runtime.launch(argv, env=env, cwd=wd, stdout=out, stderr=err)
             except OSError as e:
@@ -254,7 +255,7 @@ class LocalBackend:
             running = _Running(handle, deadline)
             with self._lock:
                 self._running[token] = running
-            self._out.put(AttemptEvent(task.task_id, attempt, "started", time.time(), worker,
+            self._out.put(AttemptEvent(task.task_id, attempt, "started", launched, worker,
                                        pid=handle.pid))
             try:
                 code = handle.wait()
