@@ -177,3 +177,15 @@ def test_task_transfer_moves_files_through_urls_only(store: BlobStore, ns: str, 
     transfer.put_log("stdout", out)
     assert store.get_bytes(f"{ns}/outputs/t1/out.txt") == b"result"
     assert store.get_bytes(f"{ns}/logs/t1/1/stdout.txt") == b"result"
+
+
+def test_task_urls_name_the_blob_as_the_sdk_does(store: BlobStore, ns: str) -> None:
+    """read_url builds the blob's URL from the container's (no client object per task): the same
+    URL the SDK's BlobClient gives, for names that need quoting, and it opens the blob."""
+    names = ["inputs/t 1/piece #1?.txt", "inputs/t2/100%~é+&=.txt", "logs/t3/a;b,c@d.txt"]
+    for name in names:
+        store.put_bytes(f"{ns}/{name}", name.encode())
+        url = store.read_url(f"{ns}/{name}", 600)
+        expected = store.conn.service.get_container_client(ns).get_blob_client(name).url
+        assert url.split("?")[0] == expected.split("?")[0]
+        assert BlobClient.from_blob_url(url).download_blob().readall() == name.encode()

@@ -18,6 +18,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import ContainerClient, ContentSettings
@@ -85,6 +86,10 @@ class BlobStore:
         self._ready: set[str] = set()
         self._lock = threading.Lock()
         self._heartbeat_base: dict[str, dict[str, str]] = {}
+        # Task URLs are made per task: the container's URL once, and one user delegation key for
+        # as long as it lasts, not a client object and a request per URL.
+        self._container_urls: dict[str, str] = {}
+        self._delegation: tuple[dt.datetime, Any] | None = None
 
     def __repr__(self) -> str:
         return f"BlobStore({self.conn.account_url!r})"
@@ -321,7 +326,10 @@ class BlobStore:
 
     def _url(self, key: str, permission: str, lifetime: float) -> str:
         namespace, name = self._blob_name(key)
-        blob_url = self._container(namespace).get_blob_client(name).url.split("?")[0]
+        base = self._container_urls.get(namespace)
+        if base is None:
+            base = self._container_urls[namespace] = self._container(namespace).url.split("?")[0]
+        blob_url = f"{base}/{quote(name, safe='~/')}"  # as the SDK's BlobClient.url quotes it
         conn = self.conn
         if conn.account_key is not None:
             token = blob_sas(account_name=conn.account_name, container=namespace, blob=name,
@@ -339,10 +347,20 @@ class BlobStore:
         return f"{blob_url}?{token}"
 
     def _delegation_key(self, lifetime: float) -> Any:
+        """A user delegation key valid for `lifetime` from now: the last one while it is, else a
+        new one that lasts an hour longer (at most the 7 days the service allows)."""
         now = dt.datetime.now(dt.UTC)
+        needed = now + dt.timedelta(seconds=lifetime)
+        with self._lock:
+            held = self._delegation
+        if held is not None and held[0] >= needed:
+            return held[1]
+        expiry = min(needed + dt.timedelta(hours=1), now + dt.timedelta(days=7))
         with self._errors("get a user delegation key"):
-            return self.conn.service.get_user_delegation_key(
-                now - dt.timedelta(minutes=5), now + dt.timedelta(seconds=lifetime))
+            key = self.conn.service.get_user_delegation_key(now - dt.timedelta(minutes=5), expiry)
+        with self._lock:
+            self._delegation = (expiry, key)
+        return key
 
     # -- listing for gc -------------------------------------------------------------------------
     def heartbeat(self, namespace: str, state: str) -> None:
