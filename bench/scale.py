@@ -33,6 +33,7 @@ shardrun first and stops with one line if it does not know the key.
     .venv/bin/python bench/scale.py --quick                   # 200 and 1,000 tasks
     .venv/bin/python bench/scale.py --modes simulated --sizes 100000
     .venv/bin/python bench/scale.py --pieces by-reference --merge-where cluster
+    .venv/bin/python bench/scale.py --listing 5000           # the monitor's listing alone, SDK vs JSON
 """
 
 from __future__ import annotations
@@ -306,6 +307,54 @@ HEADER = ("| mode | tasks | wall | client CPU per task (user + sys) | tasks CPU 
           "|---|---|---|---|---|---|---|---|---|")
 
 
+def listing_costs(n: int, repeats: int = 5) -> str:
+    """The monitor's listing of n completed tasks, side by side in one process: the SDK's
+    list_tasks (a BatchTask model per task, as before) and batch_monitor.list_task_pages (JSON),
+    client CPU per listed task (thread time of this process; the emulator runs in its own)."""
+    from azure.batch import BatchClient
+    from azure.batch import models as bm
+    from azure.core.credentials import AzureNamedKeyCredential
+
+    from shardrun.emulator import DEV_ACCOUNT_KEY, DEV_ACCOUNT_NAME
+    from shardrun.providers.azure.batch_monitor import COMPLETED_SELECT, list_task_pages, task_record
+
+    with emulator(None) as url:
+        client = BatchClient(url, AzureNamedKeyCredential(DEV_ACCOUNT_NAME, DEV_ACCOUNT_KEY))
+        vm = bm.VirtualMachineConfiguration(image_reference=bm.BatchVmImageReference(
+            publisher="p", offer="o", sku="s"), node_agent_sku_id="n")
+        client.create_pool(bm.BatchPoolCreateOptions(id="p", vm_size="x", virtual_machine_configuration=vm))
+        client.create_job(bm.BatchJobCreateOptions(id="j", pool_info=bm.BatchPoolInfo(pool_id="p")))
+        for start in range(0, n, 100):
+            client.create_task_collection("j", bm.BatchTaskGroup(task_values=[
+                bm.BatchTaskCreateOptions(id=f"t{i:06d}", command_line="x", display_name=f"t{i} attempt 1")
+                for i in range(start, min(n, start + 100))]))
+        for i in range(n):
+            client.terminate_task("j", f"t{i:06d}")
+        query = "state eq 'completed'"
+
+        def sdk() -> int:  # what the monitor did: every field of every listed task read
+            seen = 0
+            for t in client.list_tasks("j", filter=query, select=COMPLETED_SELECT):
+                info = t.execution_info
+                seen += bool(t.id and t.display_name and t.state_transition_time and info.result)
+            return seen
+
+        def raw() -> int:
+            return sum(bool(task_record(t).execution_info.result)
+                       for page in list_task_pages(client, "j", COMPLETED_SELECT, query) for t in page)
+
+        times: dict[str, list[float]] = {"sdk": [], "json": []}
+        for r in range(repeats):
+            for name, fn in (("sdk", sdk), ("json", raw))[:: 1 if r % 2 == 0 else -1]:
+                began = time.thread_time()
+                if fn() != n:
+                    raise BenchError(f"{name} listing did not see {n} completed tasks")
+                times[name].append(time.thread_time() - began)
+    a, b = statistics.median(times["sdk"]), statistics.median(times["json"])
+    return (f"listing {n:,} completed tasks, client CPU (median of {repeats}): SDK models "
+            f"{1000 * a / n:.3f} ms/task, JSON {1000 * b / n:.3f} ms/task, ratio {a / b:.1f}x")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--as-client"]:
@@ -329,9 +378,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", type=Path, help="cProfile the client into DIR/MODE-TASKS.prof "
                         "(slows it: for finding costs, not for the table)")
     parser.add_argument("--src", type=Path, default=ROOT / "src", help="the shardrun source to run")
+    parser.add_argument("--listing", type=int, metavar="N",
+                        help="only: the monitor's listing of N completed tasks, SDK models vs JSON")
     args = parser.parse_args(argv)
     args.src = args.src.resolve()
     sys.path[:0] = [str(args.src), str(ROOT)]
+    if args.listing:
+        print(listing_costs(args.listing), flush=True)
+        return 0
     plan = [(m, n) for m in args.modes
             for n in (QUICK_SIZES if args.quick else args.sizes or DEFAULT_SIZES[m])]
     print(f"local: concurrency {args.concurrency}; emulator: {args.nodes} nodes x {args.slots} slots; "
