@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -189,3 +190,31 @@ def test_task_urls_name_the_blob_as_the_sdk_does(store: BlobStore, ns: str) -> N
         expected = store.conn.service.get_container_client(ns).get_blob_client(name).url
         assert url.split("?")[0] == expected.split("?")[0]
         assert BlobClient.from_blob_url(url).download_blob().readall() == name.encode()
+
+
+def test_in_order_keeps_few_items_in_flight_and_stops_on_an_error() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from shardrun.providers.azure.blob_transfer import in_order
+
+    taken = 0
+    high = 0
+    done: list[int] = []
+
+    def items() -> Iterator[int]:
+        nonlocal taken, high
+        for i in range(1000):
+            taken += 1
+            high = max(high, taken - len(done))
+            yield i
+
+    def work(i: int) -> int:
+        if i == 500:
+            raise ValueError("boom")
+        return i * 2
+
+    with ThreadPoolExecutor(4) as pool, pytest.raises(ValueError, match="boom"):
+        for r in in_order(pool, work, items(), 8):
+            done.append(r)
+    assert done == [2 * i for i in range(500)]  # in order, up to the error
+    assert high <= 9 and taken < 520  # a window of 8, not every item at once

@@ -29,6 +29,7 @@ from shardrun.core.progress import NullProgress, ProgressView
 from shardrun.core.store import ObjectInfo
 from shardrun.providers.azure.blob_auth import BlobConnection, azure_errors, connect
 from shardrun.providers.azure.blob_transfer import (
+    AHEAD,
     MIB,
     IntegrityError,
     TransferMeter,
@@ -36,6 +37,7 @@ from shardrun.providers.azure.blob_transfer import (
     Uploader,
     download,
     existing_blobs,
+    in_order,
 )
 from shardrun.providers.azure.sas import (
     CREATE_WRITE,
@@ -193,9 +195,10 @@ class BlobStore:
             uploader.close()
 
     def get_files(self, items: Sequence[tuple[str, Path]]) -> None:
-        # Small outputs dominate a merge: many files at once, each in one request.
+        # Small outputs dominate a merge: many files at once, each in one request (a few per thread
+        # handed to the pool at a time: a future per file would hold memory for every output).
         with ThreadPoolExecutor(max_workers=self.max_concurrency) as pool:
-            for _ in pool.map(lambda item: self.get_file(*item), items):
+            for _ in in_order(pool, lambda item: self.get_file(*item), items, AHEAD * self.max_concurrency):
                 pass
 
     def get_file(self, key: str, dest: Path) -> int:
