@@ -132,6 +132,9 @@ def as_client(stats_path: str, argv: list[str]) -> int:
     atexit.register(write)
     from shardrun.cli import main
 
+    trace_path = os.environ.get("SHARDRUN_SCALE_TRACEMALLOC")
+    if trace_path:
+        watch_memory(trace_path)
     profile_path = os.environ.get("SHARDRUN_SCALE_PROFILE")
     if not profile_path:
         return main(argv)
@@ -140,6 +143,39 @@ def as_client(stats_path: str, argv: list[str]) -> int:
     profiler = cProfile.Profile()
     atexit.register(lambda: profiler.dump_stats(profile_path))  # runs before write(): LIFO
     return profiler.runcall(main, argv)
+
+
+def watch_memory(path: str, every: float = 5.0) -> None:
+    """tracemalloc in this process: every `every` seconds, when more is allocated than ever before,
+    a snapshot; at exit the largest one's top allocation sites (by line) go to `path`."""
+    import threading
+    import tracemalloc
+
+    tracemalloc.start(1)
+    best: dict[str, Any] = {"size": 0, "snapshot": None, "at": ""}
+
+    def look() -> None:
+        size, _ = tracemalloc.get_traced_memory()
+        if size > best["size"]:
+            best.update(size=size, snapshot=tracemalloc.take_snapshot(), at=time.strftime("%H:%M:%S"))
+
+    def loop() -> None:
+        while True:
+            time.sleep(every)
+            look()
+
+    def write() -> None:
+        look()
+        snapshot = best["snapshot"]
+        if snapshot is None:
+            return
+        lines = [f"largest traced: {best['size'] / 1e6:.1f} MB at {best['at']}"]
+        for stat in snapshot.statistics("lineno")[:30]:
+            lines.append(f"{stat.size / 1e6:8.1f} MB {stat.count:9d} blocks  {stat.traceback}")
+        Path(path).write_text("\n".join(lines) + "\n")
+
+    threading.Thread(target=loop, daemon=True).start()
+    atexit.register(write)
 
 
 # -- the bench --------------------------------------------------------------------------------------
@@ -273,6 +309,9 @@ def run_row(mode: str, tasks: int, args: argparse.Namespace, scratch: Path, stor
         job = write_job(folder, mode, tasks, args, batch_url, storage_url)
         check_keys(job)
         stats = folder / "client.json"
+        if args.tracemalloc:
+            args.tracemalloc.mkdir(parents=True, exist_ok=True)
+            env["SHARDRUN_SCALE_TRACEMALLOC"] = str(args.tracemalloc.resolve() / f"{mode}-{tasks}.txt")
         if args.profile:
             args.profile.mkdir(parents=True, exist_ok=True)
             env["SHARDRUN_SCALE_PROFILE"] = str(args.profile.resolve() / f"{mode}-{tasks}.prof")
@@ -377,6 +416,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=4 * 3600.0, help="per run, seconds")
     parser.add_argument("--profile", type=Path, help="cProfile the client into DIR/MODE-TASKS.prof "
                         "(slows it: for finding costs, not for the table)")
+    parser.add_argument("--tracemalloc", type=Path, help="the client's largest allocation sites "
+                        "into DIR/MODE-TASKS.txt (slows it: for finding memory, not for the table)")
     parser.add_argument("--src", type=Path, default=ROOT / "src", help="the shardrun source to run")
     parser.add_argument("--listing", type=int, metavar="N",
                         help="only: the monitor's listing of N completed tasks, SDK models vs JSON")
