@@ -16,7 +16,7 @@ main() and writes its figures at exit; it adds no work per task):
     client CPU    user + system CPU of the client process alone (getrusage RUSAGE_SELF), per task.
                   Not counted: the tasks (on the local backend they are the client's children:
                   their CPU is the `tasks CPU` column, RUSAGE_CHILDREN), the emulator, Azurite
-    peak MB       the client's maximum resident set size (ru_maxrss)
+    peak MiB      the client's maximum resident set size (ru_maxrss)
     req/poll      Batch requests per monitoring round (AzureBatchBackend.poll's own count): the
                   median and the maximum over the run's polls
     up / down MB  bytes the client sent to and received from Blob Storage (Azurite's port), counted
@@ -340,7 +340,7 @@ def row_text(r: Row) -> str:
             f"{r.batch_up / 1e6:.2f} / {r.batch_down / 1e6:.2f} |")
 
 
-HEADER = ("| mode | tasks | wall | client CPU per task (user + sys) | tasks CPU per task | peak MB | "
+HEADER = ("| mode | tasks | wall | client CPU per task (user + sys) | tasks CPU per task | peak MiB | "
           "req/poll median / max | blob MB up / down | batch MB up / down |\n"
           "|---|---|---|---|---|---|---|---|---|")
 
