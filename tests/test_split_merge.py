@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from shardrun.core import split
+from shardrun.core import split_plan
 from shardrun.core.errors import MergeError, SplitError
 from shardrun.core.merge import merge_concat, merge_csv, merge_json, merge_jsonl, merge_outputs
 from shardrun.core.spec import load_spec
@@ -213,7 +213,7 @@ def test_empty_input_makes_no_pieces_error(tmp_path: Path) -> None:
 @pytest.mark.parametrize("per_task", [1, 2, 3])
 def test_lines_split_streams_lines_longer_than_its_chunk(tmp_path: Path, per_task: int,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(split, "CHUNK", 4)
+    monkeypatch.setattr(split_plan, "CHUNK", 4)
     data = [b"a\n", b"0123456789\n", b"\n", b"xyz\n", b"long-line-without-newline"]
     src = tmp_path / "in.txt"
     src.write_bytes(b"".join(data))

@@ -9,20 +9,29 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from shardrun.core.store import Store
+
+if TYPE_CHECKING:
+    from shardrun.core.spec import JobSpec
 
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """One task to run. `input_key` ends with '/' when the piece is a folder."""
+    """One task to run. `input_key` ends with '/' when the piece is a folder.
+
+    `segments`: for a piece that goes by reference, its bytes as segments of the run's sources
+    (JSON, core/split_plan.py encode_segments); nothing is stored at `input_key` then, whose name
+    is still the piece's name."""
 
     task_id: str
     input_key: str
     output_key: str
     first_attempt: int = 1
+    segments: str | None = None
 
 
 @dataclass(frozen=True)
@@ -64,6 +73,30 @@ class AttemptEvent:
     output_size: int | None = None
     final: bool = False
     stderr_tail: str | None = None  # the end of a failed attempt's stderr, kept in the ledger
+
+
+class PieceMode(StrEnum):
+    PER_PIECE = "per-piece"  # every piece is its own stored file
+    BY_REFERENCE = "by-reference"  # the inputs are stored once; tasks get byte ranges of them
+
+
+@dataclass(frozen=True)
+class SplitFacts:
+    """What a provider weighs to choose how a run's pieces travel (PassesPieces)."""
+
+    kind: str  # the [split] kind
+    input_bytes: int
+    pieces: int
+    files: int = 1  # input files: by reference, each is stored (and sent to each node) once
+
+
+@runtime_checkable
+class PassesPieces(Protocol):
+    """A provider that can hand tasks their pieces by reference (as byte ranges of inputs stored
+    once). Core asks it for runs whose splitter cuts byte ranges (lines, csv, json); a provider
+    without this capability gets every piece as its own file."""
+
+    def piece_mode(self, spec: JobSpec, facts: SplitFacts) -> PieceMode: ...
 
 
 class ComputeBackend(Protocol):

@@ -125,7 +125,7 @@ def _run_tasks(run: Run, pending: list[TaskRow], view: ProgressView) -> None:
     ctx = _context(run, pending)
     try:
         backend.start(ctx)
-        backend.submit([TaskSpec(t.task_id, t.input_key, t.output_key, t.attempts + 1)
+        backend.submit([TaskSpec(t.task_id, t.input_key, t.output_key, t.attempts + 1, t.segments)
                         for t in pending])
         _follow(run, backend, {t.task_id for t in pending}, view)
     except KeyboardInterrupt:

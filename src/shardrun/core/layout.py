@@ -6,6 +6,7 @@ store, a container in Blob Storage. Run ids are valid Azure container names, so 
     <run>/config/<name>                        the app's config file, shared by every task
     <run>/files/<name>                         extra read-only files every task gets
     <run>/inputs/<task-id>/<name>              one input piece per task
+    <run>/sources/<n>/<name>                   the inputs themselves, when pieces go by reference
     <run>/outputs/<task-id>/<name>             one output per task, written once on success
     <run>/logs/<task-id>/<attempt>/stdout.txt  per-attempt logs (and stderr.txt)
 """
@@ -57,6 +58,20 @@ def app_key(run_id: str, name: str) -> str:
 
 def input_key(run_id: str, task: str, name: str) -> str:
     return f"{run_id}/inputs/{task}/{name}"
+
+
+def source_key(run_id: str, index: int, name: str) -> str:
+    """Input file `index` (0-based, split order) of a run whose pieces go by reference."""
+    return f"{run_id}/sources/{index}/{name}"
+
+
+def sources_prefix(run_id: str) -> str:
+    return f"{run_id}/sources/"
+
+
+def source_index(key: str) -> int:
+    """The input's index from a source key."""
+    return int(key.split("/sources/", 1)[1].split("/", 1)[0])
 
 
 def input_name(key: str) -> str:

@@ -40,6 +40,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     output_size INTEGER,
     state TEXT NOT NULL,           -- a TaskState
     attempts INTEGER NOT NULL DEFAULT 0,
+    segments TEXT,                 -- a piece by reference: its byte ranges (core/split_plan.py)
     PRIMARY KEY (run_id, task_id)
 );
 CREATE INDEX IF NOT EXISTS tasks_state ON tasks(run_id, state);
@@ -67,6 +68,8 @@ CREATE TABLE IF NOT EXISTS resources (
 );
 """
 
+# (task_id, idx, input_key, input_size, output_key), and the segments of a piece by reference
+TaskTuple = tuple[str, int, str, int, str] | tuple[str, int, str, int, str, str | None]
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,7 @@ class TaskRow:
     output_size: int | None
     state: str
     attempts: int
+    segments: str | None = None  # JSON segments of a piece that goes by reference
 
 
 @dataclass(frozen=True)
@@ -111,6 +115,8 @@ class Ledger:
         columns = {r[1] for r in self.db.execute("PRAGMA table_info(attempts)")}
         if "stderr_tail" not in columns:  # a ledger made by an older shardrun
             self.db.execute("ALTER TABLE attempts ADD COLUMN stderr_tail TEXT")
+        if "segments" not in {r[1] for r in self.db.execute("PRAGMA table_info(tasks)")}:
+            self.db.execute("ALTER TABLE tasks ADD COLUMN segments TEXT")
 
     def close(self) -> None:
         self.db.close()
@@ -122,7 +128,7 @@ class Ledger:
     def create_run(
         self,
         run: RunRow,
-        tasks: Iterable[tuple[str, int, str, int, str]],
+        tasks: Iterable[TaskTuple],
     ) -> None:
         """Insert a run and its tasks (task_id, idx, input_key, input_size, output_key) at once."""
         with self.transaction():
@@ -185,12 +191,12 @@ class Ledger:
         ).fetchone()
         return TaskRow(**dict(row)) if row else None
 
-    def add_tasks(self, run_id: str, tasks: Iterable[tuple[str, int, str, int, str]]) -> None:
-        """Record tasks (task_id, idx, input_key, input_size, output_key), all pending."""
+    def add_tasks(self, run_id: str, tasks: Iterable[TaskTuple]) -> None:
+        """Record tasks (task_id, idx, input_key, input_size, output_key[, segments]), all pending."""
         self.db.executemany(
-            "INSERT INTO tasks (run_id, task_id, idx, input_key, input_size, output_key, state)"
-            " VALUES (?,?,?,?,?,?,'pending')",
-            ((run_id, *t) for t in tasks),
+            "INSERT INTO tasks (run_id, task_id, idx, input_key, input_size, output_key, segments,"
+            " state) VALUES (?,?,?,?,?,?,?,'pending')",
+            ((run_id, *t, *((None,) if len(t) == 5 else ())) for t in tasks),
         )
 
     def requeue_running(self, run_id: str) -> None:

@@ -11,17 +11,20 @@ import json
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from shardrun.core import layout
-from shardrun.core.errors import JobFileError
-from shardrun.core.ledger import Ledger, RunRow
+from shardrun.core.compute import PassesPieces, PieceMode, SplitFacts
+from shardrun.core.errors import JobFileError, SplitError
+from shardrun.core.ledger import Ledger, RunRow, TaskTuple
 from shardrun.core.progress import NullProgress, ProgressView
 from shardrun.core.run import Run, open_run
 from shardrun.core.spec import JobSpec
-from shardrun.core.split import resolve_inputs, split_job
+from shardrun.core.split import PLANNERS, plan_job, resolve_inputs, split_job
+from shardrun.core.split_plan import PiecePlan, encode_segments, materialize_all
 from shardrun.core.states import RunState
-from shardrun.core.store import ReportsTransfers
+from shardrun.core.store import ReportsTransfers, Store
 from shardrun.core.workspace import Workspace
 
 BIG_INPUT = 64 * 2**20  # bytes: a split of more than this says what it is doing
@@ -54,21 +57,28 @@ def prepare_run(ws: Workspace, spec: JobSpec, job_key: str, run_id: str,
     staging.mkdir(parents=True)
     try:
         began = time.monotonic()
-        size = sum(p.stat().st_size for p in resolve_inputs(spec) if p.is_file())
+        inputs = resolve_inputs(spec)
+        size = sum(p.stat().st_size for p in inputs if p.is_file())
         if size > BIG_INPUT:  # only then is the wait worth a word (and a bad input stays one line)
             view.message(f"splitting {size / 2**20:,.0f} MiB of {spec.split.input} for run {run_id}")
-        pieces = split_job(spec, staging)
+        plans = split_or_plan(run, spec, inputs, staging)
+        pieces = [Path(p.name) for p in plans] if isinstance(plans, list) else plans.pieces
         view.message(f"{len(pieces)} pieces from {spec.split.input} in {time.monotonic() - began:.1f}s")
         if len(pieces) > MANY_TASKS:
             view.message(f"run {run_id} has {len(pieces):,} tasks (more than {MANY_TASKS:,}): each one "
                          f"costs scheduling and transfers; a larger [split] per_task, or \"auto\", "
                          "makes fewer")
-        tasks = []
+        tasks: list[TaskTuple] = []
         uploads: list[tuple[str, Path]] = []
-        out_names = output_names(spec, pieces)
+        out_names = output_names(spec, pieces, planned=isinstance(plans, list))
         for index, piece in enumerate(pieces, 1):
             task_id = layout.task_id(index, len(pieces))
-            out_name = out_names[index - 1]
+            out_key = layout.output_key(run_id, task_id, out_names[index - 1])
+            if isinstance(plans, list):  # nothing stored under its key: the task cuts its bytes
+                plan = plans[index - 1]
+                tasks.append((task_id, index, layout.input_key(run_id, task_id, plan.name), plan.size,
+                              out_key, encode_segments(plan.segments)))
+                continue
             if piece.is_dir():
                 in_key = layout.input_key(run_id, task_id, piece.name) + "/"
                 files = sorted(p for p in piece.rglob("*") if p.is_file())
@@ -78,8 +88,9 @@ def prepare_run(ws: Workspace, spec: JobSpec, job_key: str, run_id: str,
                 in_key = layout.input_key(run_id, task_id, piece.name)
                 uploads.append((in_key, piece))
                 size = piece.stat().st_size
-            tasks.append((task_id, index, in_key, size,
-                          layout.output_key(run_id, task_id, out_name)))
+            tasks.append((task_id, index, in_key, size, out_key))
+        if isinstance(plans, list):
+            put_sources(store, run_id, inputs)
         store.put_files(uploads, move=True)  # the pieces are ours: move, don't copy
         shared = [(layout.file_key(run_id, f.name), spec.path(f)) for f in spec.app.files]
         if spec.app.config:
@@ -101,9 +112,39 @@ def prepare_run(ws: Workspace, spec: JobSpec, job_key: str, run_id: str,
     return run
 
 
-def output_names(spec: JobSpec, pieces: list[Path]) -> list[str]:
+@dataclass(frozen=True)
+class OwnPieces:
+    pieces: list[Path]  # every piece its own file (or folder), written in the staging folder
+
+
+def split_or_plan(run: Run, spec: JobSpec, inputs: list[Path], staging: Path) -> list[PiecePlan] | OwnPieces:
+    """The pieces as plans when they go by reference: the run's compute provider says so
+    (PassesPieces) for a splitter that cuts byte ranges. Otherwise the pieces, split here."""
+    provider = run.compute_provider
+    if spec.split.kind not in PLANNERS or not isinstance(provider, PassesPieces):
+        return OwnPieces(split_job(spec, staging))
+    plans = plan_job(spec, inputs)
+    facts = SplitFacts(spec.split.kind, sum(p.stat().st_size for p in inputs), len(plans), len(inputs))
+    if provider.piece_mode(spec, facts) is PieceMode.BY_REFERENCE:
+        return plans
+    return OwnPieces(materialize_all(plans, inputs, staging))
+
+
+def put_sources(store: Store, run_id: str, inputs: list[Path]) -> None:
+    """Store each input once (a copy: they are the user's files), in large parallel blocks. An
+    input that changed since it was split would give tasks the wrong bytes: that stops the run."""
+    before = [(p.stat().st_size, p.stat().st_mtime_ns) for p in inputs]
+    store.put_files([(layout.source_key(run_id, n, p.name), p) for n, p in enumerate(inputs)],
+                    move=False)
+    for path, was in zip(inputs, before, strict=True):
+        if (path.stat().st_size, path.stat().st_mtime_ns) != was:
+            raise SplitError(f"{path}: changed while it was split and stored; run again")
+
+
+def output_names(spec: JobSpec, pieces: list[Path], *, planned: bool = False) -> list[str]:
     """Each piece's output name. Raise JobFileError for a name [app] output_name cannot make, and,
-    with [merge] method = "folder", for two pieces whose outputs would get one name."""
+    with [merge] method = "folder", for two pieces whose outputs would get one name. `planned`:
+    the pieces are names of planned files (by reference), not files here."""
     names = []
     seen: dict[str, str] = {}
     for piece in pieces:
@@ -112,7 +153,7 @@ def output_names(spec: JobSpec, pieces: list[Path]) -> list[str]:
         except ValueError as err:
             raise JobFileError(f"{spec.source}: [app] output_name {spec.app.output_name!r} for the "
                                f"input {piece.name!r}: {err}") from None
-        name = name or f"output{piece.suffix if piece.is_file() else ''}"
+        name = name or f"output{piece.suffix if planned or piece.is_file() else ''}"
         if spec.merge.kind == "folder":
             if name in seen:
                 raise JobFileError(

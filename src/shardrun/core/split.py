@@ -7,20 +7,25 @@ file in a task. Custom splitters are a Python callable or an external command (n
 from __future__ import annotations
 
 import glob
-import json
 import os
 import re
 import shutil
 import subprocess
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from shardrun.core.errors import JobFileError, SplitError, UsageError
 from shardrun.core.filecopy import copy_file
 from shardrun.core.plugins import die_with_parent, load_callable, render_argv, tail
 from shardrun.core.spec import JobSpec
+from shardrun.core.split_plan import (
+    PiecePlan,
+    materialize_all,
+    plan_csv,
+    plan_json,
+    plan_lines,
+)
 
-CHUNK = 1 << 20
 FUNCTION_ARGS = ("inputs", "outdir", "per_task")  # how a [split] function is called
 
 
@@ -68,43 +73,9 @@ def _piece_name(index: int, suffix: str) -> str:
 
 
 def split_lines(inputs: list[Path], outdir: Path, per_task: int) -> list[Path]:
-    """`per_task` lines per piece, across files in order. Bytes are kept as they are.
-
-    Lines are streamed in chunks of at most CHUNK bytes, so a huge line costs no memory.
-    """
-    suffix = inputs[0].suffix if inputs else ""
-    pieces: list[Path] = []
-    out = None
-    count = 0
-    try:
-        for chunk, line_ends in _line_chunks(inputs):
-            if out is None:
-                path = outdir / _piece_name(len(pieces) + 1, suffix)
-                pieces.append(path)
-                out = path.open("wb")
-            out.write(chunk)
-            if line_ends:
-                count += 1
-                if count == per_task:
-                    out.close()
-                    out, count = None, 0
-    finally:
-        if out is not None:
-            out.close()
-    return pieces
-
-
-def _line_chunks(inputs: Iterable[Path]) -> Iterator[tuple[bytes, bool]]:
-    """(bytes, whether they end a line): whole lines, or the parts of a line longer than CHUNK."""
-    for path in inputs:
-        with path.open("rb") as f:
-            ended = True
-            while chunk := f.readline(CHUNK):
-                ended = chunk.endswith(b"\n")
-                yield chunk, ended
-            if not ended:
-                # a last line without newline must not run into the next file's first line
-                yield b"\n", True
+    """`per_task` lines per piece, across files in order. Bytes are kept as they are; a last line
+    without a newline gets one. Streamed: a huge line costs no memory."""
+    return materialize_all(plan_lines(inputs, per_task), inputs, outdir)
 
 
 def split_files(inputs: list[Path], outdir: Path, per_task: int) -> list[Path]:
@@ -142,24 +113,11 @@ def split_files(inputs: list[Path], outdir: Path, per_task: int) -> list[Path]:
 
 
 def split_json(inputs: list[Path], outdir: Path, per_task: int) -> list[Path]:
-    """Items of a top-level JSON array, `per_task` items per piece (each piece is an array)."""
-    items: list[object] = []
-    for path in inputs:
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            raise SplitError(f"{path}: not valid JSON: line {err.lineno}: {err.msg}") from None
-        except UnicodeDecodeError as err:
-            raise SplitError(f"{path}: not UTF-8 text ({err.reason})") from None
-        if not isinstance(data, list):
-            raise SplitError(f"{path}: the json splitter needs a top-level array")
-        items.extend(data)
-    pieces: list[Path] = []
-    for start in range(0, len(items), per_task):
-        path = outdir / _piece_name(len(pieces) + 1, ".json")
-        path.write_text(json.dumps(items[start : start + per_task], ensure_ascii=False))
-        pieces.append(path)
-    return pieces
+    """Items of a top-level JSON array, `per_task` items per piece (each piece is an array).
+
+    A piece keeps the source's bytes: `[`, items i..j as written (with the separators between them
+    as in the source, and `,` between two files' items), `]`. Nothing is re-serialized."""
+    return materialize_all(plan_json(inputs, per_task), inputs, outdir)
 
 
 def csv_records(path: Path) -> Iterator[bytes]:
@@ -179,35 +137,24 @@ def csv_records(path: Path) -> Iterator[bytes]:
 
 def split_csv(inputs: list[Path], outdir: Path, per_task: int) -> list[Path]:
     """`per_task` rows per piece, each piece starting with the header row."""
-    header: bytes | None = None
-    pieces: list[Path] = []
-    out = None
-    count = 0
-    try:
-        for path in inputs:
-            records = csv_records(path)
-            first = next(records, None)
-            if first is None:
-                continue
-            if header is None:
-                header = first
-            elif first.rstrip(b"\r\n") != header.rstrip(b"\r\n"):
-                raise SplitError(f"{path}: header differs from {inputs[0].name}'s")
-            for record in records:
-                if out is None:
-                    piece = outdir / _piece_name(len(pieces) + 1, ".csv")
-                    pieces.append(piece)
-                    out = piece.open("wb")
-                    out.write(header)
-                out.write(record)
-                count += 1
-                if count == per_task:
-                    out.close()
-                    out, count = None, 0
-    finally:
-        if out is not None:
-            out.close()
-    return pieces
+    return materialize_all(plan_csv(inputs, per_task), inputs, outdir)
+
+
+# The splitters whose pieces are byte ranges of the inputs (core/split_plan.py): their pieces can
+# go by reference, cut where they are needed from one copy of the inputs.
+PLANNERS: dict[str, Callable[[Sequence[Path], int], list[PiecePlan]]] = {
+    "lines": plan_lines,
+    "json": plan_json,
+    "csv": plan_csv,
+}
+
+
+def plan_job(spec: JobSpec, inputs: list[Path]) -> list[PiecePlan]:
+    """The pieces of a `lines`, `csv` or `json` split as plans, nothing written."""
+    plans = PLANNERS[spec.split.kind](inputs, units_per_task(spec))
+    if not plans:
+        raise SplitError(f"{spec.source}: [split] made no pieces from {spec.split.input!r}")
+    return plans
 
 
 BUILTIN: dict[str, Callable[[list[Path], Path, int], list[Path]]] = {

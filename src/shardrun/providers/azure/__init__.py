@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from shardrun.core.compute import ComputeBackend
+from shardrun.core.compute import ComputeBackend, PieceMode, SplitFacts
 from shardrun.core.containers import job_image
 from shardrun.core.errors import JobFileError
 from shardrun.core.provider import Cost, GcRequest, Leftover
@@ -47,10 +47,27 @@ class AzureProvider:
         if spec.run.storage not in self.stores:
             raise JobFileError(f"{src}: [run] backend {BATCH!r} needs [run] storage = 'blob': "
                                "Batch nodes read and write the run's files in Blob Storage")
+        settings = batch_settings(spec)
+        if settings is not None and settings.pieces == "by-reference":
+            from shardrun.providers.azure.batch_pieces import why_not_by_reference
+
+            why = why_not_by_reference(settings, spec)
+            if why:
+                raise JobFileError(f"{src}: [batch] pieces = 'by-reference': {why}")
         if spec.image is not None:
             from shardrun.images.engine import dockerfile
 
             dockerfile(spec)
+
+    def piece_mode(self, spec: JobSpec, facts: SplitFacts) -> PieceMode:
+        """PassesPieces: by reference on Batch when [batch] pieces says so or 'auto' finds it
+        cheaper (providers/azure/batch_pieces.py choose_mode)."""
+        settings = batch_settings(spec)
+        if spec.run.backend != BATCH or settings is None:
+            return PieceMode.PER_PIECE
+        from shardrun.providers.azure.batch_pieces import choose_mode
+
+        return choose_mode(settings, spec, facts)
 
     def preflight(self, spec: JobSpec, store: Store) -> None:
         if spec.run.backend != BATCH:

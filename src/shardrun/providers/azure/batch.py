@@ -240,6 +240,8 @@ class AzureBatchBackend:
             earlier.add(self.job_id)
         job_id = f"{run_id}-retry{len(earlier)}" if earlier else run_id
         job = build_job(job_id, self.pool_id, run_id, self.settings, self.ctx.retries)
+        if self.files is not None:  # pieces by reference: each node gets the sources once
+            job.job_preparation_task = self.files.preparation(self.watch.values())
         existing = create_owned(self.client, JOB, job_id, run_id, lambda: self.client.create_job(job))
         self._record(JOB, job_id)
         if existing is not None and not str(existing.state).lower().endswith("active"):
@@ -300,6 +302,12 @@ class AzureBatchBackend:
             self.last_completed = counts.completed
         if self.pool_id is not None:
             requests += self._check_pool()
+        if counts.active and not counts.running and self.files is not None and job_id:  # by reference
+            asked, failure = self.files.preparation_failure(self.client, job_id, self.watch.values())
+            requests += asked
+            if failure:
+                self.done = True  # nothing can run: release the pool and job now
+                raise BatchError(failure)
         self.requests_last_poll = requests
         self.done = len(self.reported) >= len(self.watch)
         return requests

@@ -11,6 +11,7 @@ and output file names the identity: no token can expire and none is handed to a 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import quote
 
@@ -18,6 +19,8 @@ from shardrun.core.compute import RunContext, TaskSpec
 from shardrun.core.errors import UsageError
 from shardrun.core.layout import app_key, log_key, split_key
 from shardrun.core.spec import JobSpec
+from shardrun.providers.azure.batch_monitor import call
+from shardrun.providers.azure.batch_pieces import job_preparation, preparation_failure, task_cut
 from shardrun.providers.azure.batch_tasks import (
     APP_DIR,
     CONFIG_DIR,
@@ -48,6 +51,7 @@ class RunFiles:
         self.image = image
         self.identity = settings.node_identity
         self.lifetime = settings.max_wall_clock + SAS_MARGIN
+        self.by_reference: bool | None = None  # whether some task's piece goes by reference
 
     def url(self, key: str) -> str:
         """A read URL of a stored file: read-only SAS, or plain with node_identity."""
@@ -112,14 +116,35 @@ class RunFiles:
                              log_blobs=logs, output_copy=f"{MOUNT_POINT}/{blob_name(spec.output_key)}")
         # Without the task script (an image's ENTRYPOINT runs) nothing makes out/: use the wd.
         out_path = f"{OUTPUT_DIR}/{out_name}" if template.command else out_name
-        if spec.input_key.endswith("/"):
+        cut = task_cut(spec, f"{INPUT_DIR}/{name}")
+        if cut and not template.command:
+            raise UsageError(f"{self.spec.source}: a piece by reference needs [app] command")
+        if cut:  # the task cuts its piece from the sources the job preparation brought
+            inputs: tuple[tuple[str, str], ...] = ()
+        elif spec.input_key.endswith("/"):
             inputs = tuple((f"{INPUT_DIR}/{name}/{o.key[len(spec.input_key):]}", self.url(o.key))
                            for o in self.store.list(spec.input_key))
         else:
             inputs = ((f"{INPUT_DIR}/{name}", self.url(spec.input_key)),)
         return TaskFiles(inputs=inputs, input_path=f"{INPUT_DIR}/{name}",
                          output_path=out_path, output_blob=blob_name(spec.output_key),
-                         log_blobs=logs)
+                         log_blobs=logs, cut=cut)
+
+    def preparation(self, tasks: Iterable[TaskSpec]) -> Any:
+        """The job preparation that brings the run's sources to each node (None: not needed)."""
+        return job_preparation(self.store, self.ctx.run_id, self.url, self.identity, tasks)
+
+    def preparation_failure(self, client: Any, job_id: str,
+                            tasks: Iterable[TaskSpec]) -> tuple[int, str | None]:
+        """(requests made, why no task can start): asked while tasks wait and none runs, for a
+        run whose pieces go by reference (a node whose preparation failed never runs them)."""
+        if self.by_reference is None:
+            self.by_reference = any(t.segments is not None for t in tasks)
+        if not self.by_reference:
+            return 0, None
+        statuses = call(lambda: list(client.list_job_preparation_and_release_task_status(job_id)),
+                        f"read the job preparation status of job {job_id}")
+        return 1, preparation_failure(statuses)
 
     def mount_sas(self) -> str:
         """The SAS of the pool's blobfuse mount of the run's container (storage_mode = 'mount')."""

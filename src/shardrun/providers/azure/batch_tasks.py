@@ -15,6 +15,7 @@ from typing import Any
 
 from shardrun.core.layout import split_key
 from shardrun.core.plugins import render_argv
+from shardrun.providers.azure.batch_pieces import CUT_SCRIPT
 from shardrun.providers.azure.settings import BatchSection
 
 # Exit code of TASK_SCRIPT when the app exited 0 but wrote no output.
@@ -57,6 +58,7 @@ class TaskFiles:
     output_blob: str
     log_blobs: dict[str, str]
     output_copy: str = ""  # with a mount: where the script copies the output after success
+    cut: tuple[str, ...] = ()  # a piece by reference: CUT_SCRIPT's arguments (batch_pieces.py)
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,8 @@ def command_line(command: Sequence[str] | None, files: TaskFiles, config_path: s
         return ""  # an empty command line runs the image's ENTRYPOINT
     argv = render_argv(command, {"input": files.input_path, "output": files.output_path,
                                  "config": config_path})
-    return shlex.join(["/bin/sh", "-c", TASK_SCRIPT, "shardrun", files.input_path,
+    return shlex.join(["/bin/sh", "-c", (CUT_SCRIPT if files.cut else "") + TASK_SCRIPT, "shardrun",
+                       *files.cut, files.input_path,
                        files.output_path, config_path, files.output_copy,
                        "1" if stdout_output else "", *argv])
 

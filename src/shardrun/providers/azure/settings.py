@@ -50,6 +50,11 @@ class BatchSection(BaseModel):
         "files", description="'files': resource and output files; 'mount': blobfuse2 in the container.")
     poll_interval: float = Field(5.0, gt=0, description="Seconds between monitoring polls.")
     submit_concurrency: int = Field(8, ge=1, le=64, description="Task collections in flight at once.")
+    pieces: Literal["auto", "by-reference", "per-piece"] = Field(
+        "auto", description="How tasks get their pieces (docs/azure.md, 'Pieces by reference'): "
+        "'by-reference' stores each input once and each task cuts its byte range on the node; "
+        "'per-piece' stores every piece; 'auto' picks by reference for the lines, csv and json "
+        "splitters unless the input is large against what each node needs.")
     node_identity: str | None = Field(
         None, description="Resource id of a user-assigned managed identity of the pool (pool_id): "
         "nodes read and write Blob Storage as it, with plain URLs instead of SAS URLs.")
