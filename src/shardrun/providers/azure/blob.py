@@ -42,6 +42,7 @@ from shardrun.providers.azure.blob_transfer import (
 from shardrun.providers.azure.sas import (
     CREATE_WRITE,
     READ,
+    DelegationKeys,
     TaskTransfer,
     blob_sas,
     container_sas,
@@ -88,10 +89,8 @@ class BlobStore:
         self._ready: set[str] = set()
         self._lock = threading.Lock()
         self._heartbeat_base: dict[str, dict[str, str]] = {}
-        # Task URLs are made per task: the container's URL once, and one user delegation key for
-        # as long as it lasts, not a client object and a request per URL.
-        self._container_urls: dict[str, str] = {}
-        self._delegation: tuple[dt.datetime, Any] | None = None
+        self._container_urls: dict[str, str] = {}  # task URLs: the container's URL made once
+        self._delegation = DelegationKeys()
 
     def __repr__(self) -> str:
         return f"BlobStore({self.conn.account_url!r})"
@@ -195,8 +194,7 @@ class BlobStore:
             uploader.close()
 
     def get_files(self, items: Sequence[tuple[str, Path]]) -> None:
-        # Small outputs dominate a merge: many files at once, each in one request (a few per thread
-        # handed to the pool at a time: a future per file would hold memory for every output).
+        # Small outputs dominate a merge: many files at once, each in one request.
         with ThreadPoolExecutor(max_workers=self.max_concurrency) as pool:
             for _ in in_order(pool, lambda item: self.get_file(*item), items, AHEAD * self.max_concurrency):
                 pass
@@ -350,20 +348,11 @@ class BlobStore:
         return f"{blob_url}?{token}"
 
     def _delegation_key(self, lifetime: float) -> Any:
-        """A user delegation key valid for `lifetime` from now: the last one while it is, else a
-        new one that lasts an hour longer (at most the 7 days the service allows)."""
-        now = dt.datetime.now(dt.UTC)
-        needed = now + dt.timedelta(seconds=lifetime)
-        with self._lock:
-            held = self._delegation
-        if held is not None and held[0] >= needed:
-            return held[1]
-        expiry = min(needed + dt.timedelta(hours=1), now + dt.timedelta(days=7))
-        with self._errors("get a user delegation key"):
-            key = self.conn.service.get_user_delegation_key(now - dt.timedelta(minutes=5), expiry)
-        with self._lock:
-            self._delegation = (expiry, key)
-        return key
+        def fetch(start: dt.datetime, expiry: dt.datetime) -> Any:
+            with self._errors("get a user delegation key"):
+                return self.conn.service.get_user_delegation_key(start, expiry)
+
+        return self._delegation.get(lifetime, fetch)
 
     # -- listing for gc -------------------------------------------------------------------------
     def heartbeat(self, namespace: str, state: str) -> None:
