@@ -11,7 +11,13 @@ from typing import Any
 
 import pytest
 
-from shardrun.providers.azure.batch_monitor import PoolHealth, explain, task_events, task_reason
+from shardrun.providers.azure.batch_monitor import (
+    PoolHealth,
+    explain,
+    task_events,
+    task_reason,
+    task_record,
+)
 from shardrun.providers.azure.batch_tasks import (
     NO_OUTPUT_EXIT,
     TaskFiles,
@@ -220,13 +226,12 @@ def test_batch_retries_become_earlier_failed_attempts() -> None:
     import datetime as dt
 
     t0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
-    task = SimpleNamespace(
-        id="task-00003", state_transition_time=t0 + dt.timedelta(seconds=9),
-        node_info=SimpleNamespace(node_id="node-1"),
-        execution_info=SimpleNamespace(retry_count=2, start_time=t0 + dt.timedelta(seconds=5),
-                                       end_time=t0 + dt.timedelta(seconds=9), last_retry_time=t0,
-                                       exit_code=0, result="TaskExecutionResult.SUCCESS",
-                                       failure_info=None))
+    task = task_record({  # as the service's JSON gives it
+        "id": "task-00003", "state": "completed", "stateTransitionTime": "2026-01-01T00:00:09.0000000Z",
+        "nodeInfo": {"nodeId": "node-1"},
+        "executionInfo": {"retryCount": 2, "startTime": "2026-01-01T00:00:05Z",
+                          "endTime": "2026-01-01T00:00:09.0000000Z", "lastRetryTime": "2026-01-01T00:00:00Z",
+                          "exitCode": 0, "result": "success"}})
     events = task_events(task, first_attempt=4, now=0.0)
     finished = [(e.attempt, e.result, e.final) for e in events if e.kind == "finished"]
     assert finished == [(4, "failed", False), (5, "failed", False), (6, "succeeded", True)]

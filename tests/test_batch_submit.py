@@ -139,3 +139,23 @@ def test_too_large_requests_are_halved() -> None:
 def test_other_errors_stop_with_a_clear_message() -> None:
     with pytest.raises(ShardrunError, match="could not add 5 tasks to job job: AuthenticationFailed"):
         submit_tasks(FakeBatch(fatal="AuthenticationFailed"), "job", tasks(5), group=group)
+
+
+def test_tasks_from_a_generator_are_built_only_a_few_chunks_ahead_of_the_requests() -> None:
+    """A job of many tasks never holds every SDK task model at once: submission takes the tasks
+    as it sends them, at most two chunks per worker ahead."""
+    fake = FakeBatch()
+    made = 0
+    ahead: list[int] = []
+
+    def lazy(n: int) -> Any:
+        nonlocal made
+        for t in tasks(n):
+            made += 1
+            ahead.append(made - len(fake.added))
+            yield t
+
+    report = submit_tasks(fake, "job", lazy(3000), group=group, concurrency=2)
+    assert report.ok and report.added == 3000 and len(fake.added) == 3000
+    # 2 workers: 4 chunks in flight or waiting, the one being filled, and what the workers hold
+    assert max(ahead) <= 6 * 100

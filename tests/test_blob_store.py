@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from azure.core.exceptions import HttpResponseError
@@ -177,3 +179,77 @@ def test_task_transfer_moves_files_through_urls_only(store: BlobStore, ns: str, 
     transfer.put_log("stdout", out)
     assert store.get_bytes(f"{ns}/outputs/t1/out.txt") == b"result"
     assert store.get_bytes(f"{ns}/logs/t1/1/stdout.txt") == b"result"
+
+
+def test_task_urls_name_the_blob_as_the_sdk_does(store: BlobStore, ns: str) -> None:
+    """read_url builds the blob's URL from the container's (no client object per task): the same
+    URL the SDK's BlobClient gives, for names that need quoting, and it opens the blob."""
+    names = ["inputs/t 1/piece #1?.txt", "inputs/t2/100%~é+&=.txt", "logs/t3/a;b,c@d.txt"]
+    for name in names:
+        store.put_bytes(f"{ns}/{name}", name.encode())
+        url = store.read_url(f"{ns}/{name}", 600)
+        expected = store.conn.service.get_container_client(ns).get_blob_client(name).url
+        assert url.split("?")[0] == expected.split("?")[0]
+        assert BlobClient.from_blob_url(url).download_blob().readall() == name.encode()
+
+
+def test_in_order_keeps_few_items_in_flight_and_stops_on_an_error() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from shardrun.providers.azure.blob_transfer import in_order
+
+    taken = 0
+    high = 0
+    done: list[int] = []
+
+    def items() -> Iterator[int]:
+        nonlocal taken, high
+        for i in range(1000):
+            taken += 1
+            high = max(high, taken - len(done))
+            yield i
+
+    def work(i: int) -> int:
+        if i == 500:
+            raise ValueError("boom")
+        return i * 2
+
+    with ThreadPoolExecutor(4) as pool, pytest.raises(ValueError, match="boom"):
+        for r in in_order(pool, work, items(), 8):
+            done.append(r)
+    assert done == [2 * i for i in range(500)]  # in order, up to the error
+    assert high <= 9 and taken < 520  # a window of 8, not every item at once
+
+
+class _DelegatingService(BlobServiceClient):
+    """A BlobServiceClient whose user delegation key comes without OAuth (Azurite has none over
+    plain HTTP): counts how often one is asked for."""
+
+    asked = 0
+
+    def get_user_delegation_key(self, key_start_time: Any, key_expiry_time: Any, **_: Any) -> Any:
+        from azure.storage.blob import UserDelegationKey
+
+        type(self).asked += 1
+        key = UserDelegationKey()
+        key.signed_oid, key.signed_tid, key.signed_service, key.signed_version = "o", "t", "b", "2025-11-05"
+        key.signed_start = key_start_time.strftime("%Y-%m-%dT%H:%M:%SZ")
+        key.signed_expiry = key_expiry_time.strftime("%Y-%m-%dT%H:%M:%SZ")
+        key.value = DEV_KEY
+        return key
+
+
+def test_task_urls_under_an_azure_login_share_one_user_delegation_key() -> None:
+    """With auth = default_credential each task URL is signed with a user delegation key: one key
+    for the run's URLs while it lasts, not a request to the service per URL."""
+    from shardrun.providers.azure.blob_auth import BlobConnection
+
+    url = f"http://127.0.0.1:1/{ACCOUNT}"
+    conn = BlobConnection(service=_DelegatingService(url), account_url=url, account_name=ACCOUNT,
+                          auth="default_credential")
+    store = BlobStore(conn)
+    urls = [store.read_url(f"run-1/inputs/t{i}/in.txt", 3600) for i in range(50)]
+    assert _DelegatingService.asked == 1
+    assert all("skoid=o" in u and "sp=r" in u for u in urls)
+    store.read_url("run-1/inputs/t0/in.txt", 3 * 3600)  # longer than the key lasts: a new one
+    assert _DelegatingService.asked == 2

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from shardrun.core.compute import AttemptEvent, RunContext, TaskSpec
@@ -34,11 +34,15 @@ from shardrun.providers.azure.batch_monitor import (
     OVERLAP,
     BatchError,
     PoolHealth,
+    TaskRecord,
     call,
     error_code,
     explain,
+    list_task_pages,
+    parse_time,
     submitted_attempt,
     task_events,
+    task_record,
 )
 from shardrun.providers.azure.batch_submit import submit_tasks
 from shardrun.providers.azure.batch_tasks import (
@@ -114,6 +118,7 @@ class AzureBatchBackend:
         assert self.ctx is not None
         self.watch = {t.task_id: t for t in tasks}
         self._map_ids()
+        self.reported = set()
         todo = list(tasks)
         if self.job_id is not None:
             todo = self._harvest(todo)
@@ -206,24 +211,30 @@ class AzureBatchBackend:
         """On re-attach, once: results the job got while the client was away. Returns what is left
         to submit (tasks the job never got, or whose result the ledger already has)."""
         assert self.job_id is not None
-        left = []
+        from azure.core.exceptions import AzureError
+
         job_id = self.job_id
-        seen = call(lambda: {t.id: t for t in self.client.list_tasks(
-            job_id, select=["id", "state", *COMPLETED_SELECT])}, f"list the tasks of job {job_id}")
+        wanted = {spec.task_id: spec for spec in todo}
         now = time.time()
-        for spec in todo:
-            task = seen.get(self._bid(spec.task_id))
-            first = submitted_attempt(getattr(task, "display_name", None)) if task else None
-            if task is None or first is None:
-                left.append(spec)
-            elif str(task.state).lower().endswith("completed"):
-                last = first + int(getattr(task.execution_info, "retry_count", 0) or 0)
-                if last < spec.first_attempt:
-                    left.append(spec)  # a result already recorded: this is a retry
-                else:
-                    self._report(task, first, now)
-            # active or running: the polls will see it finish
-        return left
+        reset_tries()
+        try:  # a page at a time: only the tasks still to report are kept
+            for page in list_task_pages(self.client, job_id, COMPLETED_SELECT):
+                for item in page:
+                    spec = wanted.get(self.ledger_ids.get(item["id"], item["id"]))
+                    first = submitted_attempt(item.get("displayName")) if spec else None
+                    if spec is None or first is None:
+                        continue  # not ours to report; left to submit if the job never got it
+                    del wanted[spec.task_id]  # the job has it: not submitted again
+                    if item.get("state") != "completed":
+                        continue  # active or running: the polls will see it finish
+                    task = task_record(item)
+                    if first + task.execution_info.retry_count < spec.first_attempt:
+                        wanted[spec.task_id] = spec  # a result already recorded: this is a retry
+                    else:
+                        self._report(task, first, now)
+        except AzureError as err:
+            raise explain(err, f"list the tasks of job {job_id}") from err
+        return [spec for spec in todo if spec.task_id in wanted]
 
     def _new_job(self) -> None:
         """A pool if the run has none, then a new job: the run id, or run-retryN for later ones."""
@@ -270,16 +281,20 @@ class AzureBatchBackend:
 
         assert self.template is not None and self.ctx is not None and self.job_id is not None
         assert self.files is not None
-        tasks = []
-        for spec in todo:
-            task = build_task(self.template, self.ctx.run_id, spec.task_id, spec.first_attempt,
-                              self.files.task_files(spec, self.template))
-            task.id = self._bid(spec.task_id)
-            task.display_name = f"{spec.task_id} attempt {spec.first_attempt}"
-            if merging.merges_on_cluster(self.spec) and self.spec.run.allow_failures:
-                merging.tolerate_failure(task)
-            tasks.append(task)
-        report = submit_tasks(self.client, self.job_id, tasks,
+        template, files, run_id = self.template, self.files, self.ctx.run_id
+        tolerate = merging.merges_on_cluster(self.spec) and bool(self.spec.run.allow_failures)
+
+        def tasks() -> Iterator[Any]:  # built as submission takes them: never all at once
+            for spec in todo:
+                task = build_task(template, run_id, spec.task_id, spec.first_attempt,
+                                  files.task_files(spec, template))
+                task.id = self._bid(spec.task_id)
+                task.display_name = f"{spec.task_id} attempt {spec.first_attempt}"
+                if tolerate:
+                    merging.tolerate_failure(task)
+                yield task
+
+        report = submit_tasks(self.client, self.job_id, tasks(),
                               group=lambda chunk: bm.BatchTaskGroup(task_values=chunk),
                               concurrency=self.settings.submit_concurrency)
         if not report.ok:
@@ -289,17 +304,17 @@ class AzureBatchBackend:
         if merging.merges_on_cluster(self.spec) and self.numbered:  # it runs where the last tasks run
             merging.add_merge_task(self.client, self.job_id, merging.merge_task(
                 self.spec, self.files, self.template, self.ctx.run_id,
-                merging.dependencies([t.id for t in tasks])))
+                merging.dependencies(self._bid(t.task_id) for t in todo)))
         update = bm.BatchJobUpdateOptions(all_tasks_complete_mode=bm.BatchAllTasksCompleteMode.TERMINATE_JOB)
         job_id = self.job_id
         call(lambda: self.client.update_job(job_id, update), f"update job {job_id}")
-        self.notes.append(f"{len(tasks)} tasks submitted to Batch job {self.job_id} on pool "
+        self.notes.append(f"{len(todo)} tasks submitted to Batch job {self.job_id} on pool "
                           f"{self.pool_id} in {report.requests} request(s)")
 
     # -- monitoring -----------------------------------------------------------------------------
     def poll(self) -> int:
         """One monitoring round; returns the HTTP requests it made (bench/submit.py prints them)."""
-        if not set(self.watch) - self.reported:
+        if len(self.reported) >= len(self.watch):  # reported holds only watched ids
             self.done = True
             return 0
         requests = 1
@@ -318,12 +333,14 @@ class AzureBatchBackend:
                 self.done = True  # nothing can run: release the pool and job now
                 raise BatchError(failure)
         self.requests_last_poll = requests
-        self.done = not (set(self.watch) - self.reported)
+        self.done = len(self.reported) >= len(self.watch)
         return requests
 
     def _read_completed(self) -> int:
-        """Tasks that completed since the last look, newest window only; returns pages read."""
-        from azure.core.exceptions import HttpResponseError
+        """Tasks that completed since the last look, newest window only; returns pages read. The
+        window overlaps the last one, so most of what it lists was reported already: those are
+        skipped before anything is built for them."""
+        from azure.core.exceptions import AzureError
 
         query = "state eq 'completed'"
         if self.watermark is not None:
@@ -331,24 +348,34 @@ class AzureBatchBackend:
             query += f" and stateTransitionTime ge DateTime'{since}'"
         now = time.time()
         pages = 0
+        job_id = self.job_id
+        assert job_id is not None
+        newest = self.watermark
         reset_tries()
         try:
-            for page in self.client.list_tasks(self.job_id, filter=query, select=COMPLETED_SELECT).by_page():
+            for page in list_task_pages(self.client, job_id, COMPLETED_SELECT, query):
                 pages += 1
-                for task in page:
-                    if self.watermark is None or task.state_transition_time > self.watermark:
-                        self.watermark = task.state_transition_time
-                    spec = self.watch.get(self.ledger_ids.get(task.id, task.id))
-                    if spec is not None and spec.task_id not in self.reported:
+                for item in page:
+                    changed = parse_time(item.get("stateTransitionTime"))
+                    if changed is not None and (newest is None or changed > newest):
+                        newest = changed
+                    task_id = item["id"]
+                    task_id = self.ledger_ids.get(task_id, task_id)
+                    spec = self.watch.get(task_id)
+                    if spec is not None and task_id not in self.reported:
+                        task = task_record(item)
                         self._report(task, submitted_attempt(task.display_name) or spec.first_attempt, now)
-        except HttpResponseError as err:
-            raise explain(err, f"list the completed tasks of job {self.job_id}") from err
+        except AzureError as err:
+            raise explain(err, f"list the completed tasks of job {job_id}") from err
+        finally:
+            self.watermark = newest
         return max(pages, 1)
 
-    def _report(self, task: Any, first: int, now: float) -> None:
+    def _report(self, task: TaskRecord, first: int, now: float) -> None:
         ledger_id = self.ledger_ids.get(task.id, task.id)
-        events = [dataclasses.replace(e, task_id=ledger_id)
-                  for e in task_events(task, first, now, self.image)]
+        events = task_events(task, first, now, self.image)
+        if ledger_id != task.id:
+            events = [dataclasses.replace(e, task_id=ledger_id) for e in events]
         final = events[-1]
         if final.result != "succeeded":
             self.failed_any = True

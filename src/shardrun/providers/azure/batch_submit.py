@@ -10,6 +10,9 @@ without Retry-After, and submits in reverse order. Here every retry is bounded:
 - `TaskExists` means an earlier request already added the task (a resubmission after a lost
   answer, or a client that died): success;
 - a request rejected as too large (413 RequestBodyTooLarge) is split in half and both halves sent.
+
+The tasks may come from a generator: they are chunked as they come, with a few chunks per worker in
+flight, so a job of 100,000 tasks never holds 100,000 SDK task models at once.
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -53,28 +57,31 @@ def task_size(task: Any) -> int:
     return len(json.dumps(task.as_dict(), separators=(",", ":"), default=str))
 
 
-def make_chunks(tasks: Sequence[Any], max_tasks: int = MAX_TASKS_PER_REQUEST,
-                max_bytes: int = MAX_BODY_BYTES) -> list[list[Any]]:
-    """Greedy chunks in submission order, each within both limits."""
-    chunks: list[list[Any]] = []
+def iter_chunks(tasks: Iterable[Any], max_tasks: int = MAX_TASKS_PER_REQUEST,
+                max_bytes: int = MAX_BODY_BYTES) -> Iterator[list[Any]]:
+    """Greedy chunks in submission order, each within both limits, made as the tasks come."""
     current: list[Any] = []
     size = 0
     for task in tasks:
         n = task_size(task)
         if current and (len(current) >= max_tasks or size + n > max_bytes):
-            chunks.append(current)
+            yield current
             current, size = [], 0
         current.append(task)
         size += n
     if current:
-        chunks.append(current)
-    return chunks
+        yield current
+
+
+def make_chunks(tasks: Iterable[Any], max_tasks: int = MAX_TASKS_PER_REQUEST,
+                max_bytes: int = MAX_BODY_BYTES) -> list[list[Any]]:
+    return list(iter_chunks(tasks, max_tasks, max_bytes))
 
 
 def submit_tasks(
     client: TaskCollectionClient,
     job_id: str,
-    tasks: Sequence[Any],
+    tasks: Iterable[Any],
     *,
     group: Callable[[list[Any]], Any],
     concurrency: int = 8,
@@ -82,16 +89,16 @@ def submit_tasks(
     backoff: float = 1.0,
     sleep: Callable[[float], None] = time.sleep,
 ) -> SubmitReport:
-    """Add `tasks` to the job. `group` wraps a chunk in the SDK's BatchTaskGroup. Raises
-    BatchError when a whole request fails for good (after the client's retries)."""
+    """Add `tasks` (any iterable, read once, in order) to the job. `group` wraps a chunk in the SDK's
+    BatchTaskGroup. Raises BatchError when a whole request fails for good (after the client's
+    retries)."""
     from azure.core.exceptions import HttpResponseError
 
     report = SubmitReport()
-    by_id = {t.id: t for t in tasks}
     lock = threading.Lock()
 
-    def send(chunk: list[Any]) -> list[tuple[str, str, str]]:
-        """-> (task id, outcome, detail) with outcome in added | exists | retry | failed."""
+    def send(chunk: list[Any]) -> list[tuple[Any, str, str]]:
+        """-> (task, outcome, detail) with outcome in added | exists | retry | failed."""
         with lock:
             report.requests += 1
         reset_tries()
@@ -100,47 +107,50 @@ def submit_tasks(
         except HttpResponseError as err:
             if err.status_code == 413 or error_code(err) == "RequestBodyTooLarge":
                 if len(chunk) == 1:
-                    return [(chunk[0].id, "failed", "RequestBodyTooLarge: this one task is over 1 MB")]
+                    return [(chunk[0], "failed", "RequestBodyTooLarge: this one task is over 1 MB")]
                 half = len(chunk) // 2
                 return send(chunk[:half]) + send(chunk[half:])
             raise explain(err, f"add {len(chunk)} tasks to job {job_id}") from err
         except Exception as err:  # no answer, after the client's retries
             raise explain(err, f"add {len(chunk)} tasks to job {job_id}") from err
+        by_id = {t.id: t for t in chunk}
         out = []
-        answered = set()
         for r in result.result_values or []:
-            answered.add(r.task_id)
+            task = by_id.pop(r.task_id, None)
+            if task is None:
+                continue  # not a task of this chunk (or answered twice)
             code = r.error.code if r.error else None
             if r.status == "success":
-                out.append((r.task_id, "added", ""))
+                out.append((task, "added", ""))
             elif code == "TaskExists":
-                out.append((r.task_id, "exists", ""))
+                out.append((task, "exists", ""))
             elif r.status == "servererror":
-                out.append((r.task_id, "retry", code or "servererror"))
+                out.append((task, "retry", code or "servererror"))
             else:
                 message = r.error.message.value if r.error and r.error.message else ""
-                out.append((r.task_id, "failed", f"{code}: {message}".strip(": ")))
+                out.append((task, "failed", f"{code}: {message}".strip(": ")))
         # A task the service did not answer for is sent again (same id, so never added twice).
-        out += [(t.id, "retry", "no result") for t in chunk if t.id not in answered]
+        out += [(t, "retry", "no result") for t in by_id.values()]
         return out
 
-    pending = list(tasks)
+    pending: Iterable[Any] = tasks
     last_reason: dict[str, str] = {}
-    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+    workers = max(1, concurrency)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
         for round_no in range(max_rounds):
             report.rounds = round_no + 1
             retry: list[Any] = []
-            for outcomes in pool.map(send, make_chunks(pending)):
-                for task_id, outcome, detail in outcomes:
+            for outcomes in _in_flight(pool, send, iter_chunks(pending), 2 * workers):
+                for task, outcome, detail in outcomes:
                     if outcome == "added":
                         report.added += 1
                     elif outcome == "exists":
                         report.already_existed += 1
                     elif outcome == "retry":
-                        retry.append(by_id[task_id])
-                        last_reason[task_id] = detail
+                        retry.append(task)
+                        last_reason[task.id] = detail
                     else:
-                        report.failed[task_id] = detail
+                        report.failed[task.id] = detail
             if not retry:
                 return report
             pending = retry
@@ -149,3 +159,20 @@ def submit_tasks(
     for t in pending:
         report.failed[t.id] = f"gave up after {max_rounds} rounds: {last_reason.get(t.id, '')}"
     return report
+
+
+def _in_flight(pool: ThreadPoolExecutor, fn: Callable[[list[Any]], Any], chunks: Iterator[list[Any]],
+               window: int) -> Iterator[Any]:
+    """pool.map(fn, chunks) in order, with at most `window` chunks taken from `chunks` and not yet
+    given back (pool.map would take every chunk first)."""
+    queue: deque[Future[Any]] = deque()
+    try:
+        for chunk in chunks:
+            queue.append(pool.submit(fn, chunk))
+            if len(queue) >= window:
+                yield queue.popleft().result()
+        while queue:
+            yield queue.popleft().result()
+    finally:
+        for future in queue:  # an error stops the submission: send nothing more
+            future.cancel()

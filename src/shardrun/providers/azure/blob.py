@@ -18,6 +18,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import ContainerClient, ContentSettings
@@ -28,6 +29,7 @@ from shardrun.core.progress import NullProgress, ProgressView
 from shardrun.core.store import ObjectInfo
 from shardrun.providers.azure.blob_auth import BlobConnection, azure_errors, connect
 from shardrun.providers.azure.blob_transfer import (
+    AHEAD,
     MIB,
     IntegrityError,
     TransferMeter,
@@ -35,10 +37,12 @@ from shardrun.providers.azure.blob_transfer import (
     Uploader,
     download,
     existing_blobs,
+    in_order,
 )
 from shardrun.providers.azure.sas import (
     CREATE_WRITE,
     READ,
+    DelegationKeys,
     TaskTransfer,
     blob_sas,
     container_sas,
@@ -85,6 +89,8 @@ class BlobStore:
         self._ready: set[str] = set()
         self._lock = threading.Lock()
         self._heartbeat_base: dict[str, dict[str, str]] = {}
+        self._container_urls: dict[str, str] = {}  # task URLs: the container's URL made once
+        self._delegation = DelegationKeys()
 
     def __repr__(self) -> str:
         return f"BlobStore({self.conn.account_url!r})"
@@ -190,7 +196,7 @@ class BlobStore:
     def get_files(self, items: Sequence[tuple[str, Path]]) -> None:
         # Small outputs dominate a merge: many files at once, each in one request.
         with ThreadPoolExecutor(max_workers=self.max_concurrency) as pool:
-            for _ in pool.map(lambda item: self.get_file(*item), items):
+            for _ in in_order(pool, lambda item: self.get_file(*item), items, AHEAD * self.max_concurrency):
                 pass
 
     def get_file(self, key: str, dest: Path) -> int:
@@ -321,7 +327,10 @@ class BlobStore:
 
     def _url(self, key: str, permission: str, lifetime: float) -> str:
         namespace, name = self._blob_name(key)
-        blob_url = self._container(namespace).get_blob_client(name).url.split("?")[0]
+        base = self._container_urls.get(namespace)
+        if base is None:
+            base = self._container_urls[namespace] = self._container(namespace).url.split("?")[0]
+        blob_url = f"{base}/{quote(name, safe='~/')}"  # as the SDK's BlobClient.url quotes it
         conn = self.conn
         if conn.account_key is not None:
             token = blob_sas(account_name=conn.account_name, container=namespace, blob=name,
@@ -339,10 +348,11 @@ class BlobStore:
         return f"{blob_url}?{token}"
 
     def _delegation_key(self, lifetime: float) -> Any:
-        now = dt.datetime.now(dt.UTC)
-        with self._errors("get a user delegation key"):
-            return self.conn.service.get_user_delegation_key(
-                now - dt.timedelta(minutes=5), now + dt.timedelta(seconds=lifetime))
+        def fetch(start: dt.datetime, expiry: dt.datetime) -> Any:
+            with self._errors("get a user delegation key"):
+                return self.conn.service.get_user_delegation_key(start, expiry)
+
+        return self._delegation.get(lifetime, fetch)
 
     # -- listing for gc -------------------------------------------------------------------------
     def heartbeat(self, namespace: str, state: str) -> None:

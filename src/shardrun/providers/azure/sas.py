@@ -11,6 +11,8 @@ No azure import at module level: the local backend imports this module whatever 
 from __future__ import annotations
 
 import datetime as dt
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -77,6 +79,30 @@ def container_sas(
         permission=ContainerSasPermissions(create=True, write=True),
         start=now - CLOCK_SKEW, expiry=now + dt.timedelta(seconds=lifetime),
     )
+
+
+class DelegationKeys:
+    """The user delegation key task URLs are signed with (auth = default_credential): one for as
+    long as it lasts, not a request to the service per URL. A new one lasts an hour longer than
+    asked (at most the 7 days the service allows), so the next URLs can use it too."""
+
+    def __init__(self) -> None:
+        self._held: tuple[dt.datetime, Any] | None = None
+        self._lock = threading.Lock()
+
+    def get(self, lifetime: float, fetch: Callable[[dt.datetime, dt.datetime], Any]) -> Any:
+        """A key valid for `lifetime` seconds from now; `fetch(start, expiry)` asks for a new one."""
+        now = dt.datetime.now(dt.UTC)
+        needed = now + dt.timedelta(seconds=lifetime)
+        with self._lock:
+            held = self._held
+        if held is not None and held[0] >= needed:
+            return held[1]
+        expiry = min(needed + dt.timedelta(hours=1), now + dt.timedelta(days=7))
+        key = fetch(now - CLOCK_SKEW, expiry)
+        with self._lock:
+            self._held = (expiry, key)
+        return key
 
 
 @dataclass(frozen=True, repr=False)
