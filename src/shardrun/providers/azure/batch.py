@@ -47,9 +47,9 @@ from shardrun.providers.azure.batch_monitor import (
 from shardrun.providers.azure.batch_submit import submit_tasks
 from shardrun.providers.azure.batch_tasks import (
     JobTemplate,
+    TaskBodies,
     build_job,
     build_pool,
-    build_task,
     mount_configuration,
 )
 from shardrun.providers.azure.blob import BlobStore
@@ -282,20 +282,21 @@ class AzureBatchBackend:
         assert self.template is not None and self.ctx is not None and self.job_id is not None
         assert self.files is not None
         template, files, run_id = self.template, self.files, self.ctx.run_id
+        bodies = TaskBodies(template)
         tolerate = merging.merges_on_cluster(self.spec) and bool(self.spec.run.allow_failures)
 
-        def tasks() -> Iterator[Any]:  # built as submission takes them: never all at once
+        def tasks() -> Iterator[dict[str, Any]]:  # made as submission takes them: never all at once
             for spec in todo:
-                task = build_task(template, run_id, spec.task_id, spec.first_attempt,
-                                  files.task_files(spec, template))
-                task.id = self._bid(spec.task_id)
-                task.display_name = f"{spec.task_id} attempt {spec.first_attempt}"
+                task = bodies.body(run_id, spec.task_id, spec.first_attempt,
+                                   files.task_files(spec, template))
+                task["id"] = self._bid(spec.task_id)
+                task["displayName"] = f"{spec.task_id} attempt {spec.first_attempt}"
                 if tolerate:
                     merging.tolerate_failure(task)
                 yield task
 
         report = submit_tasks(self.client, self.job_id, tasks(),
-                              group=lambda chunk: bm.BatchTaskGroup(task_values=chunk),
+                              group=lambda chunk: {"value": chunk},
                               concurrency=self.settings.submit_concurrency)
         if not report.ok:
             first = next(iter(report.failed.items()))

@@ -53,8 +53,9 @@ class SubmitReport:
 
 
 def task_size(task: Any) -> int:
-    """Bytes the task adds to a request body (as the SDK serializes it)."""
-    return len(json.dumps(task.as_dict(), separators=(",", ":"), default=str))
+    """Bytes the task adds to a request body: a REST body (dict) or an SDK model."""
+    body = task if isinstance(task, dict) else task.as_dict()
+    return len(json.dumps(body, separators=(",", ":"), default=str))
 
 
 def iter_chunks(tasks: Iterable[Any], max_tasks: int = MAX_TASKS_PER_REQUEST,
@@ -113,7 +114,7 @@ def submit_tasks(
             raise explain(err, f"add {len(chunk)} tasks to job {job_id}") from err
         except Exception as err:  # no answer, after the client's retries
             raise explain(err, f"add {len(chunk)} tasks to job {job_id}") from err
-        by_id = {t.id: t for t in chunk}
+        by_id = {t["id"]: t for t in chunk}  # a REST body or an SDK model: both map REST names
         out = []
         for r in result.result_values or []:
             task = by_id.pop(r.task_id, None)
@@ -148,16 +149,17 @@ def submit_tasks(
                         report.already_existed += 1
                     elif outcome == "retry":
                         retry.append(task)
-                        last_reason[task.id] = detail
+                        last_reason[task["id"]] = detail
                     else:
-                        report.failed[task.id] = detail
+                        report.failed[task["id"]] = detail
             if not retry:
                 return report
             pending = retry
             if round_no + 1 < max_rounds:
                 sleep(min(backoff * 2**round_no, 30.0))
     for t in pending:
-        report.failed[t.id] = f"gave up after {max_rounds} rounds: {last_reason.get(t.id, '')}"
+        task_id = t["id"]
+        report.failed[task_id] = f"gave up after {max_rounds} rounds: {last_reason.get(task_id, '')}"
     return report
 
 
