@@ -354,7 +354,7 @@ def listing_costs(n: int, repeats: int = 5) -> str:
     from azure.core.credentials import AzureNamedKeyCredential
 
     from shardrun.emulator import DEV_ACCOUNT_KEY, DEV_ACCOUNT_NAME
-    from shardrun.providers.azure.batch_monitor import COMPLETED_SELECT, list_task_pages, task_record
+    from shardrun.providers.azure.batch_listing import COMPLETED_SELECT, list_task_pages, task_record
 
     with emulator(None) as url:
         client = BatchClient(url, AzureNamedKeyCredential(DEV_ACCOUNT_NAME, DEV_ACCOUNT_KEY))

@@ -11,14 +11,8 @@ from azure.batch import models as bm
 from azure.core.credentials import AzureNamedKeyCredential
 from azure.core.exceptions import HttpResponseError
 
-from shardrun.providers.azure.batch_monitor import (
-    COMPLETED_SELECT,
-    error_code,
-    explain,
-    list_task_pages,
-    task_events,
-    task_record,
-)
+from shardrun.providers.azure.batch_listing import COMPLETED_SELECT, list_task_pages, task_record
+from shardrun.providers.azure.batch_monitor import error_code, explain, task_events
 
 from .fixtures.emulator import start_emulator
 

@@ -11,13 +11,8 @@ from typing import Any
 
 import pytest
 
-from shardrun.providers.azure.batch_monitor import (
-    PoolHealth,
-    explain,
-    task_events,
-    task_reason,
-    task_record,
-)
+from shardrun.providers.azure.batch_listing import task_record
+from shardrun.providers.azure.batch_monitor import PoolHealth, explain, task_events, task_reason
 from shardrun.providers.azure.batch_tasks import (
     NO_OUTPUT_EXIT,
     TaskFiles,

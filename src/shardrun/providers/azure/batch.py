@@ -29,20 +29,23 @@ from shardrun.providers.azure.batch_account import (
     preflight,
 )
 from shardrun.providers.azure.batch_files import RunFiles
-from shardrun.providers.azure.batch_monitor import (
+from shardrun.providers.azure.batch_listing import (
     COMPLETED_SELECT,
-    OVERLAP,
-    BatchError,
-    PoolHealth,
     TaskRecord,
-    call,
-    error_code,
-    explain,
+    harvest,
     list_task_pages,
     parse_time,
     submitted_attempt,
-    task_events,
     task_record,
+)
+from shardrun.providers.azure.batch_monitor import (
+    OVERLAP,
+    BatchError,
+    PoolHealth,
+    call,
+    error_code,
+    explain,
+    task_events,
 )
 from shardrun.providers.azure.batch_submit import submit_tasks
 from shardrun.providers.azure.batch_tasks import (
@@ -87,7 +90,6 @@ class AzureBatchBackend:
         self.notes: list[str] = []
         # Every node unusable this long (20 polls: 100 s at the default interval): give up the pool.
         self.health = PoolHealth(dead_after=20 * self.settings.poll_interval)
-        self.unusable_listed = 0
         self.watermark: Any = None
         self.last_completed = -1
         self.next_poll = 0.0
@@ -213,28 +215,15 @@ class AzureBatchBackend:
         assert self.job_id is not None
         from azure.core.exceptions import AzureError
 
-        job_id = self.job_id
-        wanted = {spec.task_id: spec for spec in todo}
-        now = time.time()
         reset_tries()
-        try:  # a page at a time: only the tasks still to report are kept
-            for page in list_task_pages(self.client, job_id, COMPLETED_SELECT):
-                for item in page:
-                    spec = wanted.get(self.ledger_ids.get(item["id"], item["id"]))
-                    first = submitted_attempt(item.get("displayName")) if spec else None
-                    if spec is None or first is None:
-                        continue  # not ours to report; left to submit if the job never got it
-                    del wanted[spec.task_id]  # the job has it: not submitted again
-                    if item.get("state") != "completed":
-                        continue  # active or running: the polls will see it finish
-                    task = task_record(item)
-                    if first + task.execution_info.retry_count < spec.first_attempt:
-                        wanted[spec.task_id] = spec  # a result already recorded: this is a retry
-                    else:
-                        self._report(task, first, now)
+        try:
+            finished, left = harvest(self.client, self.job_id, {self._bid(t.task_id): t for t in todo})
         except AzureError as err:
-            raise explain(err, f"list the tasks of job {job_id}") from err
-        return [spec for spec in todo if spec.task_id in wanted]
+            raise explain(err, f"list the tasks of job {self.job_id}") from err
+        now = time.time()
+        for task, first in finished:
+            self._report(task, first, now)
+        return left
 
     def _new_job(self) -> None:
         """A pool if the run has none, then a new job: the run id, or run-retryN for later ones."""
@@ -397,25 +386,8 @@ class AzureBatchBackend:
 
     def _check_pool(self) -> int:
         """Resize errors, unusable nodes (and why, when their number changes), preemptions."""
-        pool_id = self.pool_id
-        assert pool_id is not None
-        requests = 2
-        pool = call(lambda: self.client.get_pool(pool_id, select=[
-            "id", "resizeErrors", "currentDedicatedNodes", "currentLowPriorityNodes"]),
-            f"read pool {pool_id}")
-        counts = None
-        with contextlib.suppress(Exception):  # node counts are advice only
-            for item in self.client.list_pool_node_counts(filter=f"poolId eq '{pool_id}'"):
-                counts = [item.dedicated, item.low_priority]
-        unusable = sum(int(c.unusable or 0) for c in counts or [])
-        nodes = None
-        if unusable and unusable != self.unusable_listed:
-            self.unusable_listed = unusable
-            requests += 1
-            with contextlib.suppress(Exception):  # the reason is advice only
-                nodes = list(self.client.list_nodes(pool_id, filter="state eq 'unusable'",
-                                                    select=["id", "errors"]))
-        notes, fatal = self.health.review(pool, counts, unusable_nodes=nodes)
+        assert self.pool_id is not None
+        requests, notes, fatal = self.health.check(self.client, self.pool_id)
         secret = self.registry.password if self.registry is not None else None
         self.notes += [scrub(n, secret) for n in notes]
         if fatal is not None:

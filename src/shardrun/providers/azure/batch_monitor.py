@@ -11,24 +11,23 @@ tasks the models alone were minutes of client CPU. A TaskRecord keeps only what 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import re
 import time
-import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from shardrun.core.compute import AttemptEvent
 from shardrun.core.errors import ShardrunError
+from shardrun.providers.azure.batch_listing import TaskRecord
 from shardrun.providers.azure.batch_tasks import NO_OUTPUT_EXIT
 from shardrun.providers.azure.retry import last_tries, reset_tries
 
 T = TypeVar("T")
 
 OVERLAP = dt.timedelta(seconds=5)  # re-read a little of the last window: clocks and ties
-COMPLETED_SELECT = ["id", "displayName", "state", "stateTransitionTime", "executionInfo", "nodeInfo"]
-ATTEMPT_RE = re.compile(r"attempt (\d+)$")
 
 # What to do about the errors users hit; codes from the service's documentation.
 ADVICE = {
@@ -133,100 +132,6 @@ def task_reason(info: Any, image: str | None = None) -> str:
     return f"{code}: {message}" if code else (message or "failed")
 
 
-def submitted_attempt(display_name: str | None) -> int | None:
-    """The first attempt number of a submission, kept in the task's display name."""
-    m = ATTEMPT_RE.search(display_name or "")
-    return int(m.group(1)) if m else None
-
-
-@dataclass(frozen=True, slots=True)
-class FailureInfo:
-    code: str | None = None
-    message: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ExecutionInfo:
-    """The parts of a task's executionInfo the client reads."""
-
-    result: str | None = None
-    retry_count: int = 0
-    exit_code: int | None = None
-    start_time: dt.datetime | None = None
-    end_time: dt.datetime | None = None
-    last_retry_time: dt.datetime | None = None
-    failure_info: FailureInfo | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class TaskRecord:
-    """One task of a listing, as the client needs it (from the service's JSON)."""
-
-    id: str
-    display_name: str | None = None
-    state: str | None = None
-    state_transition_time: dt.datetime | None = None
-    execution_info: ExecutionInfo = ExecutionInfo()
-    node_id: str | None = None
-
-    @property
-    def completed(self) -> bool:
-        return self.state == "completed"
-
-
-def parse_time(text: str | None) -> dt.datetime | None:
-    """A service timestamp ('2026-01-01T00:00:00.1234567Z'): microseconds are enough."""
-    return dt.datetime.fromisoformat(text) if text else None
-
-
-def task_record(item: dict[str, Any]) -> TaskRecord:
-    info = item.get("executionInfo") or {}
-    failure = info.get("failureInfo")
-    message = (failure or {}).get("message")
-    return TaskRecord(
-        id=item["id"], display_name=item.get("displayName"), state=item.get("state"),
-        state_transition_time=parse_time(item.get("stateTransitionTime")),
-        execution_info=ExecutionInfo(
-            result=info.get("result"), retry_count=int(info.get("retryCount") or 0),
-            exit_code=info.get("exitCode"), start_time=parse_time(info.get("startTime")),
-            end_time=parse_time(info.get("endTime")), last_retry_time=parse_time(info.get("lastRetryTime")),
-            failure_info=FailureInfo(failure.get("code"), message if isinstance(message, str) else None)
-            if failure else None),
-        node_id=(item.get("nodeInfo") or {}).get("nodeId"))
-
-
-def list_task_pages(client: Any, job_id: str, select: list[str], filter: str | None = None,
-                    page_size: int | None = None) -> Iterator[list[dict[str, Any]]]:
-    """The job's tasks (List Tasks), a page (up to 1,000) at a time, as the service's JSON objects:
-    what the SDK's list_tasks sends, through the same client (its auth and retry policy), without
-    building a model per task. Raises HttpResponseError on an error answer."""
-    from azure.core.exceptions import HttpResponseError
-    from azure.core.rest import HttpRequest
-
-    version = client._config.api_version
-    url = f"/jobs/{urllib.parse.quote(job_id, safe='')}/tasks"
-    params = {"api-version": version, "$select": ",".join(select)}
-    if filter:
-        params["$filter"] = filter
-    if page_size:
-        params["maxresults"] = str(page_size)
-    while True:
-        quoted = {k: urllib.parse.quote(v, safe="") for k, v in params.items()}
-        response = client.send_request(HttpRequest("GET", url, params=quoted,
-                                                   headers={"Accept": "application/json"}))
-        if response.status_code >= 400:
-            raise HttpResponseError(response=response)
-        body = response.json()
-        yield body.get("value") or []
-        next_link = body.get("odata.nextLink")
-        if not next_link:
-            return
-        parts = urllib.parse.urlsplit(next_link)
-        params = {k: v[-1] for k, v in urllib.parse.parse_qs(parts.query).items()}
-        params["api-version"] = version
-        url = urllib.parse.urljoin(next_link, parts.path)
-
-
 def _seconds(t: dt.datetime | None, default: float) -> float:
     return t.timestamp() if t is not None else default
 
@@ -286,6 +191,29 @@ class PoolHealth:
     said: set[str] = field(default_factory=set)
     preempted_seen: int = 0
     all_unusable_since: float | None = None
+    unusable_listed: int = 0  # unusable nodes when their reasons were last listed
+
+    def check(self, client: Any, pool_id: str) -> tuple[int, list[str], BatchError | None]:
+        """Read the pool and its node counts (and, when the number of unusable nodes changes,
+        those nodes) and review them. -> (requests made, notices, fatal error or None)."""
+        requests = 2
+        pool = call(lambda: client.get_pool(pool_id, select=[
+            "id", "resizeErrors", "currentDedicatedNodes", "currentLowPriorityNodes"]),
+            f"read pool {pool_id}")
+        counts = None
+        with contextlib.suppress(Exception):  # node counts are advice only
+            for item in client.list_pool_node_counts(filter=f"poolId eq '{pool_id}'"):
+                counts = [item.dedicated, item.low_priority]
+        unusable = sum(int(c.unusable or 0) for c in counts or [])
+        nodes = None
+        if unusable and unusable != self.unusable_listed:
+            self.unusable_listed = unusable
+            requests += 1
+            with contextlib.suppress(Exception):  # the reason is advice only
+                nodes = list(client.list_nodes(pool_id, filter="state eq 'unusable'",
+                                               select=["id", "errors"]))
+        notes, fatal = self.review(pool, counts, unusable_nodes=nodes)
+        return requests, notes, fatal
 
     def review(self, pool: Any, counts: Any | None, now: float | None = None,
                unusable_nodes: list[Any] | None = None) -> tuple[list[str], BatchError | None]:
@@ -357,3 +285,4 @@ class PoolHealth:
                          "requeued and run again (this uses no retry)")
         self.preempted_seen = preempted
         return fatal
+
