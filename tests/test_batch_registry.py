@@ -192,7 +192,6 @@ def test_nodes_that_cannot_pull_the_image_stop_the_run_at_once_with_advice(
     monkeypatch.setattr("shardrun.images.registry_api.image_exists", lambda ref, reg, **kw: True)
     monkeypatch.setenv("REGISTRY_PW", registry.password)
     monkeypatch.setenv("AZURE_STORAGE_KEY", DEV_KEY)
-    calls = podman_calls(tmp_path, monkeypatch, podman.path)
     emu = start_emulator(container_runtime="podman")
     try:
         monkeypatch.setenv("AZURE_BATCH_KEY", emu.config.account_key)
