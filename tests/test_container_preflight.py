@@ -12,7 +12,7 @@ import pytest
 import shardrun
 from shardrun.cli import main
 from shardrun.core.errors import JobFileError
-from shardrun.images.engine import Engine, ImageError, Registry, RuntimeMissing
+from shardrun.images.engine import Engine, ImageError, Registry, RuntimeMissing, explain
 
 from .helpers import write_job
 
@@ -91,3 +91,20 @@ def test_docker_and_podman_differ_only_in_flags(tmp_path: Path) -> None:
         "/usr/bin/podman", "push", "--authfile", str(tmp_path / "auth.json"), "-q", "r/a:1"]
     plain = Registry("127.0.0.1:5000", tls_verify=False)
     assert podman.tls(plain) == ["--tls-verify=false"] and docker.tls(plain) == []
+
+
+@pytest.mark.parametrize(("stderr", "reason"), [
+    # The port holds "401": a missing image must not read as a credentials problem (a CI failure).
+    ("Error: initializing source docker://127.0.0.1:54013/app:v: reading manifest v in "
+     "127.0.0.1:54013/app: manifest unknown: manifest unknown", "no such image in the registry"),
+    ("Error: reading manifest 1 in 127.0.0.1:40401/app: name unknown", "no such image in the registry"),
+    ("Error: authenticating creds for 127.0.0.1:5000: unauthorized: authentication required",
+     "the registry rejected the credentials"),
+    ("Error: pinging registry: received unexpected HTTP status: 401 Unauthorized",
+     "the registry rejected the credentials"),
+    ("Error: GET https://r.example/v2/app/manifests/1: 404 page", "no such image in the registry"),
+    ("Error: pinging 127.0.0.1:4013: dial tcp 127.0.0.1:4013: connect: connection refused",
+     "the registry is unreachable"),
+])
+def test_a_registry_error_reads_as_its_cause(stderr: str, reason: str) -> None:
+    assert explain(stderr).startswith(reason)

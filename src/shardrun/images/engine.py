@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import re
 import shutil
 import subprocess
 import tarfile
@@ -187,8 +188,12 @@ def explain(stderr: str, secret: Secret | None = None) -> str:
     if secret is not None and secret.reveal():
         text = text.replace(secret.reveal(), "REDACTED")
     low = text.lower()
+    # The registry's own error codes first; a bare status number is matched as a whole word, since
+    # ports, digests and temporary names in the text can contain "401" or "404".
+    if any(s in low for s in ("manifest unknown", "name unknown")):
+        return f"no such image in the registry ({text})"
     if any(s in low for s in ("unauthorized", "invalid username/password", "authentication required",
-                              "incorrect username or password", "401")):
+                              "incorrect username or password")) or re.search(r"\b401\b", low):
         return f"the registry rejected the credentials ({text})"
     if "http response to https client" in low:
         return (f"the registry speaks plain HTTP; set [image] tls_verify = false for a loopback "
@@ -196,7 +201,7 @@ def explain(stderr: str, secret: Secret | None = None) -> str:
     if any(s in low for s in ("connection refused", "no such host", "i/o timeout", "dial tcp",
                               "network is unreachable", "no route to host", "x509")):
         return f"the registry is unreachable ({text})"
-    if any(s in low for s in ("manifest unknown", "name unknown", "not found", "404")):
+    if "not found" in low or re.search(r"\b404\b", low):
         return f"no such image in the registry ({text})"
     return text or "(no error output)"
 
