@@ -50,12 +50,13 @@ SHELLS = _shells()
 
 
 def run_script(wd: Path, method: str, outputs: list[bytes], shell: list[str], env: dict[str, str],
-               extra: list[str] | None = None) -> subprocess.CompletedProcess[bytes]:
+               extra: list[str] | None = None,
+               names: list[str] | None = None) -> subprocess.CompletedProcess[bytes]:
     folder = wd / OUTPUTS
     for i, data in enumerate(outputs, 1):
         task = folder / f"task-{i:05d}"
         task.mkdir(parents=True)
-        (task / "out.txt").write_bytes(data)
+        (task / (names[i - 1] if names else "out.txt")).write_bytes(data)
     full_env = {"AZ_BATCH_TASK_WORKING_DIR": str(wd), "PATH": os.environ["PATH"]}
     busybox = env.get("BUSYBOX_TOOLS")
     if busybox:
@@ -122,6 +123,21 @@ def test_cluster_script_runs_a_merge_command_over_a_folder_in_task_order(
     assert proc.returncode == 0, proc.stderr.decode()
     assert (tmp_path / "w" / RESULT).read_bytes() == (
         b"task-00001.txt\ntask-00002.txt\ntask-00003.txt\n1\n2\n3\n")
+
+
+@pytest.mark.parametrize("shell_name,shell,env", SHELLS, ids=[s[0] for s in SHELLS])
+def test_outputs_with_dot_names_are_merged_in_task_order(tmp_path: Path, shell_name: str,
+                                                         shell: list[str], env: dict[str, str]) -> None:
+    # A shell's `*` skips names that start with a dot; the local merger does not.
+    names = [".hidden", "plain.txt", "..two", ".x.txt"]
+    outputs = [b"1\n", b"2\n", b"3\n", b"4\n"]
+    for method, extra in (("concat", None), ("command", ["", "/bin/sh", "-c", "cat merge-in/*"])):
+        wd = tmp_path / method
+        wd.mkdir()
+        proc = run_script(wd, method, outputs, shell, env, extra=extra, names=names)
+        assert proc.returncode == 0, proc.stderr.decode()
+        # The command sees task-00001, task-00002.txt, task-00003.two and task-00004.txt.
+        assert (wd / RESULT).read_bytes() == b"1\n2\n3\n4\n", method
 
 
 def test_batch_task_ids_are_numbers_and_dependencies_are_ranges() -> None:

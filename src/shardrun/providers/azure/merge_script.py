@@ -9,8 +9,9 @@ processes per output (about 15 ms each: a json merge of many outputs is better d
 
 Its arguments: the method, the result's path, then (method "command") whether the command writes
 {output} itself, and the command's argv. The outputs are in `m/outputs/<task>/<name>` (one
-resource file brings the whole prefix); task ids have one width, so the shell's sorted glob is
-task order.
+resource file brings the whole prefix); task ids have one width, so the shell's sorted glob of
+task folders is task order. Each task folder is globbed for dot names too (`.[!.]*`, `..?*`): an
+output named `.part` is merged as the local merger merges it.
 
 For every output the local merger accepts (core/merge.py), the result is the same bytes. What the
 shell cannot check, it does not: jsonl lines and json values are not parsed (a local merge refuses
@@ -36,17 +37,17 @@ fail() { printf 'shardrun merge: %s\n' "$*" >&2; exit 1; }
 last_is_nl() { [ "$(tail -c 1 "$1"; echo x)" = "$nl"x ]; }
 
 outputs_exist() {
-  for f in OUTPUTS/*/*; do [ -f "$f" ] && return 0; done
+  for d in OUTPUTS/*/; do for f in "$d"* "$d".[!.]* "$d"..?*; do [ -f "$f" ] && return 0; done; done
   fail "no stored task outputs to merge"
 }
 
 merge_concat() {
   set --
-  for f in OUTPUTS/*/*; do
+  for d in OUTPUTS/*/; do for f in "$d"* "$d".[!.]* "$d"..?*; do
     [ -f "$f" ] || continue
     set -- "$@" "$f"
     if [ $# -ge 256 ]; then cat "$@" || exit 1; set --; fi
-  done
+  done; done
   [ $# -eq 0 ] || cat "$@" || exit 1
 }
 
@@ -58,11 +59,11 @@ merge_jsonl() {
   {
     printf 'x\n'
     set --
-    for f in OUTPUTS/*/*; do
+    for d in OUTPUTS/*/; do for f in "$d"* "$d".[!.]* "$d"..?*; do
       [ -f "$f" ] || continue
       set -- "$@" "$f" "$out.nl"
       if [ $# -ge 256 ]; then cat "$@" || exit 1; set --; fi
-    done
+    done; done
     [ $# -eq 0 ] || cat "$@" || exit 1
   } | tr -s '\n' | tail -c +3
   rm -f "$out.nl"
@@ -72,7 +73,7 @@ merge_jsonl() {
 # costs one `tail` and one look at the last byte.
 merge_csv() {
   header=""; seen=0
-  for f in OUTPUTS/*/*; do
+  for d in OUTPUTS/*/; do for f in "$d"* "$d".[!.]* "$d"..?*; do
     [ -f "$f" ] && [ -s "$f" ] || continue
     if IFS= read -r first < "$f"; then lines=1; else lines=0; fi
     rest=$first; quotes=0
@@ -96,7 +97,7 @@ merge_csv() {
         last_is_nl "$f" || printf '\n'
       fi
     fi
-  done
+  done; done
 }
 
 # scan FILE OFFSET SIZE: sets `a` to the number of JSON whitespace bytes of FILE from byte OFFSET
@@ -130,7 +131,7 @@ trail() {
 merge_json() {
   printf '['
   items=0
-  for f in OUTPUTS/*/*; do
+  for d in OUTPUTS/*/; do for f in "$d"* "$d".[!.]* "$d"..?*; do
     [ -f "$f" ] || continue
     n=$(($(wc -c < "$f")))
     scan "$f" 0 "$n"; lead=$a; first=$c
@@ -150,20 +151,20 @@ merge_json() {
     else
       tail -c +$start "$f" | head -c $len || exit 1
     fi
-  done
+  done; done
   printf ']\n'
 }
 
 merge_command() {
   writes_itself="$1"; shift
   rm -rf COMMAND_DIR && mkdir COMMAND_DIR || exit 1
-  for f in OUTPUTS/*/*; do
+  for d in OUTPUTS/*/; do for f in "$d"* "$d".[!.]* "$d"..?*; do
     [ -f "$f" ] || continue
     name=${f##*/}; task=${f%/*}; task=${task##*/}
     case $name in ?*.*) suffix=".${name##*.}";; *) suffix="";; esac
     [ "$suffix" != "." ] || suffix=""
     mv "$f" "COMMAND_DIR/$task$suffix" || exit 1
-  done
+  done; done
   if [ -n "$writes_itself" ]; then "$@" > /dev/null; else "$@" > "$out"; fi
   rc=$?
   [ $rc -eq 0 ] || fail "the merge command $1 exited $rc"
