@@ -31,6 +31,7 @@ from shardrun.providers.azure.batch_tasks import (
     TaskFiles,
     blob_name,
     container_run_options,
+    node_file_name,
     sas_expiry,
 )
 from shardrun.providers.azure.settings import BatchSection
@@ -107,7 +108,7 @@ class RunFiles:
 
     def task_files(self, spec: TaskSpec, template: JobTemplate) -> TaskFiles:
         name = spec.input_key.rstrip("/").rsplit("/", 1)[-1]
-        out_name = spec.output_key.rsplit("/", 1)[-1]
+        out_name = node_file_name(spec.output_key.rsplit("/", 1)[-1])
         logs = {s: blob_name(log_key(self.ctx.run_id, spec.task_id, spec.first_attempt, s))
                 for s in ("stdout", "stderr")}
         if self.settings.storage_mode == "mount":

@@ -8,6 +8,7 @@ as positional arguments, quoted with shlex.join, never pasted into the script.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -181,6 +182,17 @@ def sas_expiry(url: str) -> dt.datetime | None:
         return None
     when = dt.datetime.fromisoformat(values[0].replace("Z", "+00:00"))
     return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+
+
+# What a Batch output file pattern reads as more than a name: wildcards (`*`, `?`, `[`; a pattern
+# with one names a blob folder, not the blob) and `$NAME`, which the node expands; a backslash, to
+# be safe. An output's file on the node never holds them (its blob keeps its name).
+_PATTERN_CHARS = re.compile(r"[*?\[$\\]")
+
+
+def node_file_name(name: str) -> str:
+    """An output's file name on the node: its name with the pattern characters made `_`."""
+    return _PATTERN_CHARS.sub("_", name)
 
 
 def blob_name(key: str) -> str:
