@@ -319,7 +319,7 @@ def test_a_part_file_removed_before_its_merge_locks_it_is_made_again(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Another merge's cleanup may lock and remove a part file in the moment between its creation
     and its creator's lock: the creator notices and makes another, instead of writing a lost file."""
-    from shardrun.core import merge as merge_module
+    from shardrun.core import atomic as merge_module
 
     real_flock = fcntl.flock
     removed: list[str] = []

@@ -9,21 +9,25 @@ replace something of the user's that shardrun must only read.
 
 from __future__ import annotations
 
-import fcntl
 import fnmatch
 import glob
-import hashlib
 import json
 import os
-import re
 import secrets
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
 
+from shardrun.core.atomic import (
+    OLD_SUFFIX,
+    PART_SUFFIX,
+    atomic_file,
+    atomic_path,
+    locked_folder,
+    part_prefix,
+    remove_stale_parts,
+)
 from shardrun.core.errors import JobFileError, MergeError, SplitError
 from shardrun.core.plugins import die_with_parent, load_callable, render_argv, tail
 from shardrun.core.spec import JobSpec
@@ -31,7 +35,6 @@ from shardrun.core.split import csv_records, resolve_inputs
 from shardrun.core.workspace import default_home
 
 FUNCTION_ARGS = ("outputs", "dest")  # how a [merge] function is called: fn(outputs, dest)
-PART_SUFFIX = ".shardrun-part"
 MERGED_MARK = ".shardrun-merge"  # in a folder a folder merge wrote
 
 
@@ -141,87 +144,9 @@ def _match_parts(pattern: list[str], parts: list[str]) -> bool:
     return matched and _match_parts(rest, parts[1:])
 
 
-def _part_prefix(dest: Path) -> str:
-    # Long names would overflow the 255-byte limit once the random part is added: hash them.
-    name = dest.name if len(os.fsencode(dest.name)) <= 200 else hashlib.sha256(
-        os.fsencode(dest.name)).hexdigest()[:32]
-    return f".{name}."
-
-
-def _remove_stale_parts(dest: Path) -> None:
-    """Remove temporary files a killed merge of `dest` left. Only names this module makes are
-    touched, and only when no merge holds their lock (a merge still running keeps its own)."""
-    pattern = re.compile(re.escape(_part_prefix(dest)) + r"[0-9a-f]{16}" + re.escape(PART_SUFFIX))
-    try:
-        entries = list(os.scandir(dest.parent))
-    except OSError:
-        return
-    for entry in entries:
-        if not pattern.fullmatch(entry.name) or not entry.is_file(follow_symlinks=False):
-            continue
-        try:
-            fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW)
-        except OSError:
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            os.unlink(entry.path)
-        except OSError:
-            pass  # locked: a merge is writing it
-        finally:
-            os.close(fd)
-
-
-def _locked_part(dest: Path) -> tuple[Path, int]:
-    """A new part file beside `dest`, created and locked. Another merge's _remove_stale_parts may
-    lock and remove it between its creation and our lock: then it is gone, and we make another."""
-    while True:
-        tmp = dest.parent / f"{_part_prefix(dest)}{secrets.token_hex(8)}{PART_SUFFIX}"
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
-        except FileExistsError:
-            continue
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        try:
-            if os.stat(tmp, follow_symlinks=False).st_ino == os.fstat(fd).st_ino:
-                return tmp, fd
-        except FileNotFoundError:
-            pass
-        os.close(fd)
-
-
-@contextmanager
-def _atomic_path(dest: Path) -> Iterator[Path]:
-    """A temporary path beside `dest` that replaces `dest` only if the block succeeds.
-
-    The file is created with mode 0666 so the user's umask decides its permissions, as it would for
-    any file the user's programs write. It stays locked while the block runs.
-    """
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_parts(dest)
-    tmp, fd = _locked_part(dest)
-    try:
-        yield tmp
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    finally:
-        os.close(fd)
-
-
-atomic_path = _atomic_path  # the cluster merge downloads its result through it (core/outcome.py)
-
-
-@contextmanager
-def _atomic(dest: Path) -> Iterator[IO[bytes]]:
-    with _atomic_path(dest) as tmp, tmp.open("wb") as f:
-        yield f
-
-
 def merge_concat(outputs: list[Path], dest: Path) -> None:
     """Bytes of each output, one after another."""
-    with _atomic(dest) as out:
+    with atomic_file(dest) as out:
         for path in outputs:
             with path.open("rb") as f:
                 shutil.copyfileobj(f, out)
@@ -232,7 +157,7 @@ def merge_jsonl(outputs: list[Path], dest: Path) -> None:
     newline after an output's last line where it has none. A line of only spaces or a CR is no
     JSON, so it fails the merge (the cluster merge, which cannot parse JSON, gives the same bytes
     for every output this accepts: providers/azure/batch_merge.py)."""
-    with _atomic(dest) as out:
+    with atomic_file(dest) as out:
         for path in outputs:
             with path.open("rb") as f:
                 for lineno, line in enumerate(f, 1):
@@ -248,7 +173,7 @@ def merge_jsonl(outputs: list[Path], dest: Path) -> None:
 def merge_csv(outputs: list[Path], dest: Path) -> None:
     """CSV with one header: the first output's; the others must have the same one."""
     header: bytes | None = None
-    with _atomic(dest) as out:
+    with atomic_file(dest) as out:
         for path in outputs:
             try:
                 records = csv_records(path)
@@ -292,7 +217,7 @@ def merge_json(outputs: list[Path], dest: Path) -> None:
                 items.append(text[1:-1])
         else:
             items.append(text)
-    with _atomic(dest) as out:
+    with atomic_file(dest) as out:
         out.write(b"[" + b",".join(items) + b"]\n")
 
 
@@ -306,8 +231,10 @@ def merge_folder(outputs: list[Path], dest: Path) -> None:
     """A folder of the outputs under their own names (see [app] output_name), built beside `dest`
     and renamed into place; a folder an earlier folder merge wrote is replaced."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.parent / f"{_part_prefix(dest)}{secrets.token_hex(8)}{PART_SUFFIX}"
+    remove_stale_parts(dest)
+    tmp = dest.parent / f"{part_prefix(dest)}{secrets.token_hex(8)}{PART_SUFFIX}"
     tmp.mkdir(mode=0o777)
+    locks = [locked_folder(tmp)]  # a killed merge's folders are unlocked: a later merge removes them
     old = None
     try:
         for path in outputs:
@@ -322,7 +249,8 @@ def merge_folder(outputs: list[Path], dest: Path) -> None:
         (tmp / MERGED_MARK).write_text("written by shardrun's folder merge; a re-merge replaces "
                                        "this folder\n")
         if is_merged_folder(dest):
-            old = dest.parent / f"{_part_prefix(dest)}{secrets.token_hex(8)}.shardrun-old"
+            locks.append(locked_folder(dest))
+            old = dest.parent / f"{part_prefix(dest)}{secrets.token_hex(8)}{OLD_SUFFIX}"
             os.rename(dest, old)
         os.rename(tmp, dest)
     except BaseException:
@@ -334,6 +262,8 @@ def merge_folder(outputs: list[Path], dest: Path) -> None:
     finally:
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+        for fd in locks:
+            os.close(fd)
 
 
 BUILTIN: dict[str, Callable[[list[Path], Path], None]] = {
@@ -354,7 +284,7 @@ def merge_with_command(spec: JobSpec, outdir: Path, dest: Path) -> None:
     assert spec.merge.command is not None
     where = f"{spec.source}: [merge] command"
     writes_itself = any("{output}" in arg for arg in spec.merge.command)
-    with _atomic_path(dest) as tmp, tmp.open("wb") as out:
+    with atomic_path(dest) as tmp, tmp.open("wb") as out:
         argv = render_argv(spec.merge.command, {"outdir": str(outdir), "output": str(tmp)})
         try:
             proc = subprocess.run(
@@ -389,7 +319,7 @@ def merge_outputs(spec: JobSpec, outputs: list[Path], outdir: Path, *,
     elif kind == "function":
         assert spec.merge.function is not None
         fn = load_callable(spec.merge.function, spec.base_dir, f"{spec.source}: [merge] function")
-        with _atomic_path(dest) as tmp:
+        with atomic_path(dest) as tmp:
             fn(outputs, tmp)
     else:
         BUILTIN[kind](outputs, dest)

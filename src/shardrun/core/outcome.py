@@ -9,9 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from shardrun.core import layout
+from shardrun.core.atomic import atomic_path
 from shardrun.core.compute import RunContext
 from shardrun.core.errors import MergeError, ShardrunError, UsageError
-from shardrun.core.merge import atomic_path, check_output, merge_outputs
+from shardrun.core.merge import check_output, merge_outputs
 from shardrun.core.plugins import tail
 from shardrun.core.run import Run
 from shardrun.core.states import RunState, TaskState
