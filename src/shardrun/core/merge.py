@@ -29,7 +29,7 @@ from shardrun.core.atomic import (
     remove_stale_parts,
 )
 from shardrun.core.errors import JobFileError, MergeError, SplitError
-from shardrun.core.plugins import die_with_parent, load_callable, render_argv, tail
+from shardrun.core.plugins import load_callable, render_argv, run_program, tail
 from shardrun.core.spec import JobSpec
 from shardrun.core.split import csv_records, resolve_inputs
 from shardrun.core.workspace import default_home
@@ -287,21 +287,11 @@ def merge_with_command(spec: JobSpec, outdir: Path, dest: Path) -> None:
     with atomic_path(dest) as tmp, tmp.open("wb") as out:
         argv = render_argv(spec.merge.command, {"outdir": str(outdir), "output": str(tmp)})
         try:
-            proc = subprocess.run(
-                argv,
-                cwd=spec.base_dir,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL if writes_itself else out,
-                stderr=subprocess.PIPE,
-                check=False,
-                preexec_fn=die_with_parent,
-            )
+            code, err = run_program(argv, spec.base_dir, subprocess.DEVNULL if writes_itself else out)
         except FileNotFoundError:
             raise JobFileError(f"{where}: program {argv[0]!r} not found") from None
-        if proc.returncode != 0:
-            raise MergeError(
-                f"merger {' '.join(argv[:3])} exited {proc.returncode}: {tail(proc.stderr, 3)}"
-            )
+        if code != 0:
+            raise MergeError(f"merger {' '.join(argv[:3])} exited {code}: {tail(err, 3)}")
 
 
 def merge_outputs(spec: JobSpec, outputs: list[Path], outdir: Path, *,

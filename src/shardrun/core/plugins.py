@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import os
 import re
+import signal
+import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from shardrun.core.errors import JobFileError
 
@@ -46,8 +50,28 @@ def die_with_parent() -> None:
     """For subprocess preexec_fn: the child is killed when the client dies, however it dies (kill -9
     included), so a splitter or merger never outlives the run that started it. Linux only."""
     import ctypes
-    import signal
 
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def run_program(argv: list[str], cwd: Path, stdout: IO[bytes] | int) -> tuple[int, bytes]:
+    """Run a splitter or merger command: (exit code, stderr). It runs in a process group of its
+    own, and the whole group is killed when it ends or the client stops it (Ctrl-C, an error), so
+    nothing it started (`sh -c "sort | uniq"`) goes on writing after. FileNotFoundError when the
+    program is missing."""
+    # stderr goes to a file, not a pipe: a background process holding the pipe open would keep
+    # a reader waiting after the command itself has ended.
+    with tempfile.TemporaryFile() as errors:
+        proc = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=stdout,
+                                stderr=errors, start_new_session=True, preexec_fn=die_with_parent)
+        try:
+            proc.wait()
+        finally:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        size = errors.seek(0, os.SEEK_END)
+        errors.seek(max(0, size - 64 * 1024))
+        return proc.returncode, errors.read()

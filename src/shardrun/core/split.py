@@ -16,7 +16,7 @@ from pathlib import Path
 
 from shardrun.core.errors import JobFileError, SplitError, UsageError
 from shardrun.core.filecopy import copy_file
-from shardrun.core.plugins import die_with_parent, load_callable, render_argv, tail
+from shardrun.core.plugins import load_callable, render_argv, run_program, tail
 from shardrun.core.spec import JobSpec
 from shardrun.core.split_plan import (
     PiecePlan,
@@ -188,16 +188,11 @@ def split_with_command(spec: JobSpec, inputs: list[Path], outdir: Path) -> list[
     values = {"input": str(inputs[0]), "outdir": str(outdir), "per_task": str(units_per_task(spec))}
     argv = render_argv(spec.split.command, values)
     try:
-        proc = subprocess.run(
-            argv, cwd=spec.base_dir, capture_output=True, stdin=subprocess.DEVNULL, check=False,
-            preexec_fn=die_with_parent,
-        )
+        code, err = run_program(argv, spec.base_dir, subprocess.DEVNULL)
     except FileNotFoundError:
         raise JobFileError(f"{spec.source}: [split] command: program {argv[0]!r} not found") from None
-    if proc.returncode != 0:
-        raise SplitError(
-            f"splitter {' '.join(argv[:3])} exited {proc.returncode}: {tail(proc.stderr, 3)}"
-        )
+    if code != 0:
+        raise SplitError(f"splitter {' '.join(argv[:3])} exited {code}: {tail(err, 3)}")
     return _listed(outdir)
 
 
