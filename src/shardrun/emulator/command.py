@@ -59,6 +59,8 @@ def _loopback(ctx: click.Context, param: click.Parameter, value: str) -> str:
     help="Keep state and node disks here so the emulator can restart [default: memory].",
 )
 @click.option("--node-start-seconds", type=click.FloatRange(0), default=1.0, show_default=True)
+@click.option("--pool-delete-seconds", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="how long a deleted pool stays in the deleting state")
 @click.option(
     "--container-runtime",
     type=click.Choice(["process", "podman"]),
@@ -198,6 +200,7 @@ def emulator_command(**options: Any) -> None:
         tls_key=options["tls_key"],
         folder=options["folder"],
         node_start_seconds=options["node_start_seconds"],
+        pool_delete_seconds=options["pool_delete_seconds"],
         container_runtime=options["container_runtime"],
         autoscale_min_interval=options["autoscale_min_interval"],
         autoscale_enable_cooldown=options["autoscale_enable_cooldown"],

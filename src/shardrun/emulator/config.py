@@ -26,6 +26,9 @@ class EmulatorConfig:
     tls_key: Path | None = None
     folder: Path | None = None  # keep state (and node disks) here; None: memory and a temp dir
     node_start_seconds: float = 1.0  # creating -> starting -> idle takes this long in all
+    # A deleted pool stays in the deleting state at least this long (minutes on the service, while
+    # its nodes are released); 0: gone as soon as its nodes are.
+    pool_delete_seconds: float = 0.0
     container_runtime: str = "process"  # "podman" runs container tasks in containers
     podman_args: tuple[str, ...] = ("--runtime", "runc", "--cgroup-manager", "cgroupfs")
     autoscale_min_interval: float = 300.0  # the service's minimum evaluation interval, in seconds

@@ -100,7 +100,8 @@ class Scheduler(NodeAllocation):
         state = self.emu.state
         for key, pool in list(state.pools.items()):
             if pool["state"] == "deleting":
-                self._tear_down_pool(key, pool)
+                if time.time() >= pool.get("_goneAt", 0.0):
+                    self._tear_down_pool(key, pool)
                 continue
             self._sample(pool)
             if pool.get("enableAutoScale") and time.time() >= pool.get("_nextEval", 0.0):

@@ -157,6 +157,7 @@ def delete_pool(emu: Emulator, req: Request) -> Response:
     if pool["state"] != "deleting":
         pool["state"] = "deleting"
         pool["stateTransitionTime"] = iso(utcnow())
+        pool["_goneAt"] = time.time() + emu.config.pool_delete_seconds
         emu.state.touch(pool)
     return Response(202)
 

@@ -229,17 +229,28 @@ class AzureBatchBackend:
         """A pool if the run has none, then a new job: the run id, or run-retryN for later ones."""
         assert self.ctx is not None
         run_id = self.ctx.run_id
+        state = None if self.pool_id is None else self._pool_state(self.pool_id)
+        if self.pool_id is not None and state == "deleting" and self.settings.pool_id is None:
+            self._record(POOL, self.pool_id, deleted=True)  # deleted by someone else: not ours now
+            self.pool_id = None
         if self.pool_id is None:
-            self.pool_id = f"{run_id}-pool"
-        if not self._pool_exists(self.pool_id):
+            # A pool deleted earlier in this run may still be going (minutes on the service): a new
+            # one gets a new id, as a new job does, rather than a job on a pool about to vanish.
+            earlier = {rid for kind, rid in self.ctx.resources_ever if kind == POOL}
+            self.pool_id = f"{run_id}-pool{len(earlier) + 1}" if earlier else f"{run_id}-pool"
+            state = self._pool_state(self.pool_id)
+        if state is None:
             mounts = None
             if self.settings.storage_mode == "mount" and self.files is not None:
                 store: Any = self.ctx.store
                 mounts = mount_configuration(store.conn.account_name, run_id, self.files.mount_sas())
             pool = build_pool(self.settings, self.pool_id, run_id, self.image, self.registry, mounts)
+            if self.settings.pool_id is None:  # before it exists: a client killed in between
+                self._record(POOL, self.pool_id)  # still leaves its id for cleanup
             create_owned(self.client, POOL, self.pool_id, run_id, lambda: self.client.create_pool(pool))
-            if self.settings.pool_id is None:
-                self._record(POOL, self.pool_id)
+        elif state == "deleting":
+            raise BatchError(f"pool {self.pool_id} ([batch] pool_id) is being deleted; name a pool "
+                             "that stays, or leave pool_id out and shardrun makes one")
         earlier = {rid for kind, rid in self.ctx.resources_ever if kind == JOB}
         if self.job_id:
             earlier.add(self.job_id)
@@ -247,23 +258,24 @@ class AzureBatchBackend:
         job = build_job(job_id, self.pool_id, run_id, self.settings, self.ctx.retries)
         if self.files is not None:  # pieces by reference: each node gets the sources once
             job.job_preparation_task = self.files.preparation(self.watch.values())
+        self._record(JOB, job_id)  # before it exists, as the pool
         existing = create_owned(self.client, JOB, job_id, run_id, lambda: self.client.create_job(job))
-        self._record(JOB, job_id)
         if existing is not None and not str(existing.state).lower().endswith("active"):
             raise BatchError(f"job {job_id} of this run already exists and is not active; delete the "
                              f"run's jobs with `shardrun cleanup {run_id}`, then run again")
         self.job_id, self.job_active, self.numbered = job_id, True, True
         self.watermark, self.last_completed = None, -1
 
-    def _pool_exists(self, pool_id: str) -> bool:
+    def _pool_state(self, pool_id: str) -> str | None:
+        """The pool's state ("active", "deleting"), or None when there is no such pool."""
         reset_tries()
         try:
-            self.client.get_pool(pool_id, select=["id"])
-            return True
+            pool = self.client.get_pool(pool_id, select=["id", "state"])
         except Exception as err:
             if error_code(err) == "PoolNotFound":
-                return False
+                return None
             raise explain(err, f"read pool {pool_id}") from err
+        return str(pool.state).rsplit(".", 1)[-1].lower()
 
     def _add(self, todo: list[TaskSpec]) -> None:
         from azure.batch import models as bm
