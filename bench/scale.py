@@ -200,18 +200,10 @@ class Row:
     batch_down: int
 
 
-def toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(toml(v) for v in value) + "]"
-    return json.dumps(str(value))  # a JSON string is a valid TOML basic string
-
-
 def write_job(folder: Path, mode: str, tasks: int, args: argparse.Namespace,
               batch_url: str = "", storage_url: str = "") -> Path:
+    import tomli_w  # here, not at the top: the client process (--as-client) never loads it
+
     with (folder / "input.txt").open("w") as f:
         f.writelines(f"line {i}\n" for i in range(tasks))
     merge: dict[str, Any] = {"method": "concat", "output": "result.txt"}
@@ -235,8 +227,7 @@ def write_job(folder: Path, mode: str, tasks: int, args: argparse.Namespace,
         sections["storage"] = {"account_url": storage_url, "auth": "key"}
         sections["batch"] = batch
     job = folder / "job.toml"
-    job.write_text("".join(f"[{name}]\n" + "".join(f"{k} = {toml(v)}\n" for k, v in keys.items())
-                           for name, keys in sections.items()))
+    job.write_text(tomli_w.dumps(sections), encoding="utf-8")
     return job
 
 
