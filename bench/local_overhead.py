@@ -113,30 +113,26 @@ def run_shardrun(inputs: Path, names: list[str], jobs: int, scratch: Path,
     return elapsed
 
 
-def run_xargs(inputs: Path, names: list[str], jobs: int, scratch: Path) -> float:
+def _run_tool(tool: str, argv: list[str], inputs: Path, names: list[str], scratch: Path) -> float:
+    """`argv` (xargs or parallel) runs `APP NAME OUT/NAME` for each NUL-separated name on its stdin."""
     out = scratch / "out"
     out.mkdir()
-    argv = ["xargs", "-0", "-P", str(jobs), "-I", "{}", APP, "{}", f"{out}/{{}}"]
     start = time.perf_counter()
-    proc = subprocess.run(argv, cwd=inputs, input="\0".join(names).encode(), capture_output=True,
-                          timeout=_timeout(len(names)), check=False)
+    proc = subprocess.run([*argv, APP, "{}", f"{out}/{{}}"], cwd=inputs, input="\0".join(names).encode(),
+                          capture_output=True, timeout=_timeout(len(names)), check=False)
     elapsed = time.perf_counter() - start
-    _check(proc, "xargs")
-    _verify_folder("xargs", inputs, out, names)
+    _check(proc, tool)
+    _verify_folder(tool, inputs, out, names)
     return elapsed
+
+
+def run_xargs(inputs: Path, names: list[str], jobs: int, scratch: Path) -> float:
+    return _run_tool("xargs", ["xargs", "-0", "-P", str(jobs), "-I", "{}"], inputs, names, scratch)
 
 
 def run_parallel(inputs: Path, names: list[str], jobs: int, scratch: Path) -> float:
-    out = scratch / "out"
-    out.mkdir()
-    argv = ["parallel", "--will-cite", "-0", "-j", str(jobs), APP, "{}", f"{out}/{{}}"]
-    start = time.perf_counter()
-    proc = subprocess.run(argv, cwd=inputs, input="\0".join(names).encode(), capture_output=True,
-                          timeout=_timeout(len(names)), check=False)
-    elapsed = time.perf_counter() - start
-    _check(proc, "parallel")
-    _verify_folder("parallel", inputs, out, names)
-    return elapsed
+    argv = ["parallel", "--will-cite", "-0", "-j", str(jobs)]
+    return _run_tool("parallel", argv, inputs, names, scratch)
 
 
 Runner = Callable[[Path, list[str], int, Path], float]
