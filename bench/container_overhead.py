@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import tomli_w
+
 IMAGE_FILE = """FROM scratch
 COPY busybox /bin/busybox
 RUN ["/bin/busybox", "--install", "-s", "/bin"]
@@ -57,16 +59,20 @@ def write_job(folder: Path, count: int, jobs: int, image: str | None) -> Path:
     inputs.mkdir(parents=True)
     for i in range(count):
         (inputs / f"in-{i:06d}.txt").write_text(f"line {i}\n")
+    run: dict[str, object] = {"concurrency": jobs, "retries": 0}
     if image is None:
-        app = '[app]\ncommand = ["cp", "{input}", "{output}"]\n'
-        runtime = 'runtime = "process"\n'
+        app: dict[str, object] = {"command": ["cp", "{input}", "{output}"]}
+        run["runtime"] = "process"
     else:
-        app = f'[app]\nimage = "{image}"\ncommand = ["/bin/cp", "{{input}}", "{{output}}"]\n'
-        runtime = 'runtime = "podman"\ncontainer_options = ["--network", "none"]\n'
+        app = {"image": image, "command": ["/bin/cp", "{input}", "{output}"]}
+        run |= {"runtime": "podman", "container_options": ["--network", "none"]}
     job = folder / "job.toml"
-    job.write_text(app + '[split]\ninput = "inputs"\nmethod = "files"\nper_task = 1\n'
-                   '[merge]\nmethod = "concat"\noutput = "merged.txt"\n'
-                   f"[run]\nconcurrency = {jobs}\nretries = 0\n" + runtime)
+    job.write_text(tomli_w.dumps({
+        "app": app,
+        "split": {"input": "inputs", "method": "files", "per_task": 1},
+        "merge": {"method": "concat", "output": "merged.txt"},
+        "run": run,
+    }), encoding="utf-8")
     return job
 
 

@@ -32,18 +32,15 @@ should stay flat; the last should grow with the number of completed tasks, not f
 from __future__ import annotations
 
 import argparse
-import contextlib
 import itertools
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.parse
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -52,31 +49,17 @@ from typing import Any
 
 from azure.batch import BatchClient
 from azure.batch import models as bm
-from azure.core.credentials import AzureNamedKeyCredential
-from azure.core.pipeline import PipelineRequest
-from azure.core.pipeline.policies import SansIOHTTPPolicy
 from azure.storage.blob import BlobServiceClient, ContainerSasPermissions, generate_container_sas
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from batch_emulator import RequestCounter, batch_client, emulator_process, ubuntu_vm  # noqa: E402
 from tests.fixtures.azurite import Azurite  # noqa: E402
-
-from shardrun.emulator import DEV_ACCOUNT_KEY, DEV_ACCOUNT_NAME  # noqa: E402
 
 CHUNK = 100
 TICKS = os.sysconf("SC_CLK_TCK")
 OVERLAP = timedelta(seconds=5)  # how far back each completed-task listing looks, as shardrun does
 SELECT = ["id", "stateTransitionTime", "executionInfo"]
-
-
-class RequestCounter(SansIOHTTPPolicy[Any, Any]):
-    def __init__(self) -> None:
-        self.count = 0
-        self._lock = threading.Lock()
-
-    def on_request(self, request: PipelineRequest[Any]) -> None:
-        with self._lock:
-            self.count += 1
 
 
 @dataclass
@@ -92,30 +75,6 @@ class Result:
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime of all its threads
-
-
-@contextlib.contextmanager
-def emulator(simulate: str) -> Iterator[tuple[str, int]]:
-    with tempfile.TemporaryFile("w+") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "shardrun.emulator", "--port", "0", "--node-start-seconds", "0",
-             "--simulate-tasks", simulate],
-            stdout=subprocess.PIPE, stderr=log, text=True, cwd=ROOT,
-        )
-        try:
-            assert proc.stdout is not None
-            line = proc.stdout.readline()
-            if " at http://" not in line:
-                log.seek(0)
-                raise RuntimeError(f"the emulator did not start: {line!r} {log.read()[-2000:]}")
-            yield line.split(" at ")[-1].strip(), proc.pid
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 def tasks_for(
@@ -196,18 +155,12 @@ def run_size(args: argparse.Namespace, n: int, azurite: Azurite) -> Result:
                                    expiry=expiry)
     storage = f"{azurite.account_url}/{name}"
     tasks = tasks_for(n, storage, read, f"{storage}?{write}", args.logs)
-    with emulator(args.simulate) as (url, pid):
-        counter = RequestCounter()
-        client = BatchClient(url, AzureNamedKeyCredential(DEV_ACCOUNT_NAME, DEV_ACCOUNT_KEY),
-                             per_retry_policies=[counter])
+    with emulator_process("--node-start-seconds", "0", "--simulate-tasks", args.simulate) as emu:
+        pid, counter = emu.pid, RequestCounter()
+        client = batch_client(emu.url, counter)
         client.create_pool(bm.BatchPoolCreateOptions(
             id="scale", vm_size="standard_d2s_v3", target_dedicated_nodes=args.nodes,
-            task_slots_per_node=args.slots,
-            virtual_machine_configuration=bm.VirtualMachineConfiguration(
-                image_reference=bm.BatchVmImageReference(publisher="canonical", offer="ubuntu-24_04-lts",
-                                                         sku="server", version="latest"),
-                node_agent_sku_id="batch.node.ubuntu 24.04"),
-        ))
+            task_slots_per_node=args.slots, virtual_machine_configuration=ubuntu_vm()))
         client.create_job(bm.BatchJobCreateOptions(id="job", pool_info=bm.BatchPoolInfo(pool_id="scale")))
         assert azurite.proc is not None
         storage_cpu0 = cpu_seconds(azurite.proc.pid)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import random
 import re
@@ -38,6 +37,8 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import tomli_w
 
 PHASES = ("splitting", "running", "merging")
 SIGNALS = {"KILL": signal.SIGKILL, "TERM": signal.SIGTERM, "INT": signal.SIGINT}
@@ -95,14 +96,6 @@ class Shape:
         return [f"row {i}\n" for i in range(self.tasks * self.rows_per_task)]
 
 
-def _toml(value: object) -> str:
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    return json.dumps(value)  # strings and numbers: JSON's form is valid TOML
-
-
 def make_job(folder: Path, shape: Shape) -> Path:
     """A job folder: input, splitter, app and merger scripts, job.toml. Returns the job file."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -120,10 +113,8 @@ def make_job(folder: Path, shape: Shape) -> Path:
                   "command": [py, str(folder / "merger.py"), "{outdir}", str(shape.merge_s)]},
         "run": {"concurrency": shape.concurrency, "retries": 1},
     }
-    text = "".join(f"[{s}]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in keys.items())
-                   for s, keys in sections.items())
     job = folder / "job.toml"
-    job.write_text(text)
+    job.write_text(tomli_w.dumps(sections), encoding="utf-8")
     return job
 
 

@@ -37,6 +37,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import tomli_w  # noqa: E402
 from azure.batch import BatchClient  # noqa: E402
 from azure.core.credentials import AzureNamedKeyCredential  # noqa: E402
 from azure.storage.blob import BlobServiceClient  # noqa: E402
@@ -90,16 +91,6 @@ class Trial:
     note: str
 
 
-def toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(toml(v) for v in value) + "]"
-    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
 def write_job(folder: Path, emu: Emulator, azurite: Azurite, tasks: int, batch: dict[str, Any]) -> Path:
     (folder / "big.txt").write_text("".join(f"line {i}\n" for i in range(tasks)))
     sections = {
@@ -112,10 +103,8 @@ def write_job(folder: Path, emu: Emulator, azurite: Azurite, tasks: int, batch: 
                   "auth": "shared_key", "dedicated_nodes": 2, "task_slots_per_node": 8,
                   "poll_interval": 0.3, **batch},
     }
-    text = "".join(f"[{name}]\n" + "".join(f"{k} = {toml(v)}\n" for k, v in keys.items())
-                   for name, keys in sections.items())
     job = folder / "job.toml"
-    job.write_text(text)
+    job.write_text(tomli_w.dumps(sections), encoding="utf-8")
     return job
 
 

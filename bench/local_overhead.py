@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import os
 import shutil
 import statistics
@@ -34,24 +33,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import tomli_w
+
 APP = "cp"  # the same real program for all three: cp IN OUT
 TARGET_VS_PARALLEL = 1.0  # shardrun no slower than GNU parallel
 TARGET_VS_XARGS = 1.5  # shardrun within 1.5x of xargs -P
 LINEAR_TOLERANCE = 1.3  # cost of an extra task at the largest sizes vs the smallest
-
-JOB_TOML = """\
-[app]
-command = [{app}, "{{input}}", "{{output}}"]
-[split]
-input = {inputs}
-method = "files"
-per_task = 1
-[merge]
-method = "concat"
-output = {merged}
-[run]
-concurrency = {jobs}
-"""
 
 
 class BenchError(Exception):
@@ -106,9 +93,12 @@ def run_shardrun(inputs: Path, names: list[str], jobs: int, scratch: Path,
     """One fresh run (fresh SHARDRUN_HOME) through the CLI; the merged result is checked. `src`:
     another checkout's src/ to run instead of the installed shardrun (`--vs-src`)."""
     home, merged, job = scratch / "home", scratch / "merged.txt", scratch / "job.toml"
-    # json.dumps gives a valid TOML basic string for any path
-    job.write_text(JOB_TOML.format(app=json.dumps(APP), inputs=json.dumps(str(inputs)),
-                                   merged=json.dumps(str(merged)), jobs=jobs))
+    job.write_text(tomli_w.dumps({
+        "app": {"command": [APP, "{input}", "{output}"]},
+        "split": {"input": str(inputs), "method": "files", "per_task": 1},
+        "merge": {"method": "concat", "output": str(merged)},
+        "run": {"concurrency": jobs},
+    }), encoding="utf-8")
     env = os.environ | {"SHARDRUN_HOME": str(home)}
     if src is not None:  # the same command, loading that checkout's package first
         env["PYTHONPATH"] = str(src)
@@ -123,30 +113,26 @@ def run_shardrun(inputs: Path, names: list[str], jobs: int, scratch: Path,
     return elapsed
 
 
-def run_xargs(inputs: Path, names: list[str], jobs: int, scratch: Path) -> float:
+def _run_tool(tool: str, argv: list[str], inputs: Path, names: list[str], scratch: Path) -> float:
+    """`argv` (xargs or parallel) runs `APP NAME OUT/NAME` for each NUL-separated name on its stdin."""
     out = scratch / "out"
     out.mkdir()
-    argv = ["xargs", "-0", "-P", str(jobs), "-I", "{}", APP, "{}", f"{out}/{{}}"]
     start = time.perf_counter()
-    proc = subprocess.run(argv, cwd=inputs, input="\0".join(names).encode(), capture_output=True,
-                          timeout=_timeout(len(names)), check=False)
+    proc = subprocess.run([*argv, APP, "{}", f"{out}/{{}}"], cwd=inputs, input="\0".join(names).encode(),
+                          capture_output=True, timeout=_timeout(len(names)), check=False)
     elapsed = time.perf_counter() - start
-    _check(proc, "xargs")
-    _verify_folder("xargs", inputs, out, names)
+    _check(proc, tool)
+    _verify_folder(tool, inputs, out, names)
     return elapsed
+
+
+def run_xargs(inputs: Path, names: list[str], jobs: int, scratch: Path) -> float:
+    return _run_tool("xargs", ["xargs", "-0", "-P", str(jobs), "-I", "{}"], inputs, names, scratch)
 
 
 def run_parallel(inputs: Path, names: list[str], jobs: int, scratch: Path) -> float:
-    out = scratch / "out"
-    out.mkdir()
-    argv = ["parallel", "--will-cite", "-0", "-j", str(jobs), APP, "{}", f"{out}/{{}}"]
-    start = time.perf_counter()
-    proc = subprocess.run(argv, cwd=inputs, input="\0".join(names).encode(), capture_output=True,
-                          timeout=_timeout(len(names)), check=False)
-    elapsed = time.perf_counter() - start
-    _check(proc, "parallel")
-    _verify_folder("parallel", inputs, out, names)
-    return elapsed
+    argv = ["parallel", "--will-cite", "-0", "-j", str(jobs)]
+    return _run_tool("parallel", argv, inputs, names, scratch)
 
 
 Runner = Callable[[Path, list[str], int, Path], float]

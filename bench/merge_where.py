@@ -14,20 +14,18 @@ byte for byte.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from batch_emulator import emulator_process  # noqa: E402
 from tests.fixtures.azurite import DEV_KEY, Azurite  # noqa: E402
 from tests.helpers import write_job  # noqa: E402
 
@@ -42,24 +40,6 @@ class Figures:
     cpu_s: float
     files: int
     bytes: int
-
-
-@contextlib.contextmanager
-def emulator() -> Iterator[str]:
-    with tempfile.TemporaryFile("w+") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "shardrun.emulator", "--port", "0", "--node-start-seconds", "0"],
-            stdout=subprocess.PIPE, stderr=log, text=True, cwd=ROOT)
-        try:
-            assert proc.stdout is not None
-            line = proc.stdout.readline()
-            if " at http://" not in line:
-                log.seek(0)
-                raise SystemExit(f"the emulator did not start: {line!r} {log.read()[-2000:]}")
-            yield line.split(" at ")[-1].strip()
-        finally:
-            proc.terminate()
-            proc.wait(30)
 
 
 class Downloads:
@@ -122,8 +102,8 @@ def main_() -> None:
     azurite = Azurite(tmp / "azurite")
     azurite.start()
     try:
-        with emulator() as url:
-            figures = {where: run(tmp / where, where, url, azurite, args)
+        with emulator_process("--node-start-seconds", "0") as emu:
+            figures = {where: run(tmp / where, where, emu.url, azurite, args)
                        for where in ("client", "cluster")}
     finally:
         azurite.stop()

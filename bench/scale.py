@@ -51,7 +51,6 @@ import sys
 import tempfile
 import time
 import weakref
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -200,18 +199,10 @@ class Row:
     batch_down: int
 
 
-def toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(toml(v) for v in value) + "]"
-    return json.dumps(str(value))  # a JSON string is a valid TOML basic string
-
-
 def write_job(folder: Path, mode: str, tasks: int, args: argparse.Namespace,
               batch_url: str = "", storage_url: str = "") -> Path:
+    import tomli_w  # here, not at the top: the client process (--as-client) never loads it
+
     with (folder / "input.txt").open("w") as f:
         f.writelines(f"line {i}\n" for i in range(tasks))
     merge: dict[str, Any] = {"method": "concat", "output": "result.txt"}
@@ -235,8 +226,7 @@ def write_job(folder: Path, mode: str, tasks: int, args: argparse.Namespace,
         sections["storage"] = {"account_url": storage_url, "auth": "key"}
         sections["batch"] = batch
     job = folder / "job.toml"
-    job.write_text("".join(f"[{name}]\n" + "".join(f"{k} = {toml(v)}\n" for k, v in keys.items())
-                           for name, keys in sections.items()))
+    job.write_text(tomli_w.dumps(sections), encoding="utf-8")
     return job
 
 
@@ -250,30 +240,6 @@ def check_keys(job: Path) -> None:
     except ShardrunError as err:
         raise SystemExit(f"bench/scale.py: the installed shardrun refuses this bench's job file: {err}"
                          ) from None
-
-
-@contextlib.contextmanager
-def emulator(simulate: str | None) -> Iterator[str]:
-    """The Batch emulator in its own process (its CPU is not the client's); -> its URL."""
-    argv = [sys.executable, "-m", "shardrun.emulator", "--port", "0", "--node-start-seconds", "0"]
-    if simulate:
-        argv += ["--simulate-tasks", simulate]
-    with tempfile.TemporaryFile("w+") as log:
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, text=True, cwd=ROOT)
-        try:
-            assert proc.stdout is not None
-            line = proc.stdout.readline()
-            if " at http://" not in line:
-                log.seek(0)
-                raise BenchError(f"the emulator did not start: {line!r} {log.read()[-2000:]}")
-            yield line.split(" at ")[-1].strip()
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 def check_result(folder: Path, mode: str, tasks: int, merge_where: str | None = None) -> None:
@@ -304,12 +270,17 @@ def run_row(mode: str, tasks: int, args: argparse.Namespace, scratch: Path, stor
     with contextlib.ExitStack() as stack:
         batch_url, batch_port = "", 0
         if mode != "local":
+            from batch_emulator import EmulatorDidNotStart, emulator_process
             from tests.fixtures.azurite import DEV_KEY
 
             from shardrun.emulator import DEV_ACCOUNT_KEY
 
-            batch_url = stack.enter_context(emulator(args.simulate if mode == "simulated" else None))
-            batch_port = int(batch_url.rsplit(":", 1)[1].split("/")[0])
+            simulate = ["--simulate-tasks", args.simulate] if mode == "simulated" else []
+            try:
+                emu = stack.enter_context(emulator_process("--node-start-seconds", "0", *simulate))
+            except EmulatorDidNotStart as err:
+                raise BenchError(str(err)) from None
+            batch_url, batch_port = emu.url, emu.port
             env |= {"AZURE_BATCH_KEY": DEV_ACCOUNT_KEY, "AZURE_STORAGE_KEY": DEV_KEY}
         job = write_job(folder, mode, tasks, args, batch_url, storage_url)
         stats = folder / "client.json"
@@ -354,18 +325,15 @@ def listing_costs(n: int, repeats: int = 5) -> str:
     """The monitor's listing of n completed tasks, side by side in one process: the SDK's
     list_tasks (a BatchTask model per task, as before) and batch_monitor.list_task_pages (JSON),
     client CPU per listed task (thread time of this process; the emulator runs in its own)."""
-    from azure.batch import BatchClient
     from azure.batch import models as bm
-    from azure.core.credentials import AzureNamedKeyCredential
+    from batch_emulator import batch_client, emulator_process, ubuntu_vm
 
-    from shardrun.emulator import DEV_ACCOUNT_KEY, DEV_ACCOUNT_NAME
     from shardrun.providers.azure.batch_listing import COMPLETED_SELECT, list_task_pages, task_record
 
-    with emulator(None) as url:
-        client = BatchClient(url, AzureNamedKeyCredential(DEV_ACCOUNT_NAME, DEV_ACCOUNT_KEY))
-        vm = bm.VirtualMachineConfiguration(image_reference=bm.BatchVmImageReference(
-            publisher="p", offer="o", sku="s"), node_agent_sku_id="n")
-        client.create_pool(bm.BatchPoolCreateOptions(id="p", vm_size="x", virtual_machine_configuration=vm))
+    with emulator_process("--node-start-seconds", "0") as emu:
+        client = batch_client(emu.url)
+        client.create_pool(bm.BatchPoolCreateOptions(id="p", vm_size="x",
+                                                     virtual_machine_configuration=ubuntu_vm()))
         client.create_job(bm.BatchJobCreateOptions(id="j", pool_info=bm.BatchPoolInfo(pool_id="p")))
         for start in range(0, n, 100):
             client.create_task_collection("j", bm.BatchTaskGroup(task_values=[

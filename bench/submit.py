@@ -47,10 +47,7 @@ import argparse
 import contextlib
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -62,12 +59,10 @@ from typing import Any
 
 from azure.batch import BatchClient
 from azure.batch import models as bm
-from azure.core.credentials import AzureNamedKeyCredential
-from azure.core.pipeline import PipelineRequest
-from azure.core.pipeline.policies import SansIOHTTPPolicy
+from batch_emulator import RequestCounter, batch_client, emulator_process, ubuntu_vm
 from latency_proxy import start_in_subprocess
 
-from shardrun.emulator import DEV_ACCOUNT_KEY, DEV_ACCOUNT_NAME, Emulator, EmulatorConfig
+from shardrun.emulator import DEV_ACCOUNT_NAME, Emulator, EmulatorConfig
 from shardrun.providers.azure.batch_submit import MAX_TASKS_PER_REQUEST, make_chunks, submit_tasks, task_size
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -144,23 +139,6 @@ def group(chunk: list[Any]) -> bm.BatchTaskGroup:
 # -- clients, emulator, proxy ------------------------------------------------------------------------
 
 
-class RequestCounter(SansIOHTTPPolicy[Any, Any]):
-    """Counts the HTTP requests a client sends (per retry: a retried request counts again)."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self._lock = threading.Lock()
-
-    def on_request(self, request: PipelineRequest[Any]) -> None:
-        with self._lock:
-            self.count += 1
-
-
-def batch_client(url: str, counter: RequestCounter | None = None) -> BatchClient:
-    key = AzureNamedKeyCredential(DEV_ACCOUNT_NAME, DEV_ACCOUNT_KEY)
-    return BatchClient(url, key, per_retry_policies=[counter] if counter else [])
-
-
 @contextlib.contextmanager
 def running_emulator(mode: str) -> Iterator[tuple[str, int]]:
     """-> (url, port) of an emulator with the development account, in memory."""
@@ -168,35 +146,15 @@ def running_emulator(mode: str) -> Iterator[tuple[str, int]]:
         with Emulator(EmulatorConfig(port=0)) as emu:
             yield emu.url, emu.port
         return
-    with tempfile.TemporaryFile("w+") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "shardrun.emulator", "--port", "0"],
-                                stdout=subprocess.PIPE, stderr=log, text=True)
-        try:
-            assert proc.stdout is not None
-            line = proc.stdout.readline()
-            if " at http://" not in line:
-                log.seek(0)
-                raise RuntimeError(f"the emulator did not start: {line!r} {log.read()[-2000:]}")
-            url = line.split(" at ")[-1].strip()
-            yield url, int(url.rsplit(":", 1)[1])
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    with emulator_process() as emu:
+        yield emu.url, emu.port
 
 
 def create_pool(admin: BatchClient) -> None:
     """A pool with 0 target nodes: tasks added to its jobs stay active and nothing runs."""
     admin.create_pool(bm.BatchPoolCreateOptions(
         id=POOL_ID, vm_size="standard_d2s_v3", target_dedicated_nodes=0, target_low_priority_nodes=0,
-        virtual_machine_configuration=bm.VirtualMachineConfiguration(
-            image_reference=bm.BatchVmImageReference(publisher="canonical", offer="ubuntu-24_04-lts",
-                                                     sku="server", version="latest"),
-            node_agent_sku_id="batch.node.ubuntu 24.04"),
-    ))
+        virtual_machine_configuration=ubuntu_vm()))
     pool = admin.get_pool(POOL_ID)
     if pool.target_dedicated_nodes != 0 or pool.state != bm.BatchPoolState.ACTIVE:
         raise SystemExit(f"FAIL: the emulator's pool is not an active 0-node pool: {pool.as_dict()}")
