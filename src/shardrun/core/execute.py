@@ -15,6 +15,7 @@ from shardrun.core.errors import RunInterrupted, ShardrunError
 from shardrun.core.ledger import AttemptEnd, Ledger, TaskRow
 from shardrun.core.outcome import RunResult, finish
 from shardrun.core.preflight import resolved_command
+from shardrun.core.prepare import restore_sources
 from shardrun.core.progress import NullProgress, ProgressView
 from shardrun.core.run import Run
 from shardrun.core.states import AttemptResult, RunState, TaskState
@@ -78,6 +79,8 @@ def execute(run: Run, *, progress: ProgressView | None = None, resumed: bool = F
     view.start(run.run_id, sum(counts.values()), counts)
     for _ in range(ROUNDS):
         pending = run.ledger.tasks(run.run_id, TaskState.PENDING)
+        if any(t.segments is not None for t in pending):
+            restore_sources(run, view)  # the tasks cut their pieces from them
         if pending:
             _run_tasks(run, pending, view)
         lost = lost_outputs(run)

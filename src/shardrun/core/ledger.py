@@ -58,6 +58,14 @@ CREATE TABLE IF NOT EXISTS attempts (
     stderr_tail TEXT,              -- the end of a failed attempt's stderr (status needs no store)
     PRIMARY KEY (run_id, task_id, attempt)
 );
+CREATE TABLE IF NOT EXISTS sources (   -- inputs stored whole for pieces by reference
+    run_id TEXT NOT NULL,
+    idx INTEGER NOT NULL,          -- <run>/sources/<idx>/<name> (core/layout.py)
+    path TEXT NOT NULL,            -- the user's file, as it was when the run split it:
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    PRIMARY KEY (run_id, idx)
+);
 CREATE TABLE IF NOT EXISTS resources (
     run_id TEXT NOT NULL,
     kind TEXT NOT NULL,            -- e.g. namespace, pool, job, container
@@ -308,6 +316,17 @@ class Ledger:
             (run_id, task_id),
         ).fetchone()
         return dict(row) if row else None
+
+    # sources ----------------------------------------------------------------------------------
+    def add_sources(self, run_id: str, rows: list[tuple[int, str, int, int]]) -> None:
+        """(idx, path, size, mtime_ns) of each input the run stored whole."""
+        self.db.executemany("INSERT OR REPLACE INTO sources VALUES (?,?,?,?,?)",
+                            [(run_id, *row) for row in rows])
+
+    def sources(self, run_id: str) -> list[tuple[int, str, int, int]]:
+        rows = self.db.execute("SELECT idx, path, size, mtime_ns FROM sources WHERE run_id=? "
+                               "ORDER BY idx", (run_id,)).fetchall()
+        return [(r[0], r[1], r[2], r[3]) for r in rows]
 
     # resources --------------------------------------------------------------------------------
     def add_resource(self, run_id: str, kind: str, resource_id: str) -> None:

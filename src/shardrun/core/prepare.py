@@ -55,6 +55,7 @@ def prepare_run(ws: Workspace, spec: JobSpec, job_key: str, run_id: str,
         store.report_transfers(view)
     staging = ws.scratch(run_id) / "pieces"
     staging.mkdir(parents=True)
+    sources: list[tuple[int, str, int, int]] = []  # the inputs stored whole, as they were
     try:
         began = time.monotonic()
         inputs = resolve_inputs(spec)
@@ -92,6 +93,8 @@ def prepare_run(ws: Workspace, spec: JobSpec, job_key: str, run_id: str,
             tasks.append((task_id, index, in_key, size, out_key))
         if isinstance(plans, list):
             put_sources(store, run_id, inputs, as_planned)
+            sources = [(n, str(path.absolute()), size, mtime)
+                       for n, (path, (size, mtime)) in enumerate(zip(inputs, as_planned, strict=True))]
         store.put_files(uploads, move=True)  # the pieces are ours: move, don't copy
         shared = [(layout.file_key(run_id, f.name), spec.path(f)) for f in spec.app.files]
         if spec.app.config:
@@ -107,6 +110,7 @@ def prepare_run(ws: Workspace, spec: JobSpec, job_key: str, run_id: str,
         shutil.rmtree(staging, ignore_errors=True)
     with ledger.transaction():
         ledger.add_tasks(run_id, tasks)
+        ledger.add_sources(run_id, sources)
         ledger.set_run_status(run_id, RunState.RUNNING)
     run.refresh()
     run.beat()  # its container exists now: other machines see it running
@@ -145,6 +149,34 @@ def put_sources(store: Store, run_id: str, inputs: list[Path], as_planned: list[
     for path, was, now in zip(inputs, as_planned, file_states(inputs), strict=True):
         if now != was:
             raise SplitError(f"{path}: changed while it was split and stored; run again")
+
+
+def restore_sources(run: Run, view: ProgressView) -> None:
+    """Store again the inputs of a run whose pieces go by reference if their stored copies are gone
+    (a storage account that lost recent writes): the user's files, if unchanged since the split
+    (size and modification time, as the ledger has them), since the pieces are offsets into them.
+    A changed one stops the run with one line saying how to start afresh."""
+    rows = run.ledger.sources(run.run_id)
+    if not rows:
+        return
+    stored = {o.key: o.size for o in run.store.list(layout.sources_prefix(run.run_id))}
+    lost = [(layout.source_key(run.run_id, n, Path(path).name), Path(path), (size, mtime))
+            for n, path, size, mtime in rows
+            if stored.get(layout.source_key(run.run_id, n, Path(path).name)) != size]
+    if not lost:
+        return
+    for _, path, was in lost:
+        if not path.is_file() or file_states([path])[0] != was:
+            raise SplitError(f"{path}: run {run.run_id}'s stored copy of this input is gone from "
+                             "storage, and the file is not as the run split it; start afresh with: "
+                             f"shardrun run --new {run.row.job_path}")
+    view.message(f"run {run.run_id}: {len(lost)} stored input(s) gone from storage; storing them "
+                 "again from the unchanged files")
+    run.store.put_files([(key, path) for key, path, _ in lost], move=False)
+    for _, path, was in lost:
+        if file_states([path])[0] != was:
+            raise SplitError(f"{path}: changed while it was stored again; start afresh with: "
+                             f"shardrun run --new {run.row.job_path}")
 
 
 def output_names(spec: JobSpec, pieces: list[Path], *, planned: bool = False) -> list[str]:

@@ -229,6 +229,8 @@ class AzureBatchBackend:
         """A pool if the run has none, then a new job: the run id, or run-retryN for later ones."""
         assert self.ctx is not None
         run_id = self.ctx.run_id
+        # pieces by reference: each node gets the sources once (checked before a pool costs money)
+        preparation = self.files.preparation(self.watch.values()) if self.files is not None else None
         state = None if self.pool_id is None else self._pool_state(self.pool_id)
         if self.pool_id is not None and state == "deleting" and self.settings.pool_id is None:
             self._record(POOL, self.pool_id, deleted=True)  # deleted by someone else: not ours now
@@ -256,8 +258,7 @@ class AzureBatchBackend:
             earlier.add(self.job_id)
         job_id = f"{run_id}-retry{len(earlier)}" if earlier else run_id
         job = build_job(job_id, self.pool_id, run_id, self.settings, self.ctx.retries)
-        if self.files is not None:  # pieces by reference: each node gets the sources once
-            job.job_preparation_task = self.files.preparation(self.watch.values())
+        job.job_preparation_task = preparation
         self._record(JOB, job_id)  # before it exists, as the pool
         existing = create_owned(self.client, JOB, job_id, run_id, lambda: self.client.create_job(job))
         if existing is not None and not str(existing.state).lower().endswith("active"):
