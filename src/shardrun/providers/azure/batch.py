@@ -22,10 +22,12 @@ from shardrun.providers.azure import batch_merge as merging
 from shardrun.providers.azure.batch_account import (
     JOB,
     POOL,
+    check_identity,
     create_owned,
     delete_job,
     delete_pool,
     open_batch_client,
+    pool_state,
     preflight,
 )
 from shardrun.providers.azure.batch_files import RunFiles
@@ -106,7 +108,8 @@ class AzureBatchBackend:
                              "(Batch nodes read and write the run's files in Blob Storage)")
         self._preflight()
         if self.settings.node_identity:
-            self._check_identity(self.settings.node_identity)
+            assert self.pool_id is not None  # settings: node_identity needs pool_id
+            check_identity(self.client, self.pool_id, self.settings.node_identity)
         jobs = [rid for kind, rid in ctx.resources if kind == JOB]
         pools = [rid for kind, rid in ctx.resources if kind == POOL]
         if pools and self.settings.pool_id is None:
@@ -172,18 +175,6 @@ class AzureBatchBackend:
         preflight(self.client, self.settings.account_url, self.image, self.registry, self.ctx.store,
                   f"{self.ctx.run_id}/config/")
 
-    def _check_identity(self, identity: str) -> None:
-        """The pool must have the identity: only Azure Resource Manager can give it one."""
-        assert self.pool_id is not None  # settings: node_identity needs pool_id
-        pool = call(lambda: self.client.get_pool(self.pool_id, select=["id", "identity"]),
-                    f"read pool {self.pool_id}")
-        held = pool.identity.user_assigned_identities if pool.identity is not None else None
-        ids = [u.resource_id.lower() for u in held or []]
-        if identity.lower() not in ids:
-            raise BatchError(f"pool {self.pool_id} does not have the managed identity [batch] "
-                             f"node_identity names ({identity}); add it to the pool (Azure portal "
-                             "or Azure Resource Manager), or remove node_identity (docs/azure.md)")
-
     def _record(self, kind: str, rid: str, deleted: bool = False) -> None:
         assert self.ctx is not None
         if self.ctx.on_resource is not None:
@@ -231,7 +222,7 @@ class AzureBatchBackend:
         run_id = self.ctx.run_id
         # pieces by reference: each node gets the sources once (checked before a pool costs money)
         preparation = self.files.preparation(self.watch.values()) if self.files is not None else None
-        state = None if self.pool_id is None else self._pool_state(self.pool_id)
+        state = None if self.pool_id is None else pool_state(self.client, self.pool_id)
         if self.pool_id is not None and state == "deleting" and self.settings.pool_id is None:
             self._record(POOL, self.pool_id, deleted=True)  # deleted by someone else: not ours now
             self.pool_id = None
@@ -240,7 +231,7 @@ class AzureBatchBackend:
             # one gets a new id, as a new job does, rather than a job on a pool about to vanish.
             earlier = {rid for kind, rid in self.ctx.resources_ever if kind == POOL}
             self.pool_id = f"{run_id}-pool{len(earlier) + 1}" if earlier else f"{run_id}-pool"
-            state = self._pool_state(self.pool_id)
+            state = pool_state(self.client, self.pool_id)
         if state is None:
             mounts = None
             if self.settings.storage_mode == "mount" and self.files is not None:
@@ -266,17 +257,6 @@ class AzureBatchBackend:
                              f"run's jobs with `shardrun cleanup {run_id}`, then run again")
         self.job_id, self.job_active, self.numbered = job_id, True, True
         self.watermark, self.last_completed = None, -1
-
-    def _pool_state(self, pool_id: str) -> str | None:
-        """The pool's state ("active", "deleting"), or None when there is no such pool."""
-        reset_tries()
-        try:
-            pool = self.client.get_pool(pool_id, select=["id", "state"])
-        except Exception as err:
-            if error_code(err) == "PoolNotFound":
-                return None
-            raise explain(err, f"read pool {pool_id}") from err
-        return str(pool.state).rsplit(".", 1)[-1].lower()
 
     def _add(self, todo: list[TaskSpec]) -> None:
         from azure.batch import models as bm

@@ -144,3 +144,26 @@ def delete_run_resources(spec: JobSpec, resources: list[tuple[str, str]],
         on_deleted(kind, rid)
         removed.append(f"Batch {kind.split('-')[1]}: {rid}")
     return removed
+
+
+def pool_state(client: Any, pool_id: str) -> str | None:
+    """The pool's state ("active", "deleting"), or None when there is no such pool."""
+    reset_tries()
+    try:
+        pool = client.get_pool(pool_id, select=["id", "state"])
+    except Exception as err:
+        if error_code(err) == "PoolNotFound":
+            return None
+        raise explain(err, f"read pool {pool_id}") from err
+    return str(pool.state).rsplit(".", 1)[-1].lower()
+
+
+def check_identity(client: Any, pool_id: str, identity: str) -> None:
+    """The pool must have the identity: only Azure Resource Manager can give it one."""
+    pool = call(lambda: client.get_pool(pool_id, select=["id", "identity"]), f"read pool {pool_id}")
+    held = pool.identity.user_assigned_identities if pool.identity is not None else None
+    ids = [u.resource_id.lower() for u in held or []]
+    if identity.lower() not in ids:
+        raise BatchError(f"pool {pool_id} does not have the managed identity [batch] "
+                         f"node_identity names ({identity}); add it to the pool (Azure portal "
+                         "or Azure Resource Manager), or remove node_identity (docs/azure.md)")
