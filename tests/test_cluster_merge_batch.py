@@ -61,8 +61,11 @@ def test_cluster_merge_gives_the_local_result_and_downloads_one_blob(
 ) -> None:
     job = cluster_job(tmp_path, emulator, azurite,
                       {"method": method, "output": "result.out", "where": "cluster"})
-    assert main(["run", str(job)]) == 0, capsys.readouterr().err
+    code, err = main(["run", str(job)]), capsys.readouterr().err
+    assert code == 0, err
     run = ledger(shardrun_home).runs()[0]
+    assert "and the merge task that follows them" in err  # the user hears of it
+    assert f"waiting for the merge task of Batch job {run.run_id}" in err
     assert run.status == RunState.SUCCEEDED
     local = tmp_path / "local"
     local.mkdir()
@@ -89,7 +92,9 @@ def test_a_failed_merge_task_is_merge_failed_with_its_stderr_then_merge_fixes_it
     # The job file now merges with a command that works: `shardrun merge` runs a new merge task.
     _set_merge(job, job.read_text(), ['command = ["sh", "-c", "cat merge-in/* | tr a-z A-Z"]',
                                       'output = "result.out"', 'where = "cluster"'])
-    assert main(["merge", run.run_id]) == 0, capsys.readouterr().err
+    code, err = main(["merge", run.run_id]), capsys.readouterr().err
+    assert code == 0, err
+    assert "merge task submitted to Batch job" in err
     assert ledger(shardrun_home).get_run(run.run_id).status == RunState.SUCCEEDED
     expected = "".join(f'{{"N": "LINE {i}"}}\n\n' for i in range(40))
     assert (tmp_path / "result.out").read_text() == expected

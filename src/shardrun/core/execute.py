@@ -91,7 +91,7 @@ def execute(run: Run, *, progress: ProgressView | None = None, resumed: bool = F
         raise ShardrunError(f"run {run.run_id}: outputs keep disappearing from the store "
                             f"({len(lost)} after {ROUNDS} rounds); check the storage account")
     view.close()
-    return finish(run, started=started, resumed=resumed)
+    return finish(run, started=started, resumed=resumed, say=view.message)
 
 
 def _context(run: Run, pending: list[TaskRow]) -> RunContext:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,8 +60,9 @@ class RunResult:
         return self.status == "succeeded"
 
 
-def finish(run: Run, *, started: float, resumed: bool = False) -> RunResult:
-    """Decide the run's outcome and merge when it may."""
+def finish(run: Run, *, started: float, resumed: bool = False,
+           say: Callable[[str], None] = lambda note: None) -> RunResult:
+    """Decide the run's outcome and merge when it may. `say`: progress notes (a cluster merge's)."""
     ledger, run_id = run.ledger, run.run_id
     counts = ledger.counts(run_id)
     failed = failed_tasks(run)
@@ -70,20 +72,20 @@ def finish(run: Run, *, started: float, resumed: bool = False) -> RunResult:
         result.message = f"{len(failed)} of {sum(counts.values())} tasks failed; nothing merged"
         run.set_state(RunState.FAILED, result.message)
     else:
-        result.merged_output = merge(run)
+        result.merged_output = merge(run, say)
         run.set_state(RunState.SUCCEEDED, f"{len(failed)} failed tasks left out" if failed else None)
     result.wall_time = time.monotonic() - started
     return result
 
 
-def merge(run: Run) -> Path:
+def merge(run: Run, say: Callable[[str], None] = lambda note: None) -> Path:
     """Merge as a state of its own: merging, then succeeded, or merge-failed with the reason.
 
     A merge that fails keeps every task output; `shardrun merge RUN` (or `run`) tries it again.
     """
     run.set_state(RunState.MERGING)
     try:
-        return _merge_on_cluster(run) if run.spec.merge.where == "cluster" else _merge(run)
+        return _merge_on_cluster(run, say) if run.spec.merge.where == "cluster" else _merge(run)
     except KeyboardInterrupt:
         run.set_state(RunState.INTERRUPTED, "stopped while merging")
         raise
@@ -156,7 +158,7 @@ def _merge(run: Run) -> Path:
     return merged
 
 
-def _merge_on_cluster(run: Run) -> Path:
+def _merge_on_cluster(run: Run, say: Callable[[str], None]) -> Path:
     """[merge] where = "cluster": the compute's merge task merges the stored outputs where they
     are; the client downloads its one result into [merge] output, atomically."""
     spec, run_id = run.spec, run.run_id
@@ -167,7 +169,7 @@ def _merge_on_cluster(run: Run) -> Path:
                          f"{run.row.backend!r} cannot merge on its nodes; use where = 'client'")
     key = layout.merged_key(run_id)
     try:
-        reason = merger.merge(_merge_context(run), key, lambda note: None)
+        reason = merger.merge(_merge_context(run), key, say)
         if reason is not None:
             raise MergeError(f"the merge task failed: {reason}")
         dest = spec.path(spec.merge.output)

@@ -147,7 +147,7 @@ def merge_run(run_id: str, *, home: Path | str | None = None, wait: bool = False
                              f"store ({named}); `shardrun run {run.row.job_path}` runs them "
                              "again and merges")
         before, message = run.state, run.row.message
-        merged = merge(run)
+        merged = merge(run, (progress or NullProgress()).message)
         if before in (RunState.SUCCEEDED, RunState.FAILED):  # merging again changes no outcome
             run.set_state(before, message)
         else:

@@ -291,8 +291,10 @@ class AzureBatchBackend:
         update = bm.BatchJobUpdateOptions(all_tasks_complete_mode=bm.BatchAllTasksCompleteMode.TERMINATE_JOB)
         job_id = self.job_id
         call(lambda: self.client.update_job(job_id, update), f"update job {job_id}")
+        merge_note = ", and the merge task that follows them" if merging.merges_on_cluster(
+            self.spec) and self.numbered else ""
         self.notes.append(f"{len(todo)} tasks submitted to Batch job {self.job_id} on pool "
-                          f"{self.pool_id} in {report.requests} request(s)")
+                          f"{self.pool_id} in {report.requests} request(s){merge_note}")
 
     # -- monitoring -----------------------------------------------------------------------------
     def poll(self) -> int:

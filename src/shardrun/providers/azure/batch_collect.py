@@ -38,22 +38,20 @@ class BatchMerge:
         self.client = client
         self.backend: AzureBatchBackend | None = None
         self.say: Callable[[str], None] = lambda note: None
+        self.submitted = False  # by this client (else it re-attached to one)
 
     def merge(self, ctx: RunContext, result_key: str, say: Callable[[str], None]) -> str | None:
         self.image, registry = self.image_and_registry()
         backend = AzureBatchBackend(self.spec, client=self.client, image=self.image,
                                     registry=registry)
         self.backend, self.say = backend, say
-        backend.start(ctx)
-        if backend.pool_id is None:  # the ledger has none live: the run's own, as _new_job names it
-            backend.pool_id = f"{ctx.run_id}-pool"
+        backend.start(ctx)  # the run's live pool, if the ledger has one; else _new_job makes one
         task = self._merge_task(backend)
         if task is None:
             backend._new_job()
             self._add(backend, None)
-            say(f"merge task submitted to Batch job {backend.job_id}")
-        else:
-            say(f"re-attached to the merge task of Batch job {backend.job_id}")
+        elif not self.submitted:  # submitted with the tasks, or by a client that stopped
+            say(f"waiting for the merge task of Batch job {backend.job_id}")
         task = self._wait(backend)
         if str(task.execution_info.result).lower().endswith("success"):
             return None
@@ -108,6 +106,8 @@ class BatchMerge:
         assert backend.template is not None and backend.ctx is not None
         add_merge_task(backend.client, backend.job_id, merge_task(
             self.spec, backend.files, backend.template, backend.ctx.run_id, depends_on))
+        self.submitted = True
+        self.say(f"merge task submitted to Batch job {backend.job_id}")
         job_id = backend.job_id
         update = bm.BatchJobUpdateOptions(
             all_tasks_complete_mode=bm.BatchAllTasksCompleteMode.TERMINATE_JOB)
