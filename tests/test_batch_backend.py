@@ -152,23 +152,27 @@ def test_kill_9_of_the_client_then_run_again_reattaches_and_runs_nothing_twice(
     azurite: Azurite, emulator: Emulator, secrets_env: None, tmp_path: Path, shardrun_home: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    log = tmp_path / "runs.log"
+    log, hold = tmp_path / "runs.log", tmp_path / "hold"
     job = with_env(batch_job(tmp_path, emulator, azurite, lines=60, per_task=1, app=COUNTING_APP),
-                   RUNS_LOG=str(log), NAP="0.3")
+                   RUNS_LOG=str(log), NAP="0.3", HOLD=str(hold))
     client = subprocess.Popen([sys.executable, "-m", "shardrun", "run", "-q", str(job)],
                               env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    run_id = None
-    while time.monotonic() < deadline:
-        runs = ledger(shardrun_home).runs() if (shardrun_home / "ledger.sqlite").exists() else []
-        if runs and ledger(shardrun_home).counts(runs[0].run_id).get("succeeded", 0) >= 8:
-            run_id = runs[0].run_id
-            break
-        time.sleep(0.1)
-    assert run_id is not None, client.stderr.read() if client.stderr else ""
-    client.send_signal(signal.SIGKILL)
-    client.wait()
-    assert ledger(shardrun_home).counts(run_id).get("succeeded", 0) < 60  # killed mid-run
+    try:
+        deadline = time.monotonic() + 120
+        run_id = None
+        while time.monotonic() < deadline and client.poll() is None:
+            runs = ledger(shardrun_home).runs() if (shardrun_home / "ledger.sqlite").exists() else []
+            if runs and ledger(shardrun_home).counts(runs[0].run_id).get("succeeded", 0) >= 8:
+                run_id = runs[0].run_id
+                break
+            time.sleep(0.1)
+        hold.touch()  # tasks that start from now on wait: the run cannot finish before the kill
+        client.send_signal(signal.SIGKILL)
+        client.wait()
+        assert run_id is not None, client.stderr.read() if client.stderr else ""
+        assert ledger(shardrun_home).counts(run_id).get("succeeded", 0) < 60  # killed mid-run
+    finally:
+        hold.unlink(missing_ok=True)
 
     assert main(["run", str(job)]) == 0, capsys.readouterr().err
     err = capsys.readouterr().err
