@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import socket
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -44,3 +47,13 @@ def lines_job(folder: Path, n_lines: int = 100, per_task: int = 10, **run: Any) 
         "merge": {"method": "concat", "output": "result.txt"},
         "run": {"concurrency": 2, **run},
     })
+
+
+@contextmanager
+def closed_port() -> Iterator[int]:
+    """A loopback port that refuses connections for as long as the block runs: it is held, bound and
+    never listening, so no other server (of this session or another) can take it meanwhile, as it
+    could a port merely found free."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        yield int(held.getsockname()[1])

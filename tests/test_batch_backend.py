@@ -97,7 +97,9 @@ def test_a_job_runs_on_batch_and_cleans_up_its_pool_and_job(
     assert ledger(shardrun_home).resources(run.run_id) == [("namespace", run.run_id)]
 
 
-COUNTING_APP = ['sh', '-c', 'echo "$SHARDRUN_TASK_ID" >> "$RUNS_LOG"; sleep "${NAP:-0}"; '
+# Logs each run of a task, waits while the file $HOLD exists (if set), naps, upper-cases.
+COUNTING_APP = ['sh', '-c', 'echo "$SHARDRUN_TASK_ID" >> "$RUNS_LOG"; '
+                'while [ -n "${HOLD:-}" ] && [ -e "$HOLD" ]; do sleep 0.05; done; sleep "${NAP:-0}"; '
                 'tr a-z A-Z < "$INPUT_PATH" > "$OUTPUT_PATH"']
 
 
@@ -150,23 +152,27 @@ def test_kill_9_of_the_client_then_run_again_reattaches_and_runs_nothing_twice(
     azurite: Azurite, emulator: Emulator, secrets_env: None, tmp_path: Path, shardrun_home: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    log = tmp_path / "runs.log"
+    log, hold = tmp_path / "runs.log", tmp_path / "hold"
     job = with_env(batch_job(tmp_path, emulator, azurite, lines=60, per_task=1, app=COUNTING_APP),
-                   RUNS_LOG=str(log), NAP="0.3")
+                   RUNS_LOG=str(log), NAP="0.3", HOLD=str(hold))
     client = subprocess.Popen([sys.executable, "-m", "shardrun", "run", "-q", str(job)],
                               env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    run_id = None
-    while time.monotonic() < deadline:
-        runs = ledger(shardrun_home).runs() if (shardrun_home / "ledger.sqlite").exists() else []
-        if runs and ledger(shardrun_home).counts(runs[0].run_id).get("succeeded", 0) >= 8:
-            run_id = runs[0].run_id
-            break
-        time.sleep(0.1)
-    assert run_id is not None, client.stderr.read() if client.stderr else ""
-    client.send_signal(signal.SIGKILL)
-    client.wait()
-    assert ledger(shardrun_home).counts(run_id).get("succeeded", 0) < 60  # killed mid-run
+    try:
+        deadline = time.monotonic() + 120
+        run_id = None
+        while time.monotonic() < deadline and client.poll() is None:
+            runs = ledger(shardrun_home).runs() if (shardrun_home / "ledger.sqlite").exists() else []
+            if runs and ledger(shardrun_home).counts(runs[0].run_id).get("succeeded", 0) >= 8:
+                run_id = runs[0].run_id
+                break
+            time.sleep(0.1)
+        hold.touch()  # tasks that start from now on wait: the run cannot finish before the kill
+        client.send_signal(signal.SIGKILL)
+        client.wait()
+        assert run_id is not None, client.stderr.read() if client.stderr else ""
+        assert ledger(shardrun_home).counts(run_id).get("succeeded", 0) < 60  # killed mid-run
+    finally:
+        hold.unlink(missing_ok=True)
 
     assert main(["run", str(job)]) == 0, capsys.readouterr().err
     err = capsys.readouterr().err
@@ -364,20 +370,30 @@ def test_ctrl_c_detaches_and_the_tasks_finish_without_the_client(
     azurite: Azurite, emulator: Emulator, secrets_env: None, tmp_path: Path, shardrun_home: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    log = tmp_path / "runs.log"
+    log, hold = tmp_path / "runs.log", tmp_path / "hold"
+    hold.touch()  # the tasks wait until the client is gone: the run cannot end before the Ctrl-C
     job = with_env(batch_job(tmp_path, emulator, azurite, lines=24, per_task=1, app=COUNTING_APP),
-                   RUNS_LOG=str(log), NAP="0.3")
+                   RUNS_LOG=str(log), NAP="0.3", HOLD=str(hold))
     client = subprocess.Popen([sys.executable, "-m", "shardrun", "run", str(job)],
                               env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and len(runs_logged(log)) < 3:
-        time.sleep(0.05)
-    client.send_signal(signal.SIGINT)
-    _, err = client.communicate(timeout=60)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and len(runs_logged(log)) < 3:
+            assert client.poll() is None, client.communicate()
+            time.sleep(0.05)
+        assert len(runs_logged(log)) >= 3, "the tasks never started"
+        client.send_signal(signal.SIGINT)
+        _, err = client.communicate(timeout=60)
+    finally:
+        hold.unlink()
+        if client.poll() is None:
+            client.kill()
+            client.wait()
     assert client.returncode != 0
     assert b"detached from run" in err and b"shardrun cleanup" in err
     run_id = ledger(shardrun_home).runs()[0].run_id
     batch = batch_client(emulator)
+    deadline = time.monotonic() + 120  # a bound on a hung job, not a timing assertion
     while time.monotonic() < deadline and not str(batch.get_job(run_id).state).lower().endswith("completed"):
         time.sleep(0.2)  # the job finishes on its own: terminatejob, no client needed
     assert len(runs_logged(log)) == 24

@@ -105,7 +105,8 @@ def podman_calls(folder: Path, monkeypatch: pytest.MonkeyPatch, real: str) -> Pa
     bin_dir.mkdir()
     log = folder / "podman-calls.log"
     shim = bin_dir / "podman"
-    shim.write_text(f"#!/bin/sh\nprintf '%s ' podman \"$@\" >> '{log}'\necho >> '{log}'\n"
+    # The whole line in one write, appended: calls made at once (two nodes logging in) cannot mix.
+    shim.write_text(f"#!/bin/sh\nprintf '%s\\n' \"podman $*\" >> '{log}'\n"
                     f"exec '{real}' \"$@\"\n")
     shim.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")

@@ -13,8 +13,8 @@ from shardrun.cli import main
 from shardrun.core.errors import ShardrunError
 from shardrun.providers.azure.blob import open_blob_store
 
-from .fixtures.azurite import DEV_KEY, Azurite, free_port
-from .helpers import lines_job
+from .fixtures.azurite import DEV_KEY, Azurite
+from .helpers import closed_port, lines_job
 
 WRONG_KEY = base64.b64encode(b"w" * 64).decode()
 
@@ -53,10 +53,11 @@ def test_malformed_connection_string() -> None:
 
 
 def test_unreachable_endpoint_fails_after_bounded_retries() -> None:
-    url = f"http://127.0.0.1:{free_port()}/devstoreaccount1"  # nothing listens there
-    store = open_blob_store(account_url=url, account_key=DEV_KEY, retries=1)
-    with pytest.raises(ShardrunError, match="cannot reach") as info:
-        store.put_bytes(f"{_ns()}/config/c", b"x")
+    with closed_port() as port:  # nothing listens there
+        store = open_blob_store(account_url=f"http://127.0.0.1:{port}/devstoreaccount1",
+                                account_key=DEV_KEY, retries=1)
+        with pytest.raises(ShardrunError, match="cannot reach") as info:
+            store.put_bytes(f"{_ns()}/config/c", b"x")
     assert "gave up after 2 tries over" in str(info.value)  # retries = 1: one retry
     assert DEV_KEY not in _everything_printed(info.value)
 

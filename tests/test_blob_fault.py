@@ -38,8 +38,18 @@ def server(tmp_path: Path) -> Iterator[Azurite]:
     s.stop()
 
 
-def _db_saved_after(server: Azurite, moment: float) -> None:
-    """Azurite writes its metadata to disk every few seconds; wait until it has, after `moment`."""
+def _db_saved(server: Azurite) -> None:
+    """Azurite writes its metadata to disk every 5 s, and only when something changed since its last
+    save; wait for a save of everything done so far.
+
+    A save that fell between the last change and this call would leave nothing to save later: so a
+    change is made here, after `moment` (a container of its own), and the next save, which must
+    come, holds it and everything before it. The 50 ms keep the file's coarse timestamp clear of
+    `moment`."""
+    moment = time.time()
+    time.sleep(0.05)
+    BlobServiceClient.from_connection_string(server.connection_string).create_container(
+        f"fault-marker-{uuid.uuid4().hex[:12]}")
     db = server.location / "__azurite_db_blob__.json"
     deadline = time.monotonic() + WAIT
     while time.monotonic() < deadline:
@@ -69,7 +79,7 @@ def test_kill_azurite_mid_upload_then_resume(server: Azurite, tmp_path: Path,
     # First the small files, and let Azurite save them, as it would during any long upload.
     store = new_store()
     store.put_files(small)
-    _db_saved_after(server, time.time())
+    _db_saved(server)
 
     # Then the big one: after PAUSE_AFTER blocks, hold the rest until Azurite has saved and died.
     hold = threading.Event()
@@ -95,7 +105,7 @@ def test_kill_azurite_mid_upload_then_resume(server: Azurite, tmp_path: Path,
     worker.start()
     for _ in range(PAUSE_AFTER):
         assert sent.acquire(timeout=WAIT)
-    _db_saved_after(server, time.time())
+    _db_saved(server)
     server.kill()
     hold.set()  # the held blocks now meet a dead endpoint
     worker.join(WAIT * 2)

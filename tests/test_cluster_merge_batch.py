@@ -128,21 +128,26 @@ def test_a_client_killed_while_the_merge_task_runs_collects_its_result_on_the_ne
     azurite: Azurite, emulator: Emulator, secrets_env: None, tmp_path: Path, shardrun_home: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
+    hold = tmp_path / "hold"  # the merge task waits while it exists: it cannot end before the kill
+    hold.touch()
     job = cluster_job(tmp_path, emulator, azurite, {
-        "command": ["sh", "-c", "sleep 3; cat merge-in/*"], "output": "result.out",
-        "where": "cluster"})
+        "command": ["sh", "-c", f"while [ -e '{hold}' ]; do sleep 0.05; done; cat merge-in/*"],
+        "output": "result.out", "where": "cluster"})
     client = subprocess.Popen([sys.executable, "-m", "shardrun", "run", "-q", str(job)],
                               env=os.environ.copy(), stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    run_id = None
-    while time.monotonic() < deadline and run_id is None:
-        runs = ledger(shardrun_home).runs() if (shardrun_home / "ledger.sqlite").exists() else []
-        if runs and runs[0].status == RunState.MERGING:
-            run_id = runs[0].run_id
-        time.sleep(0.1)
-    client.send_signal(signal.SIGKILL)
-    client.wait()
+    try:
+        deadline = time.monotonic() + 120
+        run_id = None
+        while time.monotonic() < deadline and run_id is None and client.poll() is None:
+            runs = ledger(shardrun_home).runs() if (shardrun_home / "ledger.sqlite").exists() else []
+            if runs and runs[0].status == RunState.MERGING:
+                run_id = runs[0].run_id
+            time.sleep(0.1)
+        client.send_signal(signal.SIGKILL)
+        client.wait()
+    finally:
+        hold.unlink()
     assert run_id is not None
     assert not (tmp_path / "result.out").exists()
     assert main(["run", str(job)]) == 0, capsys.readouterr().err

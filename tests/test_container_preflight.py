@@ -105,6 +105,14 @@ def test_docker_and_podman_differ_only_in_flags(tmp_path: Path) -> None:
     ("Error: GET https://r.example/v2/app/manifests/1: 404 page", "no such image in the registry"),
     ("Error: pinging 127.0.0.1:4013: dial tcp 127.0.0.1:4013: connect: connection refused",
      "the registry is unreachable"),
+    # Temporary folders are numbered: pytest's 401st or 404th session must not change the reading.
+    ("Error: reading /tmp/pytest-of-root/pytest-401/test_x0/auth.json: dial tcp 127.0.0.1:4013: "
+     "connect: connection refused", "the registry is unreachable"),
+    ("Error: logging into 127.0.0.1:5000 with /tmp/pytest-404/auth.json: invalid username/password",
+     "the registry rejected the credentials"),
+    ("Error: copying /tmp/401/404/x: disk full", "Error: copying /tmp/401/404/x: disk full"),
+    ("Error: GET http://127.0.0.1:5000/v2/: 401 (Unauthorised)", "the registry rejected the credentials"),
+    ("Error: HTTP status 404: page not there", "no such image in the registry"),
 ])
 def test_a_registry_error_reads_as_its_cause(stderr: str, reason: str) -> None:
     assert explain(stderr).startswith(reason)

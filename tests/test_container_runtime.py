@@ -156,7 +156,10 @@ def _interrupt_and_resume(tmp_path: Path, podman: Engine, image: str, home: Path
     client = subprocess.Popen([sys.executable, "-m", "shardrun", "run", str(job)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=os.environ.copy())
     try:
-        wait_for(lambda: _started(home) and len(run_containers(podman, _started(home)[0])) == 2,
+        # Running, not only created: a container still being set up when the client is stopped
+        # is another case (a kill can find no process to signal yet).
+        wait_for(lambda: _started(home) and len(run_containers(podman, _started(home)[0],
+                                                               running=True)) == 2,
                  "two running containers")
         run_id = _started(home)[0]
         client.send_signal(sig)

@@ -24,8 +24,8 @@ import shardrun
 from shardrun.cli import main
 from shardrun.images.engine import Engine
 
-from .fixtures.containers import LocalRegistry, busybox_context, free_port
-from .helpers import write_job
+from .fixtures.containers import LocalRegistry, busybox_context
+from .helpers import closed_port, write_job
 
 PW_VAR = "SHARDRUN_TEST_REGISTRY_PW"
 
@@ -145,9 +145,10 @@ def test_unreachable_registry_is_a_clear_error(tmp_path: Path, podman: Engine,
                                                monkeypatch: pytest.MonkeyPatch,
                                                capfd: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv(PW_VAR, registry.password)
-    closed = f"127.0.0.1:{free_port()}"  # nothing listens there
-    job = image_job(tmp_path, registry, repo, run_image=f"{closed}/{repo}:1.0")
-    assert main(["run", str(job)]) == 3
+    with closed_port() as port:  # nothing listens there
+        closed = f"127.0.0.1:{port}"
+        job = image_job(tmp_path, registry, repo, run_image=f"{closed}/{repo}:1.0")
+        assert main(["run", str(job)]) == 3
     _, err = capfd.readouterr()
     assert "unreachable" in err and closed in err
     assert shardrun.list_runs(home=shardrun_home) == []

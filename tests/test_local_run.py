@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,7 @@ def test_lines_job_merges_in_task_order(tmp_path: Path, shardrun_home: Path) -> 
     # task order, not completion order.
     app = ("import os, sys, time, pathlib; n = int(os.environ['SHARDRUN_TASK_ID'].split('-')[1]);"
            "d = pathlib.Path(sys.argv[3]); t = time.time();"
-           "exec('while n < 8 and not (d / str(n + 1)).exists() and time.time() - t < 30: time.sleep(0.01)');"
+           "exec('while n < 8 and not (d / str(n + 1)).exists() and time.time() - t < 120: time.sleep(0.01)');"
            "open(sys.argv[2], 'w').write(open(sys.argv[1]).read().upper()); (d / str(n)).touch()")
     job = write_job(tmp_path, {
         "app": {"command": [PY, "-c", app, "{input}", "{output}", str(tmp_path)]},
@@ -172,12 +173,16 @@ def test_exit_zero_without_output_fails_with_reason(tmp_path: Path) -> None:
 
 def test_timeout_kills_the_whole_process_group(tmp_path: Path, shardrun_home: Path) -> None:
     (tmp_path / "big.txt").write_text("x\n")
-    pidfile = tmp_path / "child.pid"
-    # The app starts a grandchild that would outlive a kill of the direct child only.
-    app = (f"import subprocess, time; p = subprocess.Popen(['sleep', '60']);"
-           f"open({str(pidfile)!r}, 'w').write(str(p.pid)); time.sleep(60)")
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    # The app starts a grandchild that would outlive a kill of the direct child only. A shell, not
+    # Python: on a loaded machine an interpreter can take most of the 1 s timeout to start, and the
+    # timeout could then land before the grandchild exists. Each attempt names its grandchild in a
+    # file of its own, written whole (renamed into place), so a kill cannot leave half a pid.
+    app = ('sleep 60 & echo $! > "$0/.$SHARDRUN_ATTEMPT"; mv "$0/.$SHARDRUN_ATTEMPT" "$0/$SHARDRUN_ATTEMPT";'
+           ' wait')
     job = write_job(tmp_path, {
-        "app": {"command": [PY, "-c", app, "{input}", "{output}"]},
+        "app": {"command": ["sh", "-c", app, str(pids), "{input}", "{output}"]},
         "split": {"input": "big.txt"},
         "merge": {"output": "r.txt"},
         "run": {"retries": 1, "timeout": "1s"},
@@ -187,8 +192,13 @@ def test_timeout_kills_the_whole_process_group(tmp_path: Path, shardrun_home: Pa
     attempts = ledger(shardrun_home).attempts(result.run_id)
     assert [a["result"] for a in attempts] == ["timeout", "timeout"]
     assert attempts[0]["reason"] == "timed out after 1s"
-    grandchild = int(pidfile.read_text())
-    assert not _alive(grandchild)
+    grandchildren = [int(p.read_text()) for p in pids.iterdir() if not p.name.startswith(".")]
+    assert grandchildren, "no attempt started its grandchild within the 1 s timeout"
+    # The group was signalled; the kernel ends each member when it next runs (bounded wait).
+    deadline = time.monotonic() + 30
+    while any(_alive(pid) for pid in grandchildren) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [pid for pid in grandchildren if _alive(pid)]
 
 
 def _alive(pid: int) -> bool:

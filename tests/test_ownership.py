@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -52,10 +53,17 @@ def test_a_killed_owner_needs_no_unlock(tmp_path: Path) -> None:
 @pytest.mark.parametrize("trial", range(3))
 def test_two_first_starts_make_one_run_and_each_task_runs_once(
         tmp_path: Path, shardrun_home: Path, trial: int) -> None:
-    calls = tmp_path / "calls.log"
-    job = slow_job(tmp_path, 12, "0.2", calls)
+    calls, hold = tmp_path / "calls.log", tmp_path / "hold"
+    hold.touch()  # the owner's tasks wait until the other client has given up, however late it starts
+    job = slow_job(tmp_path, 12, "0.2", calls, hold)
     env = {"SHARDRUN_HOME": str(shardrun_home)}
     first, second = start_client(job, env), start_client(job, env)
+    try:
+        deadline = time.monotonic() + 120
+        while first.poll() is None and second.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        hold.unlink()
     outs = [c.communicate(timeout=120) for c in (first, second)]
     codes = sorted(c.returncode for c in (first, second))
     assert codes == [0, 3], outs
@@ -70,24 +78,28 @@ def test_two_first_starts_make_one_run_and_each_task_runs_once(
 
 def test_a_second_client_on_an_interrupted_run_is_turned_away_and_nothing_runs_twice(
         tmp_path: Path, shardrun_home: Path) -> None:
-    calls, sleep = tmp_path / "calls.log", tmp_path / "sleep"
-    sleep.write_text("0.1")
-    job = slow_job(tmp_path, 40, str(sleep), calls)
+    calls, hold = tmp_path / "calls.log", tmp_path / "hold"
+    job = slow_job(tmp_path, 40, "0.1", calls, hold)
     env = {"SHARDRUN_HOME": str(shardrun_home)}
     client = start_client(job, env)
     wait_for(shardrun_home, "SELECT COUNT(*) FROM tasks WHERE state='succeeded'", 8, client)
+    hold.touch()  # tasks started from now on wait: the run cannot finish before the Ctrl-C lands
     client.send_signal(signal.SIGINT)
     client.communicate(timeout=60)
     done_before = _succeeded(shardrun_home)
-    sleep.write_text("1.5")  # the resumer is still at work while the others knock
+    assert len(done_before) < 40
+    # The resumer's tasks wait too, so it is still at work (and owns the run) while the others knock.
     resumer = start_client(job, env)
-    wait_for(shardrun_home, "SELECT COUNT(*) FROM tasks WHERE state='succeeded'", 12, resumer)
-    intruder = subprocess.run([sys.executable, "-m", "shardrun", "run", str(job)], capture_output=True,
-                              text=True, env={**os.environ, **env}, timeout=60, check=False)
-    retry = subprocess.run([sys.executable, "-m", "shardrun", "cleanup", "--force",
-                            _run_id(shardrun_home)], capture_output=True, text=True,
-                           env={**os.environ, **env}, timeout=60, check=False)
-    sleep.write_text("0.05")
+    try:
+        wait_for(shardrun_home, "SELECT COUNT(*) FROM attempts WHERE result='running'", 1, resumer)
+        intruder = subprocess.run([sys.executable, "-m", "shardrun", "run", str(job)],
+                                  capture_output=True, text=True, env={**os.environ, **env}, timeout=60,
+                                  check=False)
+        retry = subprocess.run([sys.executable, "-m", "shardrun", "cleanup", "--force",
+                                _run_id(shardrun_home)], capture_output=True, text=True,
+                               env={**os.environ, **env}, timeout=60, check=False)
+    finally:
+        hold.unlink()
     _, err = resumer.communicate(timeout=120)
     assert resumer.returncode == 0, err
     for other in (intruder, retry):

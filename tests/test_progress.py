@@ -51,15 +51,22 @@ def test_the_bar_draws_a_transfer_with_bytes_per_second_beside_the_run() -> None
     screen = io.StringIO()
     bar = BarProgress(Console(file=screen, force_terminal=True, width=120))
     bar.start("run-1", 3, COUNTS)
-    for i in range(6):
-        bar.transfer("upload of 3 file(s)", i * 2 * MIB, 10 * MIB)
+    # The bytes/s are drawn by the bar's own refresh thread (10 times a second) while the transfer
+    # is in flight, and the finished transfer leaves the screen: so report until a redraw showed a
+    # speed, however late a busy machine runs that thread (bounded), rather than for a fixed time.
+    speed = re.compile(r"[\d.]+ ?[kM]B/s")
+    done, total = 0, 10_000 * MIB  # more than the loop can report by its bound
+    deadline = time.monotonic() + 60
+    while not speed.search(screen.getvalue()) and time.monotonic() < deadline:
+        bar.transfer("upload of 3 file(s)", done, total)
+        done += MIB
         time.sleep(0.05)  # lets the bar take speed samples
-    bar.transfer("upload of 3 file(s)", 10 * MIB, 10 * MIB, finished=True)
+    bar.transfer("upload of 3 file(s)", total, total, finished=True)
     bar.update({**COUNTS, "succeeded": 3, "pending": 0})
     bar.close()
     bar.close()  # a second close (the CLI closes on every path) changes nothing
     text = screen.getvalue()
-    assert "upload of 3 file(s)" in text and re.search(r"[\d.]+ ?[kM]B/s", text)
+    assert "upload of 3 file(s)" in text and speed.search(text)
     assert "3/3" in text and "run-1" in text
 
 

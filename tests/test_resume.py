@@ -45,11 +45,12 @@ def processes_of(run_marker: bytes) -> list[int]:
     return pids
 
 
-def slow_job(tmp_path: Path, n: int, sleep: str, calls: Path) -> Path:
+def slow_job(tmp_path: Path, n: int, sleep: str, calls: Path, hold: Path | None = None) -> Path:
+    """`n` one-row tasks of tests/apps/slow.py; while the file `hold` exists, started tasks wait."""
     (tmp_path / "big.txt").write_text("".join(f"row {i}\n" for i in range(n)))
+    env = {"CALLS_LOG": str(calls), "SLEEP": sleep, **({"HOLD": str(hold)} if hold else {})}
     return write_job(tmp_path, {
-        "app": {"command": [PY, str(APPS / "slow.py"), "{input}", "{output}"],
-                "env": {"CALLS_LOG": str(calls), "SLEEP": sleep}},
+        "app": {"command": [PY, str(APPS / "slow.py"), "{input}", "{output}"], "env": env},
         "split": {"input": "big.txt", "per_task": 1},
         "merge": {"output": "result.txt"},
         "run": {"concurrency": 4, "retries": 0},

@@ -64,7 +64,9 @@ def wait_status(home: Path, client: subprocess.Popen[str], status: str) -> str:
         except (sqlite3.OperationalError, TypeError):
             now, run_id = "", ""
         if now == status:
-            time.sleep(0.3)  # let it get into the slow step
+            # ... and into the slow step itself: its `sh` is the client's child. (A fixed pause was
+            # not enough on a loaded machine: the client had not yet made the run's work folder.)
+            assert _children_running(client.pid, "sh"), f"the {status} step never started"
             return run_id
         time.sleep(0.05)
     raise AssertionError(f"the run never reached {status}")
@@ -214,7 +216,7 @@ def _children_running(parent: int, name: str) -> list[int]:
     """Children of `parent` whose command is `name`."""
     import time
 
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         found = []
         for stat in Path("/proc").glob("[0-9]*/stat"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from azure.batch import models as bm
 from azure.core.exceptions import HttpResponseError
 from azure.core.rest import HttpRequest
@@ -44,7 +46,8 @@ def test_formula_subset() -> None:
         raise AssertionError(f"{bad!r} was accepted")
 
 
-def test_autoscale_grows_from_zero_to_n_and_back() -> None:
+def test_autoscale_grows_from_zero_to_n_and_back(tmp_path: Path) -> None:
+    gate = tmp_path / "gate"  # the tasks run until the test has seen the pool at 3 nodes
     emu = start_emulator()
     try:
         client = client_for(emu)
@@ -55,9 +58,13 @@ def test_autoscale_grows_from_zero_to_n_and_back() -> None:
             "$pending=0;$TargetDedicatedNodes=0"
         )
         make_job(client)
-        group = [bm.BatchTaskCreateOptions(id=f"t{i}", command_line="/bin/sleep 1") for i in range(5)]
+        wait_gate = f"/bin/sh -c 'while [ ! -e {gate} ]; do sleep 0.05; done'"
+        group = [bm.BatchTaskCreateOptions(id=f"t{i}", command_line=wait_gate) for i in range(5)]
         client.create_task_collection("job1", bm.BatchTaskGroup(task_values=group))
-        wait_for(lambda: client.get_pool("pool1").current_dedicated_nodes == 3, what="pool grown to 3")
+        try:
+            wait_for(lambda: client.get_pool("pool1").current_dedicated_nodes == 3, what="pool grown to 3")
+        finally:
+            gate.touch()
         wait_for(lambda: client.get_job_task_counts("job1").task_counts.succeeded == 5, what="tasks done")
         wait_for(lambda: client.get_pool("pool1").current_dedicated_nodes == 0, what="pool back to 0")
         run = client.evaluate_pool_auto_scale(
@@ -116,7 +123,8 @@ def test_autoscale_errors_and_rules() -> None:
 
 
 def test_preempted_task_is_requeued_and_completes() -> None:
-    faults = FaultConfig(seed=1, preempt_rate=1000.0, max_preemptions=1, preempt_recover_seconds=0.3)
+    # The node stays preempted for 2 s, so a poll sees it even on a busy machine.
+    faults = FaultConfig(seed=1, preempt_rate=1000.0, max_preemptions=1, preempt_recover_seconds=2.0)
     emu = start_emulator(faults=faults)
     try:
         client = client_for(emu)

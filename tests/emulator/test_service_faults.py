@@ -109,11 +109,18 @@ def test_reads_survive_resets_through_the_sdk_retries() -> None:
 def test_slow_answer_times_out_but_the_request_was_applied() -> None:
     emu = start_emulator(faults=FaultConfig(seed=2, slow_rate=1.0, slow_seconds=1.0))
     try:
-        client = client_for(emu, read_timeout=0.3)
+        impatient = client_for(emu, read_timeout=0.3)
         with pytest.raises(ServiceResponseTimeoutError):
-            make_pool(client, nodes=0)
+            make_pool(impatient, nodes=0)
+        # On a busy machine the emulator may only get to the request after the client gave up:
+        # the fault is drawn once the request has taken effect, so wait for it before switching
+        # the faults off (else the late request is answered at once and nothing was slowed).
+        wait_for(lambda: emu.faults.slowed >= 1, what="the request to be handled and slowed")
         faults_off(emu, slow_rate=0.0)
         assert emu.faults.slowed == 1
+        # The checks wait as long as a client usually does: on a loaded machine even a prompt
+        # answer can take more than 0.3 s, and a POST is not retried after a timeout.
+        client = client_for(emu)
         assert client.get_pool("pool1").id == "pool1"
         assert error_of(lambda: make_pool(client, nodes=0)).error.code == "PoolExists"
     finally:

@@ -188,12 +188,13 @@ def explain(stderr: str, secret: Secret | None = None) -> str:
     if secret is not None and secret.reveal():
         text = text.replace(secret.reveal(), "REDACTED")
     low = text.lower()
-    # The registry's own error codes first; a bare status number is matched as a whole word, since
-    # ports, digests and temporary names in the text can contain "401" or "404".
+    # The registry's own error codes first; a bare status number counts only where it stands alone,
+    # since ports, digests and temporary names in the text can hold "401" or "404" (a port 54013,
+    # a folder /tmp/pytest-of-root/pytest-401/).
     if any(s in low for s in ("manifest unknown", "name unknown")):
         return f"no such image in the registry ({text})"
     if any(s in low for s in ("unauthorized", "invalid username/password", "authentication required",
-                              "incorrect username or password")) or re.search(r"\b401\b", low):
+                              "incorrect username or password")) or _status(401, low):
         return f"the registry rejected the credentials ({text})"
     if "http response to https client" in low:
         return (f"the registry speaks plain HTTP; set [image] tls_verify = false for a loopback "
@@ -201,9 +202,15 @@ def explain(stderr: str, secret: Secret | None = None) -> str:
     if any(s in low for s in ("connection refused", "no such host", "i/o timeout", "dial tcp",
                               "network is unreachable", "no route to host", "x509")):
         return f"the registry is unreachable ({text})"
-    if "not found" in low or re.search(r"\b404\b", low):
+    if "not found" in low or _status(404, low):
         return f"no such image in the registry ({text})"
     return text or "(no error output)"
+
+
+def _status(code: int, text: str) -> bool:
+    """Whether `text` holds the HTTP status `code` as a status: a number standing alone, not a part
+    of a port (`:401`), a path or name (`pytest-401/`, `/401/`), a version or a longer number."""
+    return re.search(rf"(?<![\w.:/-]){code}(?![\w./-]|:\d)", text) is not None
 
 
 # -- what a job file asks for ----------------------------------------------------------------------
