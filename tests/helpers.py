@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import sys
 from collections.abc import Iterator
@@ -10,22 +11,32 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import tomli_w
+
 APPS = Path(__file__).parent / "apps"
 PY = sys.executable
 
 
-def toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int | float):
-        return repr(v)
-    if isinstance(v, str | Path):
-        return json.dumps(str(v))  # JSON strings are valid TOML basic strings
+def _plain(v: Any) -> Any:
+    """`v` with Paths as strings, for tomli_w."""
+    if isinstance(v, Path):
+        return str(v)
     if isinstance(v, list):
-        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+        return [_plain(x) for x in v]
     if isinstance(v, dict):
-        return "{" + ", ".join(f"{k} = {toml_value(x)}" for k, x in v.items()) + "}"
-    raise TypeError(type(v))
+        return {k: _plain(x) for k, x in v.items()}
+    return v
+
+
+def _key(k: str) -> str:
+    return k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else json.dumps(k)
+
+
+def toml_value(v: Any) -> str:
+    """One TOML value, inline (a table as `{k = v}`), written by tomli_w for the escaping."""
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{_key(k)} = {toml_value(x)}" for k, x in v.items()) + "}"
+    return str(tomli_w.dumps({"v": _plain(v)})).removeprefix("v = ").rstrip("\n")
 
 
 def write_job(folder: Path, sections: dict[str, dict[str, Any]], name: str = "job.toml") -> Path:
