@@ -33,9 +33,11 @@ def _key(k: str) -> str:
 
 
 def toml_value(v: Any) -> str:
-    """One TOML value, inline (a table as `{k = v}`), written by tomli_w for the escaping."""
+    """One TOML value on one line (a table as `{k = v}`); strings escaped by tomli_w."""
     if isinstance(v, dict):
         return "{" + ", ".join(f"{_key(k)} = {toml_value(x)}" for k, x in v.items()) + "}"
+    if isinstance(v, list):  # on one line: tests edit job files as text
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
     return str(tomli_w.dumps({"v": _plain(v)})).removeprefix("v = ").rstrip("\n")
 
 

@@ -26,6 +26,7 @@ from shardrun.providers.azure.batch_account import (
     create_owned,
     delete_job,
     delete_pool,
+    end_job_with_its_tasks,
     open_batch_client,
     pool_state,
     preflight,
@@ -97,6 +98,7 @@ class AzureBatchBackend:
         self.next_poll = 0.0
         self.requests_last_poll = 0
         self.done = False
+        self.detached = False  # stop() was called: the core says what goes on
 
     # -- ComputeBackend -------------------------------------------------------------------------
     def start(self, ctx: RunContext) -> None:
@@ -158,9 +160,18 @@ class AzureBatchBackend:
 
     def stop(self) -> None:
         """Detach: the job goes on in the cloud (its kill switch is max_wall_clock)."""
+        self.detached = True
 
     def close(self) -> None:
-        if not (self.done and self.ctx is not None):
+        if self.ctx is None:
+            return
+        if not self.done:  # an error stopped the client: the cloud goes on, say so and how to end it
+            left = [f"Batch {kind.split('-')[1]} {rid}" for kind, rid in
+                    ((JOB, self.job_id), (POOL, None if self.settings.pool_id else self.pool_id)) if rid]
+            if left and not self.detached:
+                self.notes.append(f"{' and '.join(left)} of run {self.ctx.run_id} are still there (its "
+                                  "tasks go on): `shardrun run` on the job file re-attaches; "
+                                  f"`shardrun cleanup {self.ctx.run_id} --force` deletes them")
             return
         if merging.merge_follows(self.spec, self.failed_any, set(self.watch) - self.reported):
             return  # the merge task runs in the job: the cluster merge releases it (batch_collect.py)
@@ -259,7 +270,6 @@ class AzureBatchBackend:
         self.watermark, self.last_completed = None, -1
 
     def _add(self, todo: list[TaskSpec]) -> None:
-        from azure.batch import models as bm
 
         assert self.template is not None and self.ctx is not None and self.job_id is not None
         assert self.files is not None
@@ -288,9 +298,7 @@ class AzureBatchBackend:
             merging.add_merge_task(self.client, self.job_id, merging.merge_task(
                 self.spec, self.files, self.template, self.ctx.run_id,
                 merging.dependencies(self._bid(t.task_id) for t in todo)))
-        update = bm.BatchJobUpdateOptions(all_tasks_complete_mode=bm.BatchAllTasksCompleteMode.TERMINATE_JOB)
-        job_id = self.job_id
-        call(lambda: self.client.update_job(job_id, update), f"update job {job_id}")
+        end_job_with_its_tasks(self.client, self.job_id)
         merge_note = ", and the merge task that follows them" if merging.merges_on_cluster(
             self.spec) and self.numbered else ""
         self.notes.append(f"{len(todo)} tasks submitted to Batch job {self.job_id} on pool "

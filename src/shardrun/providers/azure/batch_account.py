@@ -167,3 +167,18 @@ def check_identity(client: Any, pool_id: str, identity: str) -> None:
         raise BatchError(f"pool {pool_id} does not have the managed identity [batch] "
                          f"node_identity names ({identity}); add it to the pool (Azure portal "
                          "or Azure Resource Manager), or remove node_identity (docs/azure.md)")
+
+
+def end_job_with_its_tasks(client: Any, job_id: str) -> None:
+    """allTasksCompleteMode = terminatejob: the job ends once every task it has ended. A job that
+    has completed already is what was asked: its tasks ended first, or this update was applied and
+    its answer lost (a retry then gets JobCompleted)."""
+    from azure.batch import models as bm
+
+    update = bm.BatchJobUpdateOptions(all_tasks_complete_mode=bm.BatchAllTasksCompleteMode.TERMINATE_JOB)
+    reset_tries()
+    try:
+        client.update_job(job_id, update)
+    except Exception as err:
+        if error_code(err) != "JobCompleted":
+            raise explain(err, f"update job {job_id}") from err

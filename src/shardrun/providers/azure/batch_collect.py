@@ -20,6 +20,7 @@ from shardrun.core.layout import log_key
 from shardrun.core.plugins import tail
 from shardrun.core.spec import JobSpec
 from shardrun.providers.azure.batch import AzureBatchBackend
+from shardrun.providers.azure.batch_account import end_job_with_its_tasks
 from shardrun.providers.azure.batch_merge import MERGE_TASK, add_merge_task, merge_task
 from shardrun.providers.azure.batch_monitor import call, error_code, explain, task_reason
 from shardrun.providers.azure.retry import reset_tries
@@ -100,7 +101,6 @@ class BatchMerge:
         return bool(counts.failed) and counts.active == 1 and counts.running == 0
 
     def _add(self, backend: AzureBatchBackend, depends_on: Any) -> None:
-        from azure.batch import models as bm
 
         assert backend.job_id is not None and backend.files is not None
         assert backend.template is not None and backend.ctx is not None
@@ -108,10 +108,7 @@ class BatchMerge:
             self.spec, backend.files, backend.template, backend.ctx.run_id, depends_on))
         self.submitted = True
         self.say(f"merge task submitted to Batch job {backend.job_id}")
-        job_id = backend.job_id
-        update = bm.BatchJobUpdateOptions(
-            all_tasks_complete_mode=bm.BatchAllTasksCompleteMode.TERMINATE_JOB)
-        call(lambda: backend.client.update_job(job_id, update), f"update job {job_id}")
+        end_job_with_its_tasks(backend.client, backend.job_id)
 
     def _wait(self, backend: AzureBatchBackend) -> Any:
         while True:
