@@ -33,8 +33,6 @@ from shardrun.planning.workload import Sample, Workload
 from shardrun.providers.azure.prices import PRICES_AS_OF, VmPrice, choose_vm, load_prices
 
 if TYPE_CHECKING:
-    from azure.batch import BatchClient
-
     from .fixtures.azurite import Azurite
 
 VM = VmPrice("Test_VM", 2, 1.0, 0.1)
@@ -204,14 +202,15 @@ def test_count_units(tmp_path: Path) -> None:
 SLEEPY_APP = """
 import sys, time
 lines = open(sys.argv[1]).read().splitlines()
-time.sleep(0.01 * len(lines))
+time.sleep(PER_LINE * len(lines))
 open(sys.argv[2], "w").write("".join(l.upper() + "\\n" for l in lines))
 """
 
 
-def make_job(folder: Path, split: str = 'method = "lines"\nper_task = 5', lines: int = 40) -> Path:
+def make_job(folder: Path, split: str = 'method = "lines"\nper_task = 5', lines: int = 40,
+             per_line: float = 0.01) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "app.py").write_text(SLEEPY_APP)
+    (folder / "app.py").write_text(SLEEPY_APP.replace("PER_LINE", repr(per_line)))
     (folder / "in.txt").write_text("".join(f"line {i}\n" for i in range(lines)))
     job = folder / "job.toml"
     job.write_text(
@@ -224,12 +223,13 @@ def make_job(folder: Path, split: str = 'method = "lines"\nper_task = 5', lines:
 
 
 def test_measure_runs_the_app_on_samples(tmp_path: Path) -> None:
-    spec = load_spec(make_job(tmp_path / "job"))
+    # 0.1 s a line: the fit's slope stands well above a loaded machine's noise in a start-up
+    spec = load_spec(make_job(tmp_path / "job", per_line=0.1))
     work = measure_workload(spec, samples=3)
     assert (work.units, work.job_per_task, work.unit_name) == (40, 5, "lines")
     # three pieces of the job's size, spread over the input, and one single line for the fit
     assert [s.units for s in work.samples] == [5, 5, 5, 1]
-    assert all(s.seconds >= 0.01 * s.units for s in work.samples)  # the app sleeps that long
+    assert all(s.seconds >= 0.1 * s.units for s in work.samples)  # the app sleeps that long
     assert work.unit_seconds > 0
     assert not list((tmp_path / "job").glob("piece-*"))  # nothing left beside the job
 
@@ -303,104 +303,6 @@ def test_the_job_files_own_shard_size_is_a_row_even_off_the_front(tmp_path: Path
     assert "* = the shard size in the job file" in text
 
 
-# -- the model against the Batch emulator ---------------------------------------------------------
-# The same 24 s of work (72 units of 1/3 s, each task one `sleep`) split into 8, 24 and 72 tasks and run
-# on the emulator with simulated node start-up; the makespan is read off the service's own timestamps.
-EMU_STARTUP = 2.0  # the emulator's simulated node start-up (creating -> starting -> idle), seconds
-EMU_NODES, EMU_SLOTS = 3, 2
-EMU_WORK = Workload(units=72, unit_seconds=24.0 / 72, unit_name="thirds of a second")
-EMU_AUTOSCALE_INTERVAL = 3.0  # seconds (long enough to matter); the emulator is told to accept it
-EMU_CALIBRATION_WAVES = 12
-GROW = f"$TargetDedicatedNodes = min({EMU_NODES}, max($PendingTasks.GetSample(1)));"
-
-
-def _sleep_command(seconds: float) -> str:
-    return f'/bin/sh -c "sleep {seconds:.4f}"'
-
-
-def _emulator_makespan(client: BatchClient, pool_id: str, tasks: int, seconds: float, *, nodes: int,
-                       slots: int, autoscale: float = 0.0) -> float:
-    """Create a pool and a job of `tasks` sleeps of `seconds`; the planner's makespan, from the pool's
-    creationTime to the last task's executionInfo.endTime, all as the service reports them."""
-    import time
-    from datetime import timedelta
-
-    from azure.batch import models as bm
-
-    image = bm.BatchVmImageReference(publisher="canonical", offer="ubuntu-24_04-lts", sku="server",
-                                     version="latest")
-    pool = bm.BatchPoolCreateOptions(
-        id=pool_id, vm_size="standard_d2s_v5", task_slots_per_node=slots,
-        virtual_machine_configuration=bm.VirtualMachineConfiguration(
-            image_reference=image, node_agent_sku_id="batch.node.ubuntu 24.04"))
-    if autoscale:  # evaluated at once (no tasks yet: no nodes), then every interval
-        pool.enable_auto_scale = True
-        pool.auto_scale_formula = GROW
-        pool.auto_scale_evaluation_interval = timedelta(seconds=autoscale)
-    else:
-        pool.target_dedicated_nodes = nodes
-    client.create_pool(pool)
-    created = client.get_pool(pool_id).creation_time
-    assert created is not None
-    client.create_job(bm.BatchJobCreateOptions(id=pool_id, pool_info=bm.BatchPoolInfo(pool_id=pool_id)))
-    work = [bm.BatchTaskCreateOptions(id=f"t{i:03d}", command_line=_sleep_command(seconds))
-            for i in range(tasks)]
-    for i in range(0, tasks, 100):
-        client.create_task_collection(pool_id, bm.BatchTaskGroup(task_values=work[i:i + 100]))
-    give_up = time.monotonic() + 120  # a bound on a hung run, not a timing assertion
-    while client.get_job_task_counts(pool_id).task_counts.completed < tasks:
-        assert time.monotonic() < give_up, f"{pool_id}: tasks did not finish"
-        time.sleep(0.25)  # the makespan comes from the service's timestamps, not from here
-    done = [t.execution_info for t in client.list_tasks(pool_id)]
-    assert len(done) == tasks
-    ends = [info.end_time for info in done if info is not None and info.result == "success"]
-    assert len(ends) == tasks, f"{pool_id}: not every task succeeded"
-    last_end = max(end for end in ends if end is not None)
-    client.begin_delete_pool(pool_id)
-    return float((last_end - created).total_seconds())
-
-
-@pytest.mark.slow
-def test_model_matches_the_batch_emulator_within_20_percent() -> None:
-    """Predicted makespans are within 20% of emulator runs at three shard counts (and on autoscale).
-
-    The per-task overhead is measured, not assumed (the 2 s default is Azure's, not the emulator's):
-    a calibration run of empty tasks (`sleep 0`, the same shell command) on the same pool, 12 waves of
-    them, read through the model backwards: overhead = (makespan - start-up) / waves.
-    """
-    pytest.importorskip("azure.batch")
-    from azure.batch import BatchClient
-    from azure.core.credentials import AzureNamedKeyCredential
-
-    from shardrun.emulator import DEV_ACCOUNT_KEY, DEV_ACCOUNT_NAME, Emulator, EmulatorConfig
-
-    config = EmulatorConfig(node_start_seconds=EMU_STARTUP, autoscale_min_interval=EMU_AUTOSCALE_INTERVAL / 2,
-                            sample_seconds=0.1)
-    runs = [(8, 0.0), (24, 0.0), (72, 0.0), (24, EMU_AUTOSCALE_INTERVAL)]  # (tasks, autoscale interval)
-    with Emulator(config) as emu:
-        client = BatchClient(emu.url, AzureNamedKeyCredential(DEV_ACCOUNT_NAME, DEV_ACCOUNT_KEY))
-        calibration = _emulator_makespan(client, "calibrate", EMU_CALIBRATION_WAVES * EMU_NODES * EMU_SLOTS,
-                                         0.0, nodes=EMU_NODES, slots=EMU_SLOTS)
-        overhead = (calibration - EMU_STARTUP) / EMU_CALIBRATION_WAVES
-        assert overhead > 0
-        results: list[tuple[int, float, float, float]] = []
-        for tasks, interval in runs:
-            per_task = EMU_WORK.units // tasks
-            measured = _emulator_makespan(client, f"shards{tasks}-as{interval:g}", tasks,
-                                          per_task * EMU_WORK.unit_seconds, nodes=EMU_NODES,
-                                          slots=EMU_SLOTS, autoscale=interval)
-            model = Pool(vm=VM, startup=EMU_STARTUP, task_overhead=overhead, slots=EMU_SLOTS,
-                         max_nodes=EMU_NODES, autoscale_interval=interval)
-            predicted = estimate(EMU_WORK, model, per_task, EMU_NODES)
-            assert predicted.tasks == tasks
-            results.append((tasks, interval, predicted.makespan, measured))
-    table = "\n".join(f"{t:3d} tasks{f', autoscale {i:g}s' if i else ''}: predicted {p:.2f}s, "
-                      f"measured {m:.2f}s ({(p - m) / m:+.1%})" for t, i, p, m in results)
-    report = f"per-task overhead {overhead * 1000:.0f}ms (calibrated)\n{table}"
-    print(report)
-    assert all(abs(p - m) <= 0.20 * m for _, _, p, m in results), report
-
-
 def test_formats() -> None:
     from shardrun.planning.plan import fmt_duration, fmt_money
 
@@ -427,30 +329,23 @@ def test_plan_takes_the_pool_from_the_jobs_batch_section(tmp_path: Path) -> None
     assert "VM: Standard_D8s_v5" in out and "up to 5 nodes" in out
 
 
-# -- calibration from the ledger, checked against a second emulator run ----------------------------
+# -- calibration from the ledger of a rehearsal on the emulator (its accuracy: bench/plan_accuracy.py) --
 # Copies its input and sleeps a quarter of a second per line: a shell and `sleep`, nothing else to start.
 SLEEP_PER_LINE = ["sh", "-c", 'n=0; while IFS= read -r line; do printf "%s\\n" "$line"; n=$((n + 1)); '
                   'done < "$INPUT_PATH" > "$OUTPUT_PATH"; sleep "$((n / 4)).$((n % 4 * 25))"']
 
 
 @pytest.mark.slow
-def test_a_calibrated_plan_predicts_a_second_emulator_run_within_20_percent(
+def test_a_rehearsal_on_the_emulator_calibrates_the_plan(
     azurite: Azurite, tmp_path: Path, shardrun_home: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """A rehearsal on the emulator (12 tasks of 4 lines on 2 nodes x 2 slots) calibrates start-up
-    and per-task overhead; the plan for 24 tasks of 2 lines on the same pool then predicts that run's
-    makespan (the run's start to its last attempt's end, as the ledger records them) within 20%.
-
-    Both runs are `shardrun run` in a process of its own, as a user runs them. The app's time is
-    given (`--unit-time`, what it sleeps), so the check is of the calibration, not of the local
-    measurement.
-    """
+    """A rehearsal on the emulator (12 tasks of 4 lines on 2 nodes x 2 slots), `shardrun run` in a
+    process of its own as a user runs it, calibrates start-up and per-task overhead from the ledger
+    for the plan of the same job at 24 tasks. How close that plan comes to the run is a wall-clock
+    comparison: bench/plan_accuracy.py measures it (the planner's 20%), not the suite."""
     import os
     import subprocess
-
-    from azure.batch import BatchClient
-    from azure.core.credentials import AzureNamedKeyCredential
 
     from shardrun.core.workspace import Workspace
 
@@ -490,10 +385,6 @@ def test_a_calibrated_plan_predicts_a_second_emulator_run_within_20_percent(
 
         before = plan(job(4))["calibration"]
         assert before["runs"] == [] and before["how"].startswith("defaults")
-        # The in-process emulator's first pool and job take it about half a second longer than later
-        # ones: a pool of its own first, so that the rehearsal starts as the next run will.
-        warm = BatchClient(emu.url, AzureNamedKeyCredential(emu.config.account_name, emu.config.account_key))
-        _emulator_makespan(warm, "warm-up", 1, 0.0, nodes=1, slots=1)
         rehearsal = run(job(4))
         planned = plan(job(2))
         calibration = planned["calibration"]
@@ -501,17 +392,6 @@ def test_a_calibrated_plan_predicts_a_second_emulator_run_within_20_percent(
         assert "calibrated from 1 earlier run of this job" in calibration["how"]
         assert calibration["task_overhead"] < 2.0 and calibration["startup"] < 300  # not the defaults
         predicted = planned["job_plan"]
-        assert (predicted["tasks"], predicted["nodes"]) == (24, 2)
-
-        second = run(job(2))
-        with Workspace() as ws:
-            row = ws.ledger.get_run(second)
-            assert row is not None
-            measured = max(a["ended_at"] for a in ws.ledger.attempts(second)) - row.created_at
+        assert (predicted["tasks"], predicted["nodes"]) == (24, 2) and predicted["makespan"] > 0
     finally:
         emu.stop()
-    report = (f"calibration: {calibration['how']}; start-up {calibration['startup']:.2f}s, overhead "
-              f"{calibration['task_overhead'] * 1000:.0f}ms; predicted {predicted['makespan']:.2f}s, "
-              f"measured {measured:.2f}s ({(predicted['makespan'] - measured) / measured:+.1%})")
-    print(report)
-    assert abs(predicted["makespan"] - measured) <= 0.20 * measured, report
