@@ -208,13 +208,15 @@ def split_with_function(spec: JobSpec, inputs: list[Path], outdir: Path) -> list
     return [Path(p) for p in result] if result is not None else _listed(outdir)
 
 
-def split_job(spec: JobSpec, outdir: Path) -> list[Path]:
+def split_job(spec: JobSpec, outdir: Path, inputs: list[Path] | None = None) -> list[Path]:
     """Run the job's splitter into the empty folder `outdir` and return the pieces in task order.
+    `inputs`: resolve_inputs(spec), when the caller has just resolved them.
 
     Every piece returned is shardrun's own: a file or folder inside `outdir`, neither a link nor
     holding one, so the caller may move it into the store without touching a file of the user's.
     """
-    inputs = resolve_inputs(spec)
+    if inputs is None:
+        inputs = resolve_inputs(spec)
     kind = spec.split.kind
     if kind == "command":
         pieces = own_pieces(split_with_command(spec, inputs, outdir), outdir)

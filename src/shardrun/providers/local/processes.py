@@ -100,11 +100,12 @@ class LocalBackend:
         try:
             if not out:
                 out.append(self._out.get(timeout=timeout))
-            # Gather what else arrives shortly: the client records a batch in one ledger
-            # transaction, and short tasks would otherwise cost a commit each.
-            until = time.monotonic() + GATHER
-            while (left := until - time.monotonic()) > 0:
-                out.append(self._out.get(timeout=left))
+                # Let what else arrives shortly gather: the client records a batch in one ledger
+                # transaction, and short tasks would otherwise cost a commit each. A sleep, not a
+                # wait per event: each wake-up would compete with the workers for the GIL.
+                time.sleep(GATHER)
+            while True:
+                out.append(self._out.get_nowait())
         except queue.Empty:
             pass
         except KeyboardInterrupt:
