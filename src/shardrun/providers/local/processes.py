@@ -105,7 +105,7 @@ class LocalBackend:
                 # wait per event: each wake-up would compete with the workers for the GIL.
                 time.sleep(GATHER)
             while True:
-                out.append(self._out.get_nowait())
+                out.append(self._out.get(timeout=0))
         except queue.Empty:
             pass
         except KeyboardInterrupt:
