@@ -107,7 +107,7 @@ def test_an_input_folder_is_listed_as_before(tmp_path: Path) -> None:
     names = [p.name for p in resolve_inputs(load_spec(job))]
     assert names == ["in1.txt", "in2.txt", "in3.txt", "in10.txt"]
     os.mkfifo(data / "pipe")
-    with pytest.raises(JobFileError, match="pipe.*is not a regular file"):
+    with pytest.raises(JobFileError, match=r"pipe.*is not a regular file"):
         resolve_inputs(load_spec(job))
 
 

@@ -63,6 +63,7 @@ class LocalBackend:
         self._file_paths: list[Path] = []
         self._base_env: dict[str, str] = {}
         self._tasks_dir = Path()
+        self._shared_dir = Path()
         self._access: GrantsTaskAccess | None = None
         self._slots: dict[str, Slot] = {}  # per worker: its last clean task folder, for reuse
 
@@ -71,7 +72,7 @@ class LocalBackend:
         self._ctx = ctx
         # once, not per attempt: isinstance against a runtime Protocol is slow
         self._access = ctx.store if isinstance(ctx.store, GrantsTaskAccess) else None
-        shared = ctx.scratch / "shared"
+        shared = self._shared_dir = ctx.scratch / "shared"
         shared.mkdir(parents=True, exist_ok=True)
         self._tasks_dir = ctx.scratch / "tasks"
         self._tasks_dir.mkdir(exist_ok=True)
@@ -225,7 +226,7 @@ class LocalBackend:
         env = self._base_env | task_environment(
             run_id=ctx.run_id, task_id=task.task_id, attempt=attempt, input_path=input_path,
             output_path=output_path, config_path=self._config_path, task_dir=task_dir,
-            working_dir=wd, shared_dir=ctx.scratch / "shared", node_root=ctx.scratch,
+            working_dir=wd, shared_dir=self._shared_dir, node_root=ctx.scratch,
             node_id=NODE_ID, extra=ctx.env,
         )
         argv = render_argv(ctx.command or [], {
