@@ -143,3 +143,17 @@ def test_events_arriving_while_the_client_gathers_are_all_handed_over() -> None:
     assert backend.events(0) == []
     with pytest.raises(queue.Empty):
         backend._out.get(timeout=0)
+
+
+def test_every_command_loaded_on_demand_is_named_where_the_cli_looks_for_it() -> None:
+    import click
+
+    import shardrun.cli.main
+    import shardrun.cli.tools  # noqa: F401  (registers its commands as it is imported)
+    from shardrun.cli.app import _LAZY, cli
+
+    lazy_modules = {module for module, _ in _LAZY.values()}
+    names = cli.list_commands(click.Context(cli))  # loads every lazy module
+    on_demand = {n for n in names if (cmd := cli.commands[n]).callback is not None
+                 and cmd.callback.__module__ in lazy_modules}
+    assert on_demand == set(_LAZY), "a command of a lazily loaded module is missing from _LAZY"
