@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -54,9 +55,37 @@ def _closed_pipe_is_ours() -> Iterator[None]:
         raise StdoutClosed() from err
 
 
+# Commands whose module is imported only when one of them is asked for (or --help lists them all):
+# `shardrun run` starts without loading the planner's, the image's or the emulator's commands.
+# A module either registers its commands on `cli` as it is imported, or names the one to add.
+_LAZY: dict[str, tuple[str, str | None]] = {
+    "report": ("shardrun.cli.tools", None),
+    "plan": ("shardrun.cli.tools", None),
+    "image": ("shardrun.cli.tools", None),
+    "emulator": ("shardrun.emulator.command", "emulator_command"),
+}
+
+
 class ShardrunGroup(click.Group):
     """The top group. A closed pipe is turned into StdoutClosed before click sees it, since click
     would exit 1 on it, and 1 means that tasks failed: main() exits 0 instead."""
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in _LAZY:
+            self._load(*_LAZY[cmd_name])
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        for module, name in set(_LAZY.values()):
+            self._load(module, name)
+        return super().list_commands(ctx)
+
+    def _load(self, module: str, name: str | None) -> None:
+        loaded = importlib.import_module(module)
+        if name is not None and name not in self.commands:
+            command = getattr(loaded, name)
+            assert isinstance(command, click.Command)
+            self.add_command(command)
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         with _closed_pipe_is_ours():  # --help and --version print while the arguments are parsed

@@ -322,28 +322,34 @@ def runs(ctx: click.Context, as_json: bool, limit: int) -> None:
     out.print(table)
 
 
+def _say(text: str) -> None:
+    """A plain line on stdout: what a run prints at its end needs no rich (whose import and console
+    cost a `shardrun run` about 40 ms of CPU at exit), and a path or a reason is printed as it is,
+    never read as markup."""
+    click.echo(text)
+
 
 def _print_result(result: RunResult) -> None:
     c = result.counts
     verb = "resumed run" if result.resumed else "run"
-    out.print(f"{verb} {result.run_id}: {result.status} — {c['succeeded']} succeeded, "
-              f"{c['failed']} failed in {result.wall_time:.1f}s")
+    _say(f"{verb} {result.run_id}: {result.status} — {c['succeeded']} succeeded, "
+         f"{c['failed']} failed in {result.wall_time:.1f}s")
     if result.merged_output:
-        out.print(f"merged result: {result.merged_output}")
+        _say(f"merged result: {result.merged_output}")
     if result.message:
-        out.print(result.message)
+        _say(result.message)
     _print_failures(result.run_id, [f.__dict__ for f in result.failed])
     if result.failed:
-        out.print(f"rerun only these: shardrun retry {result.run_id} --failed")
+        _say(f"rerun only these: shardrun retry {result.run_id} --failed")
 
 
 def _print_failures(run_id: str, failed: list[dict[str, Any]], limit: int = 20) -> None:
     from shardrun.core.outcome import task_label as outcome_label
     for f in failed[:limit]:
         label = outcome_label(f["task_id"], f.get("input_name") or "")
-        out.print(f"  {label} failed after {f['attempts']} attempt(s): {f['reason']}", markup=False)
+        _say(f"  {label} failed after {f['attempts']} attempt(s): {f['reason']}")
         if f["stderr_tail"]:
-            out.print(f"    stderr: {f['stderr_tail']}", markup=False)
-        out.print(f"    full log: shardrun logs {run_id} {f['task_id']}")
+            _say(f"    stderr: {f['stderr_tail']}")
+        _say(f"    full log: shardrun logs {run_id} {f['task_id']}")
     if len(failed) > limit:
-        out.print(f"  ... and {len(failed) - limit} more (shardrun status {run_id} --json)")
+        _say(f"  ... and {len(failed) - limit} more (shardrun status {run_id} --json)")

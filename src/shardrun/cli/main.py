@@ -17,13 +17,12 @@ from typing import Any
 
 import click
 
-from shardrun.cli import commands, tools  # noqa: F401  (they register their commands on `cli`)
+from shardrun.cli import commands  # noqa: F401  (it registers its commands on `cli`)
 from shardrun.cli.app import StdoutClosed, cli
 from shardrun.core.errors import ShardrunError
-from shardrun.emulator.command import emulator_command
 
-# `shardrun emulator`: the local Azure Batch emulator (its module imports its dependencies lazily).
-cli.add_command(emulator_command)
+# shardrun.cli.tools (report, plan, image) and `shardrun emulator` (the local Azure Batch emulator)
+# are loaded when asked for: see shardrun.cli.app._LAZY.
 
 ERROR = 3  # an error that is neither the user's job file nor failed tasks
 DEBUG_HINT = "run with --debug (or SHARDRUN_DEBUG=1) to see the traceback"

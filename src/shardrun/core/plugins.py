@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import os
 import re
@@ -20,8 +21,14 @@ from shardrun.core.errors import JobFileError
 def render_argv(template: Sequence[str], values: Mapping[str, str]) -> list[str]:
     """Replace the known {name}s in each argument, in one pass, leaving other braces alone
     (they may be code, as in `python3 -c`). Each argument stays one argv item: no shell."""
-    pattern = re.compile("|".join(re.escape("{" + k + "}") for k in values))
+    pattern = _placeholders(tuple(values))
     return [pattern.sub(lambda m: values[m.group(0)[1:-1]], arg) for arg in template]
+
+
+@functools.lru_cache(maxsize=32)
+def _placeholders(names: tuple[str, ...]) -> re.Pattern[str]:
+    """One pattern per set of names: a local run renders an argv per task with the same names."""
+    return re.compile("|".join(re.escape("{" + k + "}") for k in names))
 
 
 def load_callable(ref: str, base_dir: Path, where: str) -> Callable[..., Any]:

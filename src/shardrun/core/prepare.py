@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from stat import S_ISDIR, S_ISREG
 
 from shardrun.core import layout
 from shardrun.core.compute import PassesPieces, PieceMode, SplitFacts
@@ -60,7 +62,7 @@ def prepare_run(ws: Workspace, spec: JobSpec, job_key: str, run_id: str,
         began = time.monotonic()
         inputs = resolve_inputs(spec)
         as_planned = file_states(inputs) if spec.split.kind in PLANNERS else []  # before any plan
-        size = sum(p.stat().st_size for p in inputs if p.is_file())
+        size = sum(st.st_size for st in map(os.stat, inputs) if S_ISREG(st.st_mode))
         if size > BIG_INPUT:  # only then is the wait worth a word (and a bad input stays one line)
             view.message(f"splitting {size / 2**20:,.0f} MiB of {spec.split.input} for run {run_id}")
         plans = split_or_plan(run, spec, inputs, staging)
@@ -81,7 +83,8 @@ def prepare_run(ws: Workspace, spec: JobSpec, job_key: str, run_id: str,
                 tasks.append((task_id, index, layout.input_key(run_id, task_id, plan.name), plan.size,
                               out_key, encode_segments(plan.segments)))
                 continue
-            if piece.is_dir():
+            info = os.stat(piece)  # one stat per piece: there may be many thousands
+            if S_ISDIR(info.st_mode):
                 in_key = layout.input_key(run_id, task_id, piece.name) + "/"
                 files = sorted(p for p in piece.rglob("*") if p.is_file())
                 uploads += [(in_key + f.relative_to(piece).as_posix(), f) for f in files]
@@ -89,7 +92,7 @@ def prepare_run(ws: Workspace, spec: JobSpec, job_key: str, run_id: str,
             else:
                 in_key = layout.input_key(run_id, task_id, piece.name)
                 uploads.append((in_key, piece))
-                size = piece.stat().st_size
+                size = info.st_size
             tasks.append((task_id, index, in_key, size, out_key))
         if isinstance(plans, list):
             put_sources(store, run_id, inputs, as_planned)
@@ -127,7 +130,7 @@ def split_or_plan(run: Run, spec: JobSpec, inputs: list[Path], staging: Path) ->
     (PassesPieces) for a splitter that cuts byte ranges. Otherwise the pieces, split here."""
     provider = run.compute_provider
     if spec.split.kind not in PLANNERS or not isinstance(provider, PassesPieces):
-        return OwnPieces(split_job(spec, staging))
+        return OwnPieces(split_job(spec, staging, inputs))
     plans = plan_job(spec, inputs)
     facts = SplitFacts(spec.split.kind, sum(p.stat().st_size for p in inputs), len(plans), len(inputs))
     if provider.piece_mode(spec, facts) is PieceMode.BY_REFERENCE:

@@ -29,9 +29,16 @@ from shardrun.core.split_plan import (
 FUNCTION_ARGS = ("inputs", "outdir", "per_task")  # how a [split] function is called
 
 
+_DIGITS = re.compile(r"(\d+)")
+
+
 def natural_key(path: Path) -> list[object]:
     """input2 sorts before input10, as a person expects."""
-    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", path.name)]
+    return _natural_key(path.name)
+
+
+def _natural_key(name: str) -> list[object]:
+    return [int(p) if p.isdigit() else p for p in _DIGITS.split(name)]
 
 
 def resolve_inputs(spec: JobSpec) -> list[Path]:
@@ -47,7 +54,7 @@ def resolve_inputs(spec: JobSpec) -> list[Path]:
         return files
     path = spec.path(raw)
     if path.is_dir():
-        files = sorted((p for p in path.iterdir() if _regular(p, where)), key=natural_key)
+        files = _files_in(path, where)
         if not files and spec.split.kind != "command":
             raise JobFileError(f"{where} folder {raw!r} has no files")
         return files if spec.split.kind != "command" else [path]
@@ -55,6 +62,18 @@ def resolve_inputs(spec: JobSpec) -> list[Path]:
         raise JobFileError(f"{where} {raw!r} does not exist")
     _regular(path, where)
     return [path]
+
+
+def _files_in(folder: Path, where: str) -> list[Path]:
+    """The regular files directly in `folder`, in natural order. The folder's entries say which
+    are plain files or folders without a stat each (a folder of inputs may hold many thousands);
+    links and anything else take _regular."""
+    with os.scandir(folder) as entries:
+        found = [(e.name, e.path) for e in entries
+                 if (e.is_file(follow_symlinks=False)
+                     or (not e.is_dir(follow_symlinks=False) and _regular(Path(e.path), where)))]
+    found.sort(key=lambda item: _natural_key(item[0]))
+    return [Path(p) for _, p in found]
 
 
 def _regular(path: Path, where: str) -> bool:
@@ -203,13 +222,15 @@ def split_with_function(spec: JobSpec, inputs: list[Path], outdir: Path) -> list
     return [Path(p) for p in result] if result is not None else _listed(outdir)
 
 
-def split_job(spec: JobSpec, outdir: Path) -> list[Path]:
+def split_job(spec: JobSpec, outdir: Path, inputs: list[Path] | None = None) -> list[Path]:
     """Run the job's splitter into the empty folder `outdir` and return the pieces in task order.
+    `inputs`: resolve_inputs(spec), when the caller has just resolved them.
 
     Every piece returned is shardrun's own: a file or folder inside `outdir`, neither a link nor
     holding one, so the caller may move it into the store without touching a file of the user's.
     """
-    inputs = resolve_inputs(spec)
+    if inputs is None:
+        inputs = resolve_inputs(spec)
     kind = spec.split.kind
     if kind == "command":
         pieces = own_pieces(split_with_command(spec, inputs, outdir), outdir)

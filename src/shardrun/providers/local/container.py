@@ -25,11 +25,14 @@ from shardrun.core.containers import (
     parse_container_options,
 )
 from shardrun.core.errors import UsageError
-from shardrun.images.engine import QUICK, Engine, ImageError
 from shardrun.providers.local.runtime import ContainerSettings, Launched, ProcessRuntime, Runtime
 
 if TYPE_CHECKING:
     from shardrun.core.spec import JobSpec
+    from shardrun.images.engine import Engine
+
+# shardrun.images.engine is imported where a container runtime first needs it: a process run
+# (the default) does not pay for it at start-up.
 
 LABEL = "shardrun.run"
 
@@ -51,6 +54,8 @@ class ContainerRuntime:
     isolated = True  # the attempt sees the node root only, so inputs must be copied under it
 
     def __init__(self, name: str) -> None:
+        from shardrun.images.engine import Engine
+
         self.name = name
         self.engine = Engine(name)
         self.image: str | None = None
@@ -62,6 +67,8 @@ class ContainerRuntime:
             raise UsageError(f"the {self.name} runtime needs an image: set [app] image or [image]")
         self.image = containers.image
         self.options = list(containers.options)
+        from shardrun.images.engine import ImageError
+
         if not self.engine.exists(self.image):
             raise ImageError(f"image {self.image} is not present locally (build or pull it; "
                              "`shardrun run` pulls it during its preflight)")
@@ -118,6 +125,8 @@ class ContainerAttempt:
         self._helpers: list[subprocess.Popen[bytes]] = []
 
     def wait(self) -> int:
+        from shardrun.images.engine import QUICK, ImageError
+
         code = self.popen.wait()
         if self._signalled or code < 0:
             # The client is gone; make sure its container is too (it may have been mid-start).

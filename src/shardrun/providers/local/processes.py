@@ -63,6 +63,7 @@ class LocalBackend:
         self._file_paths: list[Path] = []
         self._base_env: dict[str, str] = {}
         self._tasks_dir = Path()
+        self._shared_dir = Path()
         self._access: GrantsTaskAccess | None = None
         self._slots: dict[str, Slot] = {}  # per worker: its last clean task folder, for reuse
 
@@ -71,7 +72,7 @@ class LocalBackend:
         self._ctx = ctx
         # once, not per attempt: isinstance against a runtime Protocol is slow
         self._access = ctx.store if isinstance(ctx.store, GrantsTaskAccess) else None
-        shared = ctx.scratch / "shared"
+        shared = self._shared_dir = ctx.scratch / "shared"
         shared.mkdir(parents=True, exist_ok=True)
         self._tasks_dir = ctx.scratch / "tasks"
         self._tasks_dir.mkdir(exist_ok=True)
@@ -100,11 +101,12 @@ class LocalBackend:
         try:
             if not out:
                 out.append(self._out.get(timeout=timeout))
-            # Gather what else arrives shortly: the client records a batch in one ledger
-            # transaction, and short tasks would otherwise cost a commit each.
-            until = time.monotonic() + GATHER
-            while (left := until - time.monotonic()) > 0:
-                out.append(self._out.get(timeout=left))
+                # Let what else arrives shortly gather: the client records a batch in one ledger
+                # transaction, and short tasks would otherwise cost a commit each. A sleep, not a
+                # wait per event: each wake-up would compete with the workers for the GIL.
+                time.sleep(GATHER)
+            while True:
+                out.append(self._out.get(timeout=0))
         except queue.Empty:
             pass
         except KeyboardInterrupt:
@@ -224,7 +226,7 @@ class LocalBackend:
         env = self._base_env | task_environment(
             run_id=ctx.run_id, task_id=task.task_id, attempt=attempt, input_path=input_path,
             output_path=output_path, config_path=self._config_path, task_dir=task_dir,
-            working_dir=wd, shared_dir=ctx.scratch / "shared", node_root=ctx.scratch,
+            working_dir=wd, shared_dir=self._shared_dir, node_root=ctx.scratch,
             node_id=NODE_ID, extra=ctx.env,
         )
         argv = render_argv(ctx.command or [], {
