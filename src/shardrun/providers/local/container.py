@@ -122,6 +122,7 @@ class ContainerAttempt:
         self.popen = popen
         self.pid = popen.pid
         self._signalled = False
+        self._last: signal.Signals | None = None  # the signal the last helper sends
         self._helpers: list[subprocess.Popen[bytes]] = []
 
     def wait(self) -> int:
@@ -149,9 +150,10 @@ class ContainerAttempt:
     def _signal(self, sig: signal.Signals) -> None:
         if self.popen.poll() is not None:
             return
-        if sig != signal.SIGKILL and self._helpers and self._helpers[-1].poll() is None:
-            return  # one SIGTERM in flight at a time; a SIGKILL never waits behind one
-        self._signalled = True
+        if self._helpers and self._helpers[-1].poll() is None and (
+                sig != signal.SIGKILL or self._last is signal.SIGKILL):
+            return  # one signal in flight at a time; a SIGKILL never waits behind a SIGTERM
+        self._signalled, self._last = True, sig
         # Not waited for here: the backend calls this from its polling loop.
         self._helpers.append(subprocess.Popen(
             self.engine.argv("kill", "--signal", sig.name.removeprefix("SIG"), self.name),

@@ -28,6 +28,7 @@ from shardrun.providers.local.runtime import ContainerSettings, Launched, Runtim
 from shardrun.providers.local.slots import Slot, enter, remove_task_dir
 
 KILL_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
+KILL_RETRY_SECONDS = 30.0  # how long stop() keeps sending SIGKILL to attempts that have not ended
 TAIL_BYTES, TAIL_LINES = 4096, 5  # the end of a failed attempt's stderr that the ledger keeps
 GATHER = 0.02  # seconds events() keeps collecting after the first event
 NODE_ID = "local-node"
@@ -131,10 +132,17 @@ class LocalBackend:
                 if not self._running:
                     break
             time.sleep(0.05)
-        with self._lock:
-            handles = [r.handle for r in self._running.values()]
-        for h in handles:
-            h.kill()
+        # SIGKILL until every attempt has ended: a container still being created when the first
+        # one came cannot be killed yet (`podman kill` refuses it), so it is sent again (bounded).
+        give_up = time.monotonic() + KILL_RETRY_SECONDS
+        while True:
+            with self._lock:
+                handles = [r.handle for r in self._running.values()]
+            if not handles or time.monotonic() >= give_up:
+                break
+            for h in handles:
+                h.kill()
+            time.sleep(0.2)
 
     def notices(self) -> list[str]:
         return []
