@@ -196,7 +196,7 @@ def test_task_urls_name_the_blob_as_the_sdk_does(store: BlobStore, ns: str) -> N
 def test_in_order_keeps_few_items_in_flight_and_stops_on_an_error() -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    from shardrun.providers.azure.blob_transfer import in_order
+    from shardrun.providers.azure.windowed import in_order
 
     taken = 0
     high = 0

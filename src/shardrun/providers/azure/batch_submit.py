@@ -20,14 +20,14 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from shardrun.providers.azure.batch_monitor import error_code, explain
 from shardrun.providers.azure.retry import reset_tries
+from shardrun.providers.azure.windowed import in_order
 
 MAX_TASKS_PER_REQUEST = 100
 MAX_BODY_BYTES = 1_000_000 - 16_384  # the service's limit is 1 MB; leave room for the envelope
@@ -141,7 +141,7 @@ def submit_tasks(
         for round_no in range(max_rounds):
             report.rounds = round_no + 1
             retry: list[Any] = []
-            for outcomes in _in_flight(pool, send, iter_chunks(pending), 2 * workers):
+            for outcomes in in_order(pool, send, iter_chunks(pending), 2 * workers):
                 for task, outcome, detail in outcomes:
                     if outcome == "added":
                         report.added += 1
@@ -161,20 +161,3 @@ def submit_tasks(
         task_id = t["id"]
         report.failed[task_id] = f"gave up after {max_rounds} rounds: {last_reason.get(task_id, '')}"
     return report
-
-
-def _in_flight(pool: ThreadPoolExecutor, fn: Callable[[list[Any]], Any], chunks: Iterator[list[Any]],
-               window: int) -> Iterator[Any]:
-    """pool.map(fn, chunks) in order, with at most `window` chunks taken from `chunks` and not yet
-    given back (pool.map would take every chunk first)."""
-    queue: deque[Future[Any]] = deque()
-    try:
-        for chunk in chunks:
-            queue.append(pool.submit(fn, chunk))
-            if len(queue) >= window:
-                yield queue.popleft().result()
-        while queue:
-            yield queue.popleft().result()
-    finally:
-        for future in queue:  # an error stops the submission: send nothing more
-            future.cancel()

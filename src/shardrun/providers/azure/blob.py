@@ -37,7 +37,6 @@ from shardrun.providers.azure.blob_transfer import (
     Uploader,
     download,
     existing_blobs,
-    in_order,
 )
 from shardrun.providers.azure.sas import (
     CREATE_WRITE,
@@ -49,6 +48,7 @@ from shardrun.providers.azure.sas import (
     download_url,
     sas_lifetime,
 )
+from shardrun.providers.azure.windowed import in_order
 from shardrun.version import __version__
 
 META_TOOL = "shardrun_tool"

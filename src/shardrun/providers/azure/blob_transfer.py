@@ -17,43 +17,20 @@ import base64
 import hashlib
 import os
 import threading
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import BlobBlock, BlobClient, ContainerClient, ContentSettings
 
 from shardrun.core.progress import ProgressView
+from shardrun.providers.azure.windowed import in_order
 
 MIB = 1024 * 1024
 HASH_CHUNK = 4 * MIB
 AHEAD = 4  # items handed to a pool per thread before their results are taken
-
-T = TypeVar("T")
-R = TypeVar("R")
-
-
-def in_order(pool: ThreadPoolExecutor, fn: Callable[[T], R], items: Iterable[T],
-             window: int) -> Iterator[R]:
-    """pool.map(fn, items), in order, with at most `window` items submitted and not yet given back
-    (pool.map submits every item first: a Future each). On an error, or when the caller stops
-    early, the items not yet started are cancelled."""
-    queue: deque[Future[R]] = deque()
-    try:
-        for item in items:
-            queue.append(pool.submit(fn, item))
-            if len(queue) >= window:
-                yield queue.popleft().result()
-        while queue:
-            yield queue.popleft().result()
-    finally:
-        for future in queue:
-            future.cancel()
-
 
 @dataclass
 class TransferStats:
