@@ -46,7 +46,7 @@ from shardrun.providers.azure.batch_monitor import (
     BatchError,
     PoolHealth,
     call,
-    error_code,
+    call_unless,
     explain,
     task_events,
 )
@@ -192,14 +192,11 @@ class AzureBatchBackend:
             self.ctx.on_resource(kind, rid, deleted)
 
     def _attach(self, job_id: str) -> None:
-        reset_tries()
-        try:
-            job = self.client.get_job(job_id, select=["id", "state", "metadata"])
-        except Exception as err:
-            if error_code(err) == "JobNotFound":
-                self._record(JOB, job_id, deleted=True)
-                return
-            raise explain(err, f"read job {job_id}") from err
+        job = call_unless(lambda: self.client.get_job(job_id, select=["id", "state", "metadata"]),
+                          f"read job {job_id}", ("JobNotFound",))
+        if job is None:
+            self._record(JOB, job_id, deleted=True)
+            return
         self.job_id = job_id
         self.numbered = merging.numbered(job)  # a job submitted before numbered ids keeps the ledger's
         self.job_active = str(job.state).lower().endswith("active")

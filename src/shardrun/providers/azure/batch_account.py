@@ -10,7 +10,7 @@ from typing import Any
 
 from shardrun.core.errors import ShardrunError, UsageError
 from shardrun.core.spec import JobSpec
-from shardrun.providers.azure.batch_monitor import BatchError, call, error_code, explain
+from shardrun.providers.azure.batch_monitor import BatchError, call, call_unless, error_code, explain
 from shardrun.providers.azure.batch_tasks import RUN_METADATA
 from shardrun.providers.azure.retry import AZURE_RETRY, reset_tries
 from shardrun.providers.azure.settings import batch_settings
@@ -148,14 +148,9 @@ def delete_run_resources(spec: JobSpec, resources: list[tuple[str, str]],
 
 def pool_state(client: Any, pool_id: str) -> str | None:
     """The pool's state ("active", "deleting"), or None when there is no such pool."""
-    reset_tries()
-    try:
-        pool = client.get_pool(pool_id, select=["id", "state"])
-    except Exception as err:
-        if error_code(err) == "PoolNotFound":
-            return None
-        raise explain(err, f"read pool {pool_id}") from err
-    return str(pool.state).rsplit(".", 1)[-1].lower()
+    pool = call_unless(lambda: client.get_pool(pool_id, select=["id", "state"]), f"read pool {pool_id}",
+                       ("PoolNotFound",))
+    return None if pool is None else str(pool.state).rsplit(".", 1)[-1].lower()
 
 
 def check_identity(client: Any, pool_id: str, identity: str) -> None:
@@ -176,9 +171,4 @@ def end_job_with_its_tasks(client: Any, job_id: str) -> None:
     from azure.batch import models as bm
 
     update = bm.BatchJobUpdateOptions(all_tasks_complete_mode=bm.BatchAllTasksCompleteMode.TERMINATE_JOB)
-    reset_tries()
-    try:
-        client.update_job(job_id, update)
-    except Exception as err:
-        if error_code(err) != "JobCompleted":
-            raise explain(err, f"update job {job_id}") from err
+    call_unless(lambda: client.update_job(job_id, update), f"update job {job_id}", ("JobCompleted",))

@@ -22,8 +22,7 @@ from shardrun.core.spec import JobSpec
 from shardrun.providers.azure.batch import AzureBatchBackend
 from shardrun.providers.azure.batch_account import end_job_with_its_tasks
 from shardrun.providers.azure.batch_merge import MERGE_TASK, add_merge_task, merge_task
-from shardrun.providers.azure.batch_monitor import call, error_code, explain, task_reason
-from shardrun.providers.azure.retry import reset_tries
+from shardrun.providers.azure.batch_monitor import call, call_unless, explain, task_reason
 
 TAIL_LINES = 5
 
@@ -72,13 +71,8 @@ class BatchMerge:
     def _get(self, backend: AzureBatchBackend) -> Any | None:
         job_id = backend.job_id
         assert job_id is not None
-        reset_tries()
-        try:
-            return backend.client.get_task(job_id, MERGE_TASK)
-        except Exception as err:
-            if error_code(err) == "TaskNotFound":
-                return None
-            raise explain(err, f"read the merge task of job {job_id}") from err
+        return call_unless(lambda: backend.client.get_task(job_id, MERGE_TASK),
+                           f"read the merge task of job {job_id}", ("TaskNotFound",))
 
     def _merge_task(self, backend: AzureBatchBackend) -> Any | None:
         """The live job's merge task when it can still give the result, else None."""

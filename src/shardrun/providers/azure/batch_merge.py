@@ -30,10 +30,9 @@ from shardrun.core.layout import app_key, log_key, merged_key
 from shardrun.core.plugins import render_argv
 from shardrun.core.spec import JobSpec
 from shardrun.providers.azure.batch_files import RunFiles
-from shardrun.providers.azure.batch_monitor import error_code, explain
+from shardrun.providers.azure.batch_monitor import call_unless
 from shardrun.providers.azure.batch_tasks import TASK_NAMING, JobTemplate, blob_name
 from shardrun.providers.azure.merge_script import COMMAND_DIR, MERGE_SCRIPT, OUTPUTS, RESULT
-from shardrun.providers.azure.retry import reset_tries
 
 MERGE_TASK = "merge"
 SCRIPT_NAME = "shardrun-merge.sh"
@@ -145,12 +144,8 @@ def outputs_url(files: RunFiles, run_id: str) -> str:
 def add_merge_task(client: Any, job_id: str, task: Any) -> None:
     """Add the merge task after the tasks it depends on exist; one added before (a create whose
     answer was lost, a client that died) is the same task."""
-    reset_tries()
-    try:
-        client.create_task(job_id, task)
-    except Exception as err:
-        if error_code(err) != "TaskExists":
-            raise explain(err, f"add the merge task to job {job_id}") from err
+    call_unless(lambda: client.create_task(job_id, task), f"add the merge task to job {job_id}",
+                ("TaskExists",))
 
 
 def merge_task(spec: JobSpec, files: RunFiles, template: JobTemplate, run_id: str,

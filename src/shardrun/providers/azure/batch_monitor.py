@@ -15,7 +15,7 @@ import contextlib
 import datetime as dt
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -78,6 +78,18 @@ def call(fn: Callable[[], T], action: str) -> T:
     try:
         return fn()
     except Exception as err:
+        raise explain(err, action) from err
+
+
+def call_unless(fn: Callable[[], T], action: str, codes: Collection[str]) -> T | None:
+    """`call`, where an error with one of `codes` is an answer, not a failure: None then (a
+    resource that is not there, a create or an update applied before its answer was lost)."""
+    reset_tries()
+    try:
+        return fn()
+    except Exception as err:
+        if error_code(err) in codes:
+            return None
         raise explain(err, action) from err
 
 
