@@ -163,9 +163,9 @@ def restore_sources(run: Run, view: ProgressView) -> None:
     if not rows:
         return
     stored = {o.key: o.size for o in run.store.list(layout.sources_prefix(run.run_id))}
-    lost = [(layout.source_key(run.run_id, n, Path(path).name), Path(path), (size, mtime))
-            for n, path, size, mtime in rows
-            if stored.get(layout.source_key(run.run_id, n, Path(path).name)) != size]
+    keyed = [(layout.source_key(run.run_id, n, Path(path).name), Path(path), (size, mtime))
+             for n, path, size, mtime in rows]
+    lost = [(key, path, was) for key, path, was in keyed if stored.get(key) != was[0]]
     if not lost:
         return
     for _, path, was in lost:

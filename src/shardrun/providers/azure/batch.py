@@ -291,13 +291,13 @@ class AzureBatchBackend:
             first = next(iter(report.failed.items()))
             raise BatchError(f"Azure Batch did not take {len(report.failed)} task(s) of job "
                              f"{self.job_id}, e.g. {first[0]}: {first[1]}")
+        merge_note = ""
         if merging.merges_on_cluster(self.spec) and self.numbered:  # it runs where the last tasks run
             merging.add_merge_task(self.client, self.job_id, merging.merge_task(
                 self.spec, self.files, self.template, self.ctx.run_id,
                 merging.dependencies(self._bid(t.task_id) for t in todo)))
+            merge_note = ", and the merge task that follows them"
         end_job_with_its_tasks(self.client, self.job_id)
-        merge_note = ", and the merge task that follows them" if merging.merges_on_cluster(
-            self.spec) and self.numbered else ""
         self.notes.append(f"{len(todo)} tasks submitted to Batch job {self.job_id} on pool "
                           f"{self.pool_id} in {report.requests} request(s){merge_note}")
 
