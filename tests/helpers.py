@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import re
 import socket
 import sys
 from collections.abc import Iterator
@@ -17,19 +15,9 @@ APPS = Path(__file__).parent / "apps"
 PY = sys.executable
 
 
-def _plain(v: Any) -> Any:
-    """`v` with Paths as strings, for tomli_w."""
-    if isinstance(v, Path):
-        return str(v)
-    if isinstance(v, list):
-        return [_plain(x) for x in v]
-    if isinstance(v, dict):
-        return {k: _plain(x) for k, x in v.items()}
-    return v
-
-
 def _key(k: str) -> str:
-    return k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else json.dumps(k)
+    """A key as tomli_w writes it: bare when it can be, else quoted."""
+    return str(tomli_w.dumps({k: 0})).rsplit(" = ", 1)[0]
 
 
 def toml_value(v: Any) -> str:
@@ -38,7 +26,8 @@ def toml_value(v: Any) -> str:
         return "{" + ", ".join(f"{_key(k)} = {toml_value(x)}" for k, x in v.items()) + "}"
     if isinstance(v, list):  # on one line: tests edit job files as text
         return "[" + ", ".join(toml_value(x) for x in v) + "]"
-    return str(tomli_w.dumps({"v": _plain(v)})).removeprefix("v = ").rstrip("\n")
+    plain = str(v) if isinstance(v, Path) else v
+    return str(tomli_w.dumps({"v": plain})).removeprefix("v = ").rstrip("\n")
 
 
 def write_job(folder: Path, sections: dict[str, dict[str, Any]], name: str = "job.toml") -> Path:
